@@ -1,0 +1,104 @@
+"""shop: a web shop whose instances keep no per-user state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import Settings
+from .services import Services, build_services
+from .sessions import RedisSessionInterface
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("shop")
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any) -> Flask:
+    """Build an app from ``SHOP_*`` variables, a :class:`Settings`, or overrides of either.
+
+    ``redis_client`` (keyword) hands in an existing Redis client, so two apps in one test can
+    share a fakeredis server as two instances share a real one.
+    """
+    settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+        instance_path=str(ROOT / "instance"),
+    )
+    _configure_logging(settings)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.embedded and settings.secret_key is None:
+        import secrets
+
+        settings = settings.replace(secret_key=secrets.token_urlsafe(32))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SESSION_COOKIE_NAME=settings.session_cookie_name,
+        JSON_SORT_KEYS=False,
+    )
+    services = build_services(settings, app.instance_path, redis_client=kwargs.get("redis_client"))
+    app.extensions["shop"] = services
+    app.session_interface = RedisSessionInterface(
+        services.sessions,
+        cookie_name=settings.session_cookie_name,
+        secure=settings.cookie_secure,
+        max_age=settings.session_absolute_lifetime,
+    )
+
+    from .web import register
+
+    register(app)
+
+    from .cli import register_cli
+
+    register_cli(app)
+
+    if settings.trusted_proxies > 0:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+
+    if settings.embedded:
+        _prepare_embedded(services)
+    elif settings.seed_demo:
+        _prepare_demo(services)
+    return app
+
+
+def _prepare_embedded(services: Services) -> None:
+    log.warning(
+        "embedded mode: SQLite at %s and an in-process fakeredis. For ONE process only: "
+        "sessions and carts live in this process. Set SHOP_DATABASE_URL, SHOP_REDIS_URL and "
+        "SHOP_SECRET_KEY to run several instances.",
+        services.engines.primary.url.render_as_string(hide_password=True),
+    )
+    if services.settings.seed_demo is not False:
+        _prepare_demo(services)
+
+
+def _prepare_demo(services: Services) -> None:
+    from .migrate import upgrade
+    from .seed import seed_demo_if_empty
+
+    upgrade(services.engines.primary)
+    seed_demo_if_empty(services.engines.primary)
+
+
+def _configure_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        )
+    from .web.middleware import RequestIdFilter
+
+    for handler in root.handlers:
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())

@@ -1,0 +1,241 @@
+"""The catalogue: queries on a read engine, served cache-aside through Redis.
+
+Reads go to a replica (falling back to the primary) only on a cache miss. Writes to products go
+to the primary through :func:`save_product` or checkout, and whoever writes calls
+:meth:`Catalogue.invalidate` after the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from .catalogue_cache import CacheAside
+from .db import Engines
+from .errors import InvalidInput, NotFound
+from .models import MAX_ID, categories, products
+
+LOW_STOCK = 5
+MAX_QUERY_LENGTH = 100
+MAX_QUERY_WORDS = 8
+
+_PRODUCT_COLUMNS = (
+    products.c.id,
+    products.c.name,
+    products.c.description,
+    products.c.price_cents,
+    products.c.stock,
+    categories.c.slug.label("category"),
+)
+
+
+def stock_state(stock: int) -> str:
+    """What a shopper is told: in stock, only N left, or sold out."""
+    if stock <= 0:
+        return "sold out"
+    if stock <= LOW_STOCK:
+        return f"only {stock} left"
+    return "in stock"
+
+
+def normalise_query(q: str | None) -> str:
+    """Collapse whitespace; refuse what no search box would send."""
+    words = (q or "").split()
+    text = " ".join(words)
+    if len(text) > MAX_QUERY_LENGTH:
+        raise InvalidInput(f"Search text is limited to {MAX_QUERY_LENGTH} characters.", field="q")
+    if len(words) > MAX_QUERY_WORDS:
+        raise InvalidInput(f"Search with at most {MAX_QUERY_WORDS} words.", field="q")
+    return text.lower()
+
+
+def _like_pattern(word: str) -> str:
+    return "%" + re.sub(r"([\\%_])", r"\\\1", word) + "%"
+
+
+# -- queries (a read connection in, plain data out) ----------------------------------------
+
+
+def query_categories(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(categories.c.id, categories.c.slug, categories.c.name).order_by(categories.c.name)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def query_product(conn: Connection, product_id: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(*_PRODUCT_COLUMNS)
+        .join(categories, categories.c.id == products.c.category_id)
+        .where(products.c.id == product_id)
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def query_products(conn: Connection, product_ids: list[int]) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(*_PRODUCT_COLUMNS)
+        .join(categories, categories.c.id == products.c.category_id)
+        .where(products.c.id.in_(product_ids))
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def query_page(
+    conn: Connection, *, category_id: int | None, q: str, page: int, per_page: int
+) -> dict[str, Any]:
+    conditions = []
+    if category_id is not None:
+        conditions.append(products.c.category_id == category_id)
+    for word in q.split():
+        pattern = _like_pattern(word)
+        conditions.append(
+            or_(
+                products.c.name.ilike(pattern, escape="\\"),
+                products.c.description.ilike(pattern, escape="\\"),
+            )
+        )
+    where = and_(True, *conditions)
+    total = conn.execute(select(func.count()).select_from(products).where(where)).scalar_one()
+    rows = conn.execute(
+        select(*_PRODUCT_COLUMNS)
+        .join(categories, categories.c.id == products.c.category_id)
+        .where(where)
+        .order_by(products.c.id)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
+    return {
+        "items": [dict(row._mapping) for row in rows],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+    }
+
+
+# -- the cached catalogue ------------------------------------------------------------------
+
+
+@dataclass
+class Catalogue:
+    engines: Engines
+    cache: CacheAside
+
+    def categories(self) -> list[dict[str, Any]]:
+        return self.cache.get_or_load(
+            self.cache.key("categories"),
+            lambda: self.engines.read(query_categories),
+            is_list=True,
+        )
+
+    def category(self, slug: str) -> dict[str, Any]:
+        for category in self.categories():
+            if category["slug"] == slug:
+                return category
+        raise NotFound(f"There is no category {slug!r}.")
+
+    def product(self, product_id: int) -> dict[str, Any]:
+        if not 1 <= product_id <= MAX_ID:
+            raise NotFound(f"There is no product {product_id}.")
+        found = self.cache.get_or_load(
+            self.cache.key("p", product_id),
+            lambda: self.engines.read(lambda conn: query_product(conn, product_id)),
+        )
+        if found is None:
+            raise NotFound(f"There is no product {product_id}.")
+        return found
+
+    def products(self, product_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Several products by id (a cart's lines); ids that do not exist are left out."""
+        found: dict[int, dict[str, Any]] = {}
+        for product_id in product_ids:
+            try:
+                found[product_id] = self.product(product_id)
+            except NotFound:
+                continue
+        return found
+
+    def page(
+        self, *, category: str | None, q: str | None, page: int, per_page: int
+    ) -> dict[str, Any]:
+        """One grid page of a category and/or a search; 404 past the last page."""
+        category_id = self.category(category)["id"] if category else None
+        text = normalise_query(q)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:16] if text else "-"
+        key = self.cache.key("l", category_id or "-", digest, page, per_page)
+        result = self.cache.get_or_load(
+            key,
+            lambda: self.engines.read(
+                lambda conn: query_page(
+                    conn, category_id=category_id, q=text, page=page, per_page=per_page
+                )
+            ),
+            tags=lambda value: [item["id"] for item in value["items"]],
+            is_list=True,
+        )
+        if page > 1 and not result["items"]:
+            last = max(1, -(-result["total"] // per_page))
+            raise NotFound(f"Page {page} does not exist; the last page is {last}.")
+        return result
+
+    def invalidate(self, product_ids: list[int], *, structural: bool = False) -> None:
+        """After a committed write: drop cached entries that show these products."""
+        self.cache.invalidate(
+            product_ids,
+            keys=[self.cache.key("p", pid) for pid in product_ids],
+            structural=structural,
+        )
+
+
+# -- writes (the primary) ------------------------------------------------------------------
+
+
+def save_product(
+    conn: Connection,
+    *,
+    product_id: int | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    price_cents: int | None = None,
+    stock: int | None = None,
+    category_slug: str | None = None,
+) -> int:
+    """Insert (no id) or change (an id) a product; the caller commits and invalidates."""
+    values: dict[str, Any] = {}
+    if category_slug is not None:
+        category_id = conn.execute(
+            select(categories.c.id).where(categories.c.slug == category_slug)
+        ).scalar()
+        if category_id is None:
+            category_id = conn.execute(
+                insert(categories)
+                .values(slug=category_slug, name=category_slug.replace("-", " ").title())
+                .returning(categories.c.id)
+            ).scalar_one()
+        values["category_id"] = category_id
+    for column, value in (
+        ("name", name),
+        ("description", description),
+        ("price_cents", price_cents),
+        ("stock", stock),
+    ):
+        if value is not None:
+            values[column] = value
+    if price_cents is not None and price_cents < 0:
+        raise InvalidInput("A price cannot be negative.", field="price")
+    if stock is not None and stock < 0:
+        raise InvalidInput("Stock cannot be negative.", field="stock")
+    if product_id is None:
+        missing = {"name", "price_cents", "category_id"} - values.keys()
+        if missing:
+            raise InvalidInput(f"A new product needs: {', '.join(sorted(missing))}.")
+        return conn.execute(insert(products).values(**values).returning(products.c.id)).scalar_one()
+    values["updated_at"] = func.now()
+    changed = conn.execute(update(products).where(products.c.id == product_id).values(**values))
+    if changed.rowcount == 0:
+        raise NotFound(f"There is no product {product_id}.")
+    return product_id

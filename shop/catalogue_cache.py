@@ -1,0 +1,168 @@
+"""Cache-aside (lazy loading) through Redis, with one rebuild per missing key and invalidation
+by product.
+
+A hit is one GET and no write. On a miss one request takes a short lock and rebuilds; the others
+wait for its value instead of all querying the database (no stampede). Each cached list is tagged
+with the products it shows, so a change to a product deletes exactly the entries that show it.
+A rebuild stores its value only if no invalidation happened while it read the database (an
+epoch counter checked atomically with the write), so a stale read can never be cached after an
+invalidation. When Redis is unreachable, values come straight from the loader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+from .redis_client import RedisUnavailable
+
+log = logging.getLogger(__name__)
+
+# KEYS: value, lock, epoch, list index (or ''), then tag keys. ARGV: token, epoch, value, ttl.
+_STORE_SCRIPT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+redis.call('DEL', KEYS[2])
+if KEYS[4] ~= '' then redis.call('SADD', KEYS[4], KEYS[1]) end
+for i = 5, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4]) * 2)
+end
+return 1
+"""
+
+# KEYS: epoch, list index, then tag keys, then plain keys. ARGV: number of tag keys, structural.
+_INVALIDATE_SCRIPT = """
+redis.call('INCR', KEYS[1])
+local ntags = tonumber(ARGV[1])
+for i = 3, 2 + ntags do
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    redis.call('DEL', member, member .. ':lock')
+  end
+  redis.call('DEL', KEYS[i])
+end
+for i = 3 + ntags, #KEYS do redis.call('DEL', KEYS[i], KEYS[i] .. ':lock') end
+if ARGV[2] == '1' then
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    redis.call('DEL', member, member .. ':lock')
+  end
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"""
+
+
+class CacheAside:
+    """JSON values in Redis under ``prefix``, rebuilt lazily by the caller's loader."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        *,
+        ttl: int,
+        jitter: float = 0.1,
+        lock_timeout: float = 5.0,
+        wait_timeout: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self.jitter = jitter
+        self.lock_timeout = lock_timeout
+        self.wait_timeout = wait_timeout
+        self.sleep = sleep
+        self.epoch_key = f"{prefix}epoch"
+        self.list_index_key = f"{prefix}lists"
+        self._store = client.register_script(_STORE_SCRIPT)
+        self._invalidate = client.register_script(_INVALIDATE_SCRIPT)
+        self._last_outage_log = 0.0
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(part) for part in parts)
+
+    def tag_key(self, product_id: int) -> str:
+        return f"{self.prefix}tag:{product_id}"
+
+    def jittered_ttl(self) -> int:
+        spread = self.ttl * self.jitter
+        return max(1, round(self.ttl + random.uniform(-spread, spread)))
+
+    def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        *,
+        tags: Callable[[Any], Iterable[int]] | None = None,
+        is_list: bool = False,
+    ) -> Any:
+        """The cached value for ``key``, or ``loader()``'s, stored for the next reader."""
+        try:
+            cached = self.client.get(key)
+            if cached is not None:
+                return json.loads(cached)
+            return self._rebuild(key, loader, tags, is_list)
+        except RedisUnavailable as exc:
+            self._log_outage(exc)
+            return loader()
+
+    def _rebuild(self, key, loader, tags, is_list) -> Any:
+        lock_key = key + ":lock"
+        token = secrets.token_hex(8)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(lock_key, token, nx=True, px=int(self.lock_timeout * 1000))
+        pipe.get(self.epoch_key)
+        got_lock, epoch = pipe.execute()
+        if not got_lock:
+            waited = self._wait_for(key)
+            if waited is not None:
+                return json.loads(waited)
+            return loader()  # the builder is slow or gone: serve, don't store
+        value = loader()
+        keys = [key, lock_key, self.epoch_key, self.list_index_key if is_list else ""]
+        if tags is not None:
+            keys += [self.tag_key(pid) for pid in set(tags(value))]
+        encoded = json.dumps(value, separators=(",", ":"))
+        self._store(keys=keys, args=[token, epoch or "0", encoded, self.jittered_ttl()])
+        return value
+
+    def _wait_for(self, key: str) -> str | None:
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.005
+        while time.monotonic() < deadline:
+            self.sleep(delay)
+            value = self.client.get(key)
+            if value is not None:
+                return value
+            if not self.client.exists(key + ":lock"):
+                return self.client.get(key)
+            delay = min(delay * 2, 0.05)
+        return None
+
+    def invalidate(
+        self, product_ids: Iterable[int] = (), keys: Iterable[str] = (), *, structural: bool = False
+    ) -> None:
+        """Drop what shows these products; ``structural`` also drops every cached list."""
+        tag_keys = [self.tag_key(pid) for pid in product_ids]
+        self._invalidate(
+            keys=[self.epoch_key, self.list_index_key, *tag_keys, *keys],
+            args=[len(tag_keys), "1" if structural else "0"],
+        )
+
+    def _log_outage(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_outage_log > 10:
+            self._last_outage_log = now
+            log.warning("catalogue cache unavailable, reading from the database: %s", exc)

@@ -1,0 +1,153 @@
+"""Operator commands: ``flask --app shop db upgrade``, ``seed``, ``product add|set``."""
+
+from __future__ import annotations
+
+import re
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from . import migrate
+from .catalogue import save_product
+from .errors import ShopError
+from .redis_client import RedisUnavailable
+from .seed import seed_catalogue
+from .services import Services
+
+db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
+product_cli = AppGroup("product", help="Add or change products; the cache is invalidated.")
+
+
+def _services() -> Services:
+    return current_app.extensions["shop"]
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the primary database to REVISION (default: head)."""
+    engine = _services().engines.primary
+    migrate.upgrade(engine, revision)
+    click.echo(f"database at revision {migrate.current(engine)}")
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the primary database down to REVISION (for example: base)."""
+    engine = _services().engines.primary
+    migrate.downgrade(engine, revision)
+    click.echo(f"database at revision {migrate.current(engine)}")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Print the schema revision of the primary database."""
+    click.echo(migrate.current(_services().engines.primary) or "empty (no revision)")
+
+
+@click.command("seed")
+@click.option(
+    "--products",
+    "count",
+    type=click.IntRange(1, 10_000_000),
+    default=1000,
+    show_default=True,
+    help="How many demo products to add.",
+)
+@click.option("--batch-size", type=click.IntRange(100, 100_000), default=5000, show_default=True)
+def seed_command(count: int, batch_size: int) -> None:
+    """Add demo categories and COUNT products, with a progress bar."""
+    services = _services()
+    with click.progressbar(
+        length=count, label="seeding products", show_pos=True, show_eta=True
+    ) as bar:
+        inserted = seed_catalogue(
+            services.engines.primary, count, batch_size=batch_size, progress=bar.update
+        )
+    _invalidate(services, [], structural=True)
+    click.echo(f"added {inserted} products")
+
+
+def parse_price(text: str | None) -> int | None:
+    """'12.34' or '12' -> 1234 cents; money never passes through a float."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d{1,9})(?:\.(\d{1,2}))?\s*", text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a price like 12.34", param_hint="--price")
+    return int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
+
+
+@product_cli.command("add")
+@click.option("--name", required=True)
+@click.option("--category", "category_slug", required=True, help="Category slug (created if new).")
+@click.option("--price", required=True, help="Price like 12.34")
+@click.option("--stock", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--description", default="")
+def product_add(name: str, category_slug: str, price: str, stock: int, description: str) -> None:
+    """Add a product."""
+    services = _services()
+    try:
+        with services.engines.primary.begin() as conn:
+            product_id = save_product(
+                conn,
+                name=name,
+                description=description,
+                price_cents=parse_price(price),
+                stock=stock,
+                category_slug=category_slug,
+            )
+    except ShopError as exc:
+        raise click.ClickException(exc.message) from None
+    _invalidate(services, [product_id], structural=True)
+    click.echo(f"added product {product_id}")
+
+
+@product_cli.command("set")
+@click.argument("product_id", type=click.IntRange(1))
+@click.option("--name")
+@click.option("--category", "category_slug")
+@click.option("--price", help="Price like 12.34")
+@click.option("--stock", type=click.IntRange(0))
+@click.option("--description")
+def product_set(product_id: int, name, category_slug, price, stock, description) -> None:
+    """Change a product's name, category, price, stock or description."""
+    if all(v is None for v in (name, category_slug, price, stock, description)):
+        raise click.UsageError("nothing to change: give --name, --price, --stock, ...")
+    services = _services()
+    try:
+        with services.engines.primary.begin() as conn:
+            save_product(
+                conn,
+                product_id=product_id,
+                name=name,
+                description=description,
+                price_cents=parse_price(price),
+                stock=stock,
+                category_slug=category_slug,
+            )
+    except ShopError as exc:
+        raise click.ClickException(exc.message) from None
+    _invalidate(services, [product_id], structural=category_slug is not None)
+    click.echo(f"updated product {product_id}")
+
+
+def _invalidate(services: Services, product_ids: list[int], *, structural: bool) -> None:
+    try:
+        services.catalogue.invalidate(product_ids, structural=structural)
+    except RedisUnavailable as exc:
+        click.echo(
+            f"warning: the cache could not be invalidated ({exc}); cached entries expire "
+            f"within {services.settings.catalogue_cache_ttl} s",
+            err=True,
+        )
+    else:
+        click.echo("catalogue cache invalidated")
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(db_cli)
+    app.cli.add_command(product_cli)
+    app.cli.add_command(seed_command)

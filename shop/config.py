@@ -1,0 +1,133 @@
+"""The shop's settings: one typed object, read from ``SHOP_*`` environment variables.
+
+Every default lives here, so the embedded mode (no environment at all) is visible in one
+place: SQLite next to the instance folder and an in-process fakeredis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(RuntimeError):
+    """The environment asks for something the shop cannot run with."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. Field names map to ``SHOP_<NAME>`` variables."""
+
+    # Storage. None means the embedded default (SQLite file / in-process fakeredis).
+    database_url: str | None = None
+    replica_urls: tuple[str, ...] = ()
+    redis_url: str | None = None
+    redis_prefix: str = "shop:"
+    # Seconds a replica that failed is skipped before it is tried again.
+    replica_retry_after: float = 5.0
+    db_connect_timeout: int = 3
+    redis_socket_timeout: float = 1.0
+
+    secret_key: str | None = None
+    # "production" or "development"; development turns off the Secure cookie flag.
+    env: str = "production"
+
+    # Session cookie and lifetimes (seconds).
+    session_cookie_name: str = "shop_sid"
+    session_cookie_secure: bool | None = None  # None: on, except in development/embedded
+    session_idle_timeout: int = 2 * 3600
+    session_absolute_lifetime: int = 7 * 24 * 3600
+    account_cart_ttl: int = 30 * 24 * 3600
+
+    # Catalogue cache.
+    catalogue_cache_ttl: int = 300
+    catalogue_cache_jitter: float = 0.1
+    per_page_default: int = 24
+    per_page_max: int = 100
+
+    # Input limits.
+    max_line_quantity: int = 99
+    max_body_bytes: int = 64 * 1024
+
+    currency: str = "EUR"
+
+    # Operations.
+    instance_name: str = field(default_factory=socket.gethostname)
+    served_by_header: bool = True
+    trusted_proxies: int = 0
+    seed_demo: bool | None = None  # None: seed only in the embedded default
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither a database nor a Redis server is configured."""
+        return self.database_url is None and self.redis_url is None
+
+    @property
+    def cookie_secure(self) -> bool:
+        if self.session_cookie_secure is not None:
+            return self.session_cookie_secure
+        return not (self.embedded or self.env == "development")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SHOP_*`` variables; ``overrides`` win over the environment."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"SHOP_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values).validated()
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes).validated()
+
+    def validated(self) -> Settings:
+        if not self.embedded and not self.secret_key:
+            raise ConfigError(
+                "SHOP_SECRET_KEY is required when SHOP_DATABASE_URL or SHOP_REDIS_URL is set "
+                "(it signs CSRF tokens; every instance must share it)"
+            )
+        if self.secret_key is not None and len(self.secret_key) < 16:
+            raise ConfigError("SHOP_SECRET_KEY must be at least 16 characters")
+        if self.session_idle_timeout <= 0 or self.session_absolute_lifetime <= 0:
+            raise ConfigError("session lifetimes must be positive")
+        if self.per_page_default > self.per_page_max:
+            raise ConfigError("SHOP_PER_PAGE_DEFAULT exceeds SHOP_PER_PAGE_MAX")
+        return self
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    type_name = str(type_name)
+    try:
+        if type_name.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if type_name.startswith("bool"):
+            if type_name.endswith("None") and raw.strip() == "":
+                return None
+            return _bool(raw)
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"SHOP_{name.upper()}: {exc}") from None
+    if type_name.endswith("None") and raw == "":
+        return None
+    return raw

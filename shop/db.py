@@ -1,0 +1,144 @@
+"""The database engines: one primary for writes and read-your-writes, replicas for the catalogue.
+
+A replica that fails to answer is skipped (and left alone for ``retry_after`` seconds) and the
+read goes to the next one, then to the primary; nothing here needs a restart to recover.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def make_engine(url: str, *, name: str, connect_timeout: int = 3) -> Engine:
+    """An engine that survives a server restart or failover: stale connections are re-made."""
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {
+            "connect_timeout": connect_timeout,
+            "application_name": f"shop-{name}",
+        }
+        kwargs.update(pool_size=5, max_overflow=10, pool_recycle=1800)
+    elif url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        if ":memory:" in url or url in {"sqlite://", "sqlite:///"}:
+            kwargs["poolclass"] = StaticPool
+    engine = create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+@dataclass
+class _Replica:
+    name: str
+    engine: Engine
+    down_until: float = 0.0
+
+
+@dataclass
+class Engines:
+    """The primary engine plus the replicas that catalogue reads rotate over."""
+
+    primary: Engine
+    replicas: list[_Replica] = field(default_factory=list)
+    retry_after: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    _turn: itertools.count = field(default_factory=itertools.count, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_urls(
+        cls,
+        primary_url: str,
+        replica_urls: tuple[str, ...] | list[str] = (),
+        *,
+        retry_after: float = 5.0,
+        connect_timeout: int = 3,
+    ) -> Engines:
+        primary = make_engine(primary_url, name="primary", connect_timeout=connect_timeout)
+        replicas = [
+            _Replica(
+                f"replica{i}",
+                make_engine(url, name=f"replica{i}", connect_timeout=connect_timeout),
+            )
+            for i, url in enumerate(replica_urls, start=1)
+        ]
+        return cls(primary=primary, replicas=replicas, retry_after=retry_after)
+
+    def read(self, query: Callable[[Connection], T]) -> T:
+        """Run a read-only ``query`` on a replica in turn, falling back to the primary."""
+        if self.replicas:
+            start = next(self._turn)
+            count = len(self.replicas)
+            now = self.clock()
+            for offset in range(count):
+                replica = self.replicas[(start + offset) % count]
+                if replica.down_until > now:
+                    continue
+                try:
+                    with replica.engine.connect() as conn:
+                        return query(conn)
+                except (OperationalError, DBAPIError) as exc:
+                    if not _is_connection_problem(exc):
+                        raise
+                    replica.down_until = self.clock() + self.retry_after
+                    log.warning(
+                        "replica %s unavailable, skipping it for %.0fs: %s",
+                        replica.name,
+                        self.retry_after,
+                        str(exc.orig if hasattr(exc, "orig") else exc).strip().splitlines()[0],
+                    )
+        with self.primary.connect() as conn:
+            return query(conn)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Ping every engine; for /readyz."""
+        result = {"primary": _ping(self.primary)}
+        for replica in self.replicas:
+            state = _ping(replica.engine)
+            if state["ok"]:
+                replica.down_until = 0.0
+            result[replica.name] = state
+        return result
+
+    def dispose(self) -> None:
+        self.primary.dispose()
+        for replica in self.replicas:
+            replica.engine.dispose()
+
+
+def _is_connection_problem(exc: DBAPIError) -> bool:
+    # OperationalError covers refused connections, timeouts, a server shutting down and
+    # "cannot execute ... in a read-only transaction" is not one of them (that is a bug).
+    return isinstance(exc, OperationalError) or bool(exc.connection_invalidated)
+
+
+def _ping(engine: Engine) -> dict[str, object]:
+    started = time.perf_counter()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return {"ok": False, "error": type(exc).__name__}
+    return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}

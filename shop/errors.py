@@ -1,0 +1,116 @@
+"""Domain errors. Each carries a stable code, a message for people and the HTTP status it maps
+to; ``shop.web.errors`` turns them into pages and JSON in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ShopError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def details(self) -> dict | None:
+        return None
+
+
+class InvalidInput(ShopError):
+    code = "invalid_input"
+
+
+class InvalidQuantity(InvalidInput):
+    code = "invalid_quantity"
+
+
+class NotFound(ShopError):
+    status = 404
+    code = "not_found"
+
+
+class EmptyCart(ShopError):
+    code = "empty_cart"
+
+
+class QuantityUnavailable(ShopError):
+    """A cart line would exceed the stock or the per-line maximum."""
+
+    status = 409
+    code = "quantity_unavailable"
+
+    def __init__(self, message: str, *, available: int) -> None:
+        super().__init__(message, field="quantity")
+        self.available = available
+
+    def details(self) -> dict:
+        return {"available": self.available}
+
+
+@dataclass(frozen=True)
+class ShortLine:
+    product_id: int
+    name: str
+    requested: int
+    available: int
+
+
+class OutOfStock(ShopError):
+    """Checkout found lines the stock cannot cover; nothing was written."""
+
+    status = 409
+    code = "out_of_stock"
+
+    def __init__(self, lines: list[ShortLine]) -> None:
+        described = "; ".join(
+            f"{line.name}: {line.requested} wanted, {line.available} left" for line in lines
+        )
+        super().__init__(f"Not enough stock for: {described}")
+        self.lines = lines
+
+    def details(self) -> dict:
+        return {
+            "lines": [
+                {
+                    "product_id": line.product_id,
+                    "name": line.name,
+                    "requested": line.requested,
+                    "available": line.available,
+                }
+                for line in self.lines
+            ]
+        }
+
+
+class DuplicateEmail(ShopError):
+    status = 409
+    code = "duplicate_email"
+
+
+class WeakPassword(InvalidInput):
+    code = "weak_password"
+
+
+class InvalidCredentials(ShopError):
+    status = 401
+    code = "invalid_credentials"
+
+
+class LoginRequired(ShopError):
+    status = 401
+    code = "login_required"
+
+
+class CsrfFailure(ShopError):
+    status = 403
+    code = "csrf_failed"
+
+
+class ServiceUnavailable(ShopError):
+    """A backing service (Redis, the primary database) is unreachable right now."""
+
+    status = 503
+    code = "service_unavailable"

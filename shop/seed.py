@@ -1,0 +1,130 @@
+"""A demo catalogue, made up deterministically so every instance and every run agree."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+from sqlalchemy import Engine, func, insert, select
+
+from .models import categories, products
+
+CATEGORIES = [
+    ("kitchen", "Kitchen"),
+    ("garden", "Garden"),
+    ("books", "Books"),
+    ("toys", "Toys"),
+    ("outdoor", "Outdoor"),
+    ("office", "Office"),
+    ("audio", "Audio"),
+    ("tea-coffee", "Tea & Coffee"),
+]
+_ADJECTIVES = [
+    "Sturdy",
+    "Compact",
+    "Handmade",
+    "Classic",
+    "Bright",
+    "Quiet",
+    "Foldable",
+    "Recycled",
+    "Vintage",
+    "Modern",
+    "Rustic",
+    "Smart",
+    "Cosy",
+    "Travel",
+    "Heavy-duty",
+    "Organic",
+]
+_NOUNS = {
+    "kitchen": ["Kettle", "Chef's Knife", "Cutting Board", "Saucepan", "Mixing Bowl", "Whisk"],
+    "garden": ["Trowel", "Watering Can", "Planter", "Pruning Shears", "Hose Reel", "Seed Kit"],
+    "books": ["Field Guide", "Cookbook", "Novel", "Atlas", "Sketchbook", "Almanac"],
+    "toys": ["Puzzle", "Kite", "Building Set", "Yo-yo", "Board Game", "Spinning Top"],
+    "outdoor": ["Tent", "Headlamp", "Water Bottle", "Hammock", "Camp Stove", "Rain Jacket"],
+    "office": ["Notebook", "Desk Lamp", "Fountain Pen", "Stapler", "Monitor Stand", "Planner"],
+    "audio": ["Headphones", "Speaker", "Turntable", "Microphone", "Radio", "Earbuds"],
+    "tea-coffee": ["Teapot", "Coffee Grinder", "French Press", "Tea Tin", "Pour-over Set", "Mug"],
+}
+_MATERIALS = ["oak", "steel", "ceramic", "bamboo", "linen", "copper", "glass", "wool"]
+
+
+def demo_products(count: int, seed: int = 42) -> Iterator[dict]:
+    """``count`` product rows (category ids are 1-based positions in :data:`CATEGORIES`)."""
+    rng = random.Random(seed)
+    for i in range(count):
+        category_index = i % len(CATEGORIES)
+        slug = CATEGORIES[category_index][0]
+        noun = rng.choice(_NOUNS[slug])
+        adjective = rng.choice(_ADJECTIVES)
+        material = rng.choice(_MATERIALS)
+        yield {
+            "category_id": category_index + 1,
+            "name": f"{adjective} {noun}" + (f" No. {i // 96 + 1}" if count > 96 else ""),
+            "description": (
+                f"A {adjective.lower()} {noun.lower()} made of {material}. "
+                f"Built to last, easy to clean, and a favourite in our {slug.replace('-', ' ')} "
+                "range."
+            ),
+            "price_cents": rng.randrange(199, 25000, 50) - 1,
+            "stock": rng.choice([0, 2, 3, 5, 12, 25, 40, 80, 150]),
+        }
+
+
+def seed_catalogue(
+    engine: Engine,
+    count: int,
+    *,
+    batch_size: int = 5000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Insert the categories (if missing) and ``count`` demo products in batches."""
+    with engine.begin() as conn:
+        existing = set(conn.execute(select(categories.c.slug)).scalars())
+        missing = [
+            {"id": i, "slug": slug, "name": name}
+            for i, (slug, name) in enumerate(CATEGORIES, start=1)
+            if slug not in existing
+        ]
+        if missing:
+            conn.execute(insert(categories), missing)
+        ids = dict(conn.execute(select(categories.c.slug, categories.c.id)).all())
+    category_ids = [ids[slug] for slug, _ in CATEGORIES]
+    batch: list[dict] = []
+    inserted = 0
+    for row in demo_products(count):
+        row["category_id"] = category_ids[row["category_id"] - 1]
+        batch.append(row)
+        if len(batch) >= batch_size:
+            inserted += _insert_batch(engine, batch, progress)
+            batch = []
+    if batch:
+        inserted += _insert_batch(engine, batch, progress)
+    _fix_sequences(engine)
+    return inserted
+
+
+def _insert_batch(engine: Engine, batch: list[dict], progress) -> int:
+    with engine.begin() as conn:
+        conn.execute(insert(products), batch)
+    if progress is not None:
+        progress(len(batch))
+    return len(batch)
+
+
+def _fix_sequences(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "SELECT setval(pg_get_serial_sequence('categories', 'id'), "
+            "(SELECT COALESCE(MAX(id), 1) FROM categories))"
+        )
+
+
+def seed_demo_if_empty(engine: Engine, count: int = 96) -> int:
+    with engine.connect() as conn:
+        if conn.execute(select(func.count()).select_from(products)).scalar_one():
+            return 0
+    return seed_catalogue(engine, count)

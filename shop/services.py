@@ -1,0 +1,75 @@
+"""The collaborators the views use, built once per app from the settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import redis
+
+from .cart import CartStore
+from .catalogue import Catalogue
+from .catalogue_cache import CacheAside
+from .config import Settings
+from .db import Engines
+from .redis_client import connect
+from .sessions import SessionStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engines: Engines
+    redis: redis.Redis
+    sessions: SessionStore
+    carts: CartStore
+    catalogue: Catalogue
+
+
+def database_url(settings: Settings, instance_path: str) -> str:
+    if settings.database_url:
+        return settings.database_url
+    os.makedirs(instance_path, exist_ok=True)
+    return f"sqlite:///{os.path.join(instance_path, 'shop.db')}"
+
+
+def build_services(
+    settings: Settings, instance_path: str, *, redis_client: redis.Redis | None = None
+) -> Services:
+    engines = Engines.from_urls(
+        database_url(settings, instance_path),
+        settings.replica_urls,
+        retry_after=settings.replica_retry_after,
+        connect_timeout=settings.db_connect_timeout,
+    )
+    client = redis_client or connect(
+        settings.redis_url, socket_timeout=settings.redis_socket_timeout
+    )
+    prefix = settings.redis_prefix
+    return Services(
+        settings=settings,
+        engines=engines,
+        redis=client,
+        sessions=SessionStore(
+            client,
+            prefix,
+            idle_timeout=settings.session_idle_timeout,
+            absolute_lifetime=settings.session_absolute_lifetime,
+        ),
+        carts=CartStore(
+            client,
+            prefix,
+            visitor_ttl=settings.session_idle_timeout,
+            account_ttl=settings.account_cart_ttl,
+            max_line_quantity=settings.max_line_quantity,
+        ),
+        catalogue=Catalogue(
+            engines,
+            CacheAside(
+                client,
+                f"{prefix}cat:",
+                ttl=settings.catalogue_cache_ttl,
+                jitter=settings.catalogue_cache_jitter,
+            ),
+        ),
+    )

@@ -1,0 +1,36 @@
+"""The HTTP side: blueprints by capability, plus the plumbing they share."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ..catalogue import stock_state
+from .context import cart_count, csrf_token, current_user, services
+from .converters import IdConverter
+from .errors import register_error_handlers
+from .middleware import register_middleware
+
+
+def format_money(cents: int) -> str:
+    """Integer cents to '12.34 EUR' style text, with the configured currency."""
+    currency = services().settings.currency
+    sign = "-" if cents < 0 else ""
+    cents = abs(int(cents))
+    symbol = {"EUR": "€", "USD": "$", "GBP": "£"}.get(currency)
+    amount = f"{cents // 100:,}.{cents % 100:02d}"
+    return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {currency}"
+
+
+def register(app: Flask) -> None:
+    from . import account, api, cart, catalogue, checkout, ops
+
+    app.url_map.converters["id"] = IdConverter
+    register_middleware(app)
+    register_error_handlers(app)
+    for blueprint in (catalogue.bp, cart.bp, account.bp, checkout.bp, api.bp, ops.bp):
+        app.register_blueprint(blueprint)
+    app.jinja_env.filters["money"] = format_money
+    app.jinja_env.filters["stock_state"] = stock_state
+    app.jinja_env.globals.update(
+        csrf_token=csrf_token, cart_count=cart_count, current_user=current_user
+    )

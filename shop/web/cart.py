@@ -1,0 +1,65 @@
+"""Cart pages: see the cart, add, change quantities, remove lines."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, request, url_for
+
+from ..errors import ShopError
+from .actions import add_to_cart, current_cart, remove_from_cart, set_cart_quantity
+from .context import services
+from .inputs import form_int, product_id_from_form, safe_next
+
+bp = Blueprint("cart", __name__, url_prefix="/cart")
+
+
+@bp.get("")
+def view():
+    return render_template("cart.html", cart=current_cart(), error=None)
+
+
+@bp.post("/add")
+def add():
+    catalogue = services().catalogue
+    limit = services().settings.max_line_quantity
+    try:
+        product_id = product_id_from_form(request.form.get("product_id"))
+    except ShopError as exc:
+        return render_template("cart.html", cart=current_cart(), error=exc), exc.status
+    try:
+        quantity = form_int(request.form.get("quantity", "1"), "quantity", minimum=1, maximum=limit)
+        add_to_cart(product_id, quantity)
+    except ShopError as exc:
+        if exc.status == 404:
+            raise
+        return render_template(
+            "catalogue/product.html",
+            product=catalogue.product(product_id),
+            categories=catalogue.categories(),
+            error=exc,
+        ), exc.status
+    return redirect(safe_next(request.form.get("next"), url_for("cart.view")), code=303)
+
+
+@bp.post("/update")
+def update():
+    limit = services().settings.max_line_quantity
+    try:
+        product_id = product_id_from_form(request.form.get("product_id"))
+        quantity = form_int(request.form.get("quantity"), "quantity", minimum=0, maximum=limit)
+        set_cart_quantity(product_id, quantity)
+    except ShopError as exc:
+        if exc.status == 503:
+            raise
+        return render_template("cart.html", cart=current_cart(), error=exc), exc.status
+    return redirect(url_for("cart.view"), code=303)
+
+
+@bp.post("/remove")
+def remove():
+    try:
+        remove_from_cart(product_id_from_form(request.form.get("product_id")))
+    except ShopError as exc:
+        if exc.status == 503:
+            raise
+        return render_template("cart.html", cart=current_cart(), error=exc), exc.status
+    return redirect(url_for("cart.view"), code=303)

@@ -1,0 +1,65 @@
+"""What a view needs from the current request: the services, the session, the cart owner."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from flask import current_app, session
+
+from ..cart import CartOwner
+from ..errors import LoginRequired, ServiceUnavailable
+from ..services import Services
+from ..sessions import ShopSession, csrf_token_for
+
+SESSIONS_DOWN = (
+    "Carts and sign-in are unavailable for a moment (the session store cannot be reached). "
+    "Browsing still works; please try again shortly."
+)
+
+
+def services() -> Services:
+    return current_app.extensions["shop"]
+
+
+def shop_session() -> ShopSession:
+    return cast(ShopSession, session._get_current_object())  # type: ignore[attr-defined]
+
+
+def require_session_store() -> ShopSession:
+    """The session, or a 503 when Redis could not be reached for it."""
+    current = shop_session()
+    if current.unavailable:
+        raise ServiceUnavailable(SESSIONS_DOWN)
+    return current
+
+
+def require_login() -> int:
+    current = require_session_store()
+    if current.user_id is None:
+        raise LoginRequired("Please log in first.")
+    return current.user_id
+
+
+def cart_owner(current: ShopSession) -> CartOwner:
+    if current.user_id is not None:
+        return CartOwner.account(current.user_id)
+    return CartOwner.session(current.sid)
+
+
+def csrf_token() -> str:
+    return csrf_token_for(current_app.config["SECRET_KEY"], shop_session().sid)
+
+
+def cart_count() -> int | None:
+    """Items in the cart for the header, from the session load (no extra round trip)."""
+    current = shop_session()
+    if current.unavailable:
+        return None
+    return sum(current.cart.values())
+
+
+def current_user() -> dict | None:
+    current = shop_session()
+    if current.user_id is None:
+        return None
+    return {"id": current.user_id, "email": current.get("email")}

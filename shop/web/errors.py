@@ -1,0 +1,97 @@
+"""The one place where errors become responses: JSON under /api, a page elsewhere."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from ..errors import ServiceUnavailable, ShopError
+from ..redis_client import RedisUnavailable
+from .context import SESSIONS_DOWN
+
+log = logging.getLogger(__name__)
+
+DATABASE_DOWN = (
+    "Orders and accounts are unavailable for a moment (the database cannot be reached). "
+    "Nothing was charged or ordered; please try again shortly."
+)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None):
+    if wants_json():
+        body: dict = {"error": {"code": code, "message": message}}
+        if details:
+            body["error"].update(details)
+        response = jsonify(body)
+        response.status_code = status
+    else:
+        response = render_template(
+            "error.html", status=status, code=code, message=message, details=details or {}
+        )
+        response = (response, status)
+    return response
+
+
+def _shop_error(exc: ShopError):
+    return error_response(exc.status, exc.code, exc.message, exc.details())
+
+
+def _http_error(exc: HTTPException):
+    code = (exc.name or "error").lower().replace(" ", "_")
+    message = exc.description or exc.name
+    if exc.code == 413:
+        message = "The request body is too large."
+    if exc.code == 404 and request.routing_exception is exc:
+        message = "There is no page at this address."
+    response = error_response(exc.code or 500, code, message)
+    if exc.code == 405 and exc.valid_methods:
+        response = _with_allow(response, exc.valid_methods)
+    return response
+
+
+def _with_allow(response, methods):
+    from flask import make_response
+
+    response = make_response(response)
+    response.headers["Allow"] = ", ".join(methods)
+    return response
+
+
+def _database_down(exc: OperationalError):
+    log.error("primary database unavailable: %s", str(exc.orig).strip().splitlines()[0])
+    return _retry_later(ServiceUnavailable(DATABASE_DOWN))
+
+
+def _redis_down(exc: Exception):
+    log.error("redis unavailable: %s", exc)
+    return _retry_later(ServiceUnavailable(SESSIONS_DOWN))
+
+
+def _retry_later(exc: ServiceUnavailable):
+    from flask import make_response
+
+    response = make_response(_shop_error(exc))
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def _unexpected(exc: Exception):
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ShopError, _shop_error)
+    app.register_error_handler(ServiceUnavailable, lambda exc: _retry_later(exc))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_down)
+    for error in RedisUnavailable:
+        app.register_error_handler(error, _redis_down)
+    app.register_error_handler(Exception, _unexpected)

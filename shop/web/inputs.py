@@ -1,0 +1,73 @@
+"""Parsing what a client sends: strict, with a message a person can act on."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import request
+
+from ..errors import InvalidInput, InvalidQuantity
+from ..models import MAX_ID
+
+_DIGITS = re.compile(r"^\s*\d{1,12}\s*$")
+
+
+def form_int(value: str | None, field: str, *, minimum: int = 0, maximum: int) -> int:
+    """A whole number typed into a form."""
+    error = InvalidQuantity if field == "quantity" else InvalidInput
+    if value is None or not _DIGITS.match(value):
+        raise error(f"{field.replace('_', ' ').capitalize()} must be a whole number.", field=field)
+    return _in_range(int(value), field, minimum, maximum)
+
+
+def json_int(value: Any, field: str, *, minimum: int = 0, maximum: int) -> int:
+    """A JSON integer: not a string, a fraction or a boolean."""
+    error = InvalidQuantity if field == "quantity" else InvalidInput
+    if value is None:
+        raise error(f"'{field}' is required.", field=field)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(f"'{field}' must be a whole number.", field=field)
+    return _in_range(value, field, minimum, maximum)
+
+
+def _in_range(value: int, field: str, minimum: int, maximum: int) -> int:
+    error = InvalidQuantity if field == "quantity" else InvalidInput
+    if value < minimum:
+        raise error(
+            f"{field.replace('_', ' ').capitalize()} must be at least {minimum}.", field=field
+        )
+    if value > maximum:
+        raise error(
+            f"{field.replace('_', ' ').capitalize()} must be at most {maximum}.", field=field
+        )
+    return value
+
+
+def product_id_from_form(value: str | None) -> int:
+    return form_int(value, "product_id", minimum=1, maximum=MAX_ID)
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput("Send a JSON object with Content-Type: application/json.")
+    return body
+
+
+def page_args(args, *, per_page_default: int, per_page_max: int) -> tuple[int, int]:
+    page = form_int(args.get("page", "1"), "page", minimum=1, maximum=100_000)
+    per_page = form_int(
+        args.get("per_page", str(per_page_default)), "per_page", minimum=1, maximum=per_page_max
+    )
+    return page, per_page
+
+
+def safe_next(target: str | None, default: str) -> str:
+    """Only a path on this site, so a form cannot send the shopper elsewhere."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
+    return default

@@ -1,0 +1,85 @@
+"""Per-request plumbing: request ids in logs, CSRF on every state change, security headers."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+
+from flask import Flask, current_app, g, has_request_context, request
+from werkzeug.wrappers import Response
+
+from ..errors import CsrfFailure
+from ..sessions import csrf_token_valid
+from .context import services, shop_session
+
+log = logging.getLogger("shop.access")
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps every log record with the request id (or '-' outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def _start_request() -> None:
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+
+
+def _check_csrf() -> None:
+    if request.method not in UNSAFE_METHODS:
+        return
+    token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
+    current = shop_session()
+    if current.issued or not csrf_token_valid(current_app.config["SECRET_KEY"], current.sid, token):
+        raise CsrfFailure(
+            "The form or request expired or was not sent by this site (CSRF token missing or "
+            "invalid). Reload the page and try again; API clients send the token from "
+            "GET /api/v1/session in an X-CSRF-Token header."
+        )
+
+
+def _finish_response(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    settings = services().settings
+    if settings.served_by_header:
+        headers["X-Served-By"] = settings.instance_name
+    request_id = g.get("request_id")
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    if request.method in UNSAFE_METHODS or shop_session().user_id is not None:
+        response.cache_control.private = True
+        response.cache_control.no_store = True
+    started = g.get("started")
+    if started is not None:
+        log.info(
+            "%s %s %s %.1fms",
+            request.method,
+            request.full_path.rstrip("?"),
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+    return response
+
+
+def register_middleware(app: Flask) -> None:
+    app.before_request(_start_request)
+    app.before_request(_check_csrf)
+    app.after_request(_finish_response)

@@ -1,0 +1,260 @@
+"""Fixtures that read like a shopper's steps.
+
+Fast tests: a fresh SQLite file and a fakeredis server per test. Real-server tests (markers
+``postgres`` and ``redis``) get their own PostgreSQL schema or Redis key prefix; when a server
+is missing they are skipped by name, unless ``SHOP_TEST_REQUIRE_SERVICES=1`` (CI) turns the
+skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, insert, text
+
+from shop import create_app
+from shop.config import Settings
+from shop.migrate import upgrade
+from shop.models import categories, products
+from shop.sessions import csrf_token_for
+
+SECRET = "test-secret-key-0123456789"
+POSTGRES_URL = os.environ.get(
+    "SHOP_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("SHOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("SHOP_TEST_REQUIRE_SERVICES") == "1"
+
+# The catalogue every fast test starts with: three products whose stock tests rely on,
+# plus filler so there is more than one grid page.
+KETTLE, MUG, TEAPOT = 1, 2, 3
+CATALOGUE = [
+    {"id": KETTLE, "category_id": 1, "name": "Blue Kettle", "description": "Boils water fast.",
+     "price_cents": 1999, "stock": 10},
+    {"id": MUG, "category_id": 1, "name": "Red Mug", "description": "Holds tea.",
+     "price_cents": 599, "stock": 3},
+    {"id": TEAPOT, "category_id": 1, "name": "Sold Out Teapot", "description": "Gone.",
+     "price_cents": 2500, "stock": 0},
+] + [
+    {"id": i, "category_id": 2, "name": f"Field Guide {i}", "description": "Birds and trees.",
+     "price_cents": 1000 + i, "stock": 50}
+    for i in range(4, 34)
+]
+
+
+def seed_test_catalogue(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(categories), [
+            {"id": 1, "slug": "kitchen", "name": "Kitchen"},
+            {"id": 2, "slug": "books", "name": "Books"},
+        ])
+        conn.execute(insert(products), CATALOGUE)
+        if conn.dialect.name == "postgresql":
+            for table in ("categories", "products"):
+                conn.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT MAX(id) FROM {table}))"
+                ))
+
+
+# -- real servers ----------------------------------------------------------------------------
+
+
+def _missing(what: str, exc: Exception) -> None:
+    message = f"{what} not reachable ({type(exc).__name__}: {exc})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message}; SHOP_TEST_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
+    pytest.skip(f"needs {message}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        _missing(f"PostgreSQL at {POSTGRES_URL}", exc)
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A URL whose connections see only a fresh schema of their own, migrated and seeded."""
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(postgres_server)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in postgres_server else "?"
+    url = f"{postgres_server}{separator}options=-csearch_path%3D{schema}"
+    engine = create_engine(url)
+    upgrade(engine)
+    seed_test_catalogue(engine)
+    engine.dispose()
+    yield url
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        _missing(f"Redis at {REDIS_URL}", exc)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def real_redis(redis_server: str) -> Iterator[tuple[redis.Redis, str]]:
+    """A client on the real Redis and a key prefix no other test uses."""
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    prefix = f"test:{secrets.token_hex(6)}:"
+    yield client, prefix
+    keys = list(client.scan_iter(f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+# -- apps --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = create_engine(url)
+    upgrade(engine)
+    seed_test_catalogue(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def fake_redis_server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+def fake_client(server: fakeredis.FakeServer) -> redis.Redis:
+    return fakeredis.FakeRedis(server=server, decode_responses=True)
+
+
+@pytest.fixture
+def make_app(sqlite_url, fake_redis_server) -> Iterator[Callable[..., Flask]]:
+    """Build an app; several calls share the database and Redis, like instances behind a
+    load balancer. Overrides are :class:`Settings` fields; ``redis_client`` swaps Redis."""
+    apps: list[Flask] = []
+
+    def build(redis_client: redis.Redis | None = None, **overrides: Any) -> Flask:
+        settings = {
+            "database_url": sqlite_url,
+            "redis_url": "redis://fake",
+            "secret_key": SECRET,
+            "env": "development",
+            "instance_name": f"instance-{len(apps) + 1}",
+            **overrides,
+        }
+        app = create_app(
+            Settings(**settings).validated(),
+            redis_client=redis_client or fake_client(fake_redis_server),
+        )
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["shop"].engines.dispose()
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app) -> FlaskClient:
+    return app.test_client()
+
+
+# -- a shopper's steps -----------------------------------------------------------------------
+
+
+@dataclass
+class Shopper:
+    """A browser: one cookie jar, pages and API calls with the CSRF token it was given."""
+
+    client: FlaskClient
+    app: Flask
+    cookie_name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cookie_name = self.app.extensions["shop"].settings.session_cookie_name
+
+    @property
+    def session_id(self) -> str | None:
+        cookie = self.client.get_cookie(self.cookie_name)
+        return cookie.value if cookie else None
+
+    def csrf(self) -> str:
+        if self.session_id is None:
+            self.client.get("/api/v1/session")
+        return csrf_token_for(SECRET, self.session_id)
+
+    # pages
+    def post_form(self, path: str, data: dict | None = None, **kwargs):
+        return self.client.post(path, data={"csrf_token": self.csrf(), **(data or {})}, **kwargs)
+
+    def add(self, product_id: int, quantity: int | str = 1):
+        return self.post_form("/cart/add", {"product_id": product_id, "quantity": quantity})
+
+    def register(self, email: str = "ada@example.com", password: str = "correct horse 42"):
+        return self.post_form("/register", {"email": email, "password": password})
+
+    def login(self, email: str = "ada@example.com", password: str = "correct horse 42"):
+        return self.post_form("/login", {"email": email, "password": password})
+
+    def logout(self):
+        return self.post_form("/logout")
+
+    def checkout(self, name: str = "Ada Lovelace", address: str = "1 Analytical St",
+                 key: str | None = None):
+        return self.post_form("/checkout", {
+            "name": name, "address": address, "idempotency_key": key or secrets.token_hex(8)
+        })
+
+    # API
+    def api(self, method: str, path: str, json: Any = None, headers: dict | None = None):
+        all_headers = {"X-CSRF-Token": self.csrf(), **(headers or {})}
+        return self.client.open(f"/api/v1{path}", method=method, json=json, headers=all_headers)
+
+    def cart(self) -> dict:
+        return self.client.get("/api/v1/cart").get_json()
+
+
+@pytest.fixture
+def shopper(app) -> Shopper:
+    return Shopper(app.test_client(), app)
+
+
+def shopper_on(app: Flask, cookie_from: Shopper | None = None) -> Shopper:
+    """A browser talking to ``app``; with ``cookie_from``, the same browser moved there."""
+    other = Shopper(app.test_client(), app)
+    if cookie_from is not None and cookie_from.session_id:
+        other.client.set_cookie(other.cookie_name, cookie_from.session_id)
+    return other

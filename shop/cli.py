@@ -6,7 +6,7 @@ import re
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from . import migrate
 from .catalogue import save_product
@@ -48,6 +48,7 @@ def db_current() -> None:
 
 
 @click.command("seed")
+@with_appcontext
 @click.option(
     "--products",
     "count",

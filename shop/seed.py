@@ -83,9 +83,7 @@ def seed_catalogue(
     with engine.begin() as conn:
         existing = set(conn.execute(select(categories.c.slug)).scalars())
         missing = [
-            {"id": i, "slug": slug, "name": name}
-            for i, (slug, name) in enumerate(CATEGORIES, start=1)
-            if slug not in existing
+            {"slug": slug, "name": name} for slug, name in CATEGORIES if slug not in existing
         ]
         if missing:
             conn.execute(insert(categories), missing)
@@ -101,7 +99,6 @@ def seed_catalogue(
             batch = []
     if batch:
         inserted += _insert_batch(engine, batch, progress)
-    _fix_sequences(engine)
     return inserted
 
 
@@ -111,16 +108,6 @@ def _insert_batch(engine: Engine, batch: list[dict], progress) -> int:
     if progress is not None:
         progress(len(batch))
     return len(batch)
-
-
-def _fix_sequences(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        return
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "SELECT setval(pg_get_serial_sequence('categories', 'id'), "
-            "(SELECT COALESCE(MAX(id), 1) FROM categories))"
-        )
 
 
 def seed_demo_if_empty(engine: Engine, count: int = 96) -> int:

@@ -38,32 +38,61 @@ REQUIRE_SERVICES = os.environ.get("SHOP_TEST_REQUIRE_SERVICES") == "1"
 # plus filler so there is more than one grid page.
 KETTLE, MUG, TEAPOT = 1, 2, 3
 CATALOGUE = [
-    {"id": KETTLE, "category_id": 1, "name": "Blue Kettle", "description": "Boils water fast.",
-     "price_cents": 1999, "stock": 10},
-    {"id": MUG, "category_id": 1, "name": "Red Mug", "description": "Holds tea.",
-     "price_cents": 599, "stock": 3},
-    {"id": TEAPOT, "category_id": 1, "name": "Sold Out Teapot", "description": "Gone.",
-     "price_cents": 2500, "stock": 0},
+    {
+        "id": KETTLE,
+        "category_id": 1,
+        "name": "Blue Kettle",
+        "description": "Boils water fast.",
+        "price_cents": 1999,
+        "stock": 10,
+    },
+    {
+        "id": MUG,
+        "category_id": 1,
+        "name": "Red Mug",
+        "description": "Holds tea.",
+        "price_cents": 599,
+        "stock": 3,
+    },
+    {
+        "id": TEAPOT,
+        "category_id": 1,
+        "name": "Sold Out Teapot",
+        "description": "Gone.",
+        "price_cents": 2500,
+        "stock": 0,
+    },
 ] + [
-    {"id": i, "category_id": 2, "name": f"Field Guide {i}", "description": "Birds and trees.",
-     "price_cents": 1000 + i, "stock": 50}
+    {
+        "id": i,
+        "category_id": 2,
+        "name": f"Field Guide {i}",
+        "description": "Birds and trees.",
+        "price_cents": 1000 + i,
+        "stock": 50,
+    }
     for i in range(4, 34)
 ]
 
 
 def seed_test_catalogue(engine) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(categories), [
-            {"id": 1, "slug": "kitchen", "name": "Kitchen"},
-            {"id": 2, "slug": "books", "name": "Books"},
-        ])
+        conn.execute(
+            insert(categories),
+            [
+                {"id": 1, "slug": "kitchen", "name": "Kitchen"},
+                {"id": 2, "slug": "books", "name": "Books"},
+            ],
+        )
         conn.execute(insert(products), CATALOGUE)
         if conn.dialect.name == "postgresql":
             for table in ("categories", "products"):
-                conn.execute(text(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                    f"(SELECT MAX(id) FROM {table}))"
-                ))
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT MAX(id) FROM {table}))"
+                    )
+                )
 
 
 # -- real servers ----------------------------------------------------------------------------
@@ -232,11 +261,13 @@ class Shopper:
     def logout(self):
         return self.post_form("/logout")
 
-    def checkout(self, name: str = "Ada Lovelace", address: str = "1 Analytical St",
-                 key: str | None = None):
-        return self.post_form("/checkout", {
-            "name": name, "address": address, "idempotency_key": key or secrets.token_hex(8)
-        })
+    def checkout(
+        self, name: str = "Ada Lovelace", address: str = "1 Analytical St", key: str | None = None
+    ):
+        return self.post_form(
+            "/checkout",
+            {"name": name, "address": address, "idempotency_key": key or secrets.token_hex(8)},
+        )
 
     # API
     def api(self, method: str, path: str, json: Any = None, headers: dict | None = None):
@@ -258,3 +289,38 @@ def shopper_on(app: Flask, cookie_from: Shopper | None = None) -> Shopper:
     if cookie_from is not None and cookie_from.session_id:
         other.client.set_cookie(other.cookie_name, cookie_from.session_id)
     return other
+
+
+# -- instruments -----------------------------------------------------------------------------
+
+
+class StatementCounter:
+    """Counts SQL statements sent through the given engines (SQLAlchemy events)."""
+
+    def __init__(self, *engines) -> None:
+        from sqlalchemy import event
+
+        self.count = 0
+        self.by_engine: dict[str, int] = {}
+        for engine in engines:
+            name = str(engine.url)
+
+            def listener(*_args, _name=name, **_kw):
+                self.count += 1
+                self.by_engine[_name] = self.by_engine.get(_name, 0) + 1
+
+            event.listen(engine, "before_cursor_execute", listener)
+
+
+def redis_snapshot(client: redis.Redis) -> dict[str, tuple]:
+    """Every key with its type, value and whether it expires: equal snapshots mean no write."""
+    snapshot = {}
+    for key in client.scan_iter("*"):
+        kind = client.type(key)
+        value = {
+            "string": client.get,
+            "hash": client.hgetall,
+            "set": client.smembers,
+        }.get(kind, lambda k: None)(key)
+        snapshot[key] = (kind, repr(value), client.ttl(key) > 0)
+    return snapshot

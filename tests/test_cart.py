@@ -1,0 +1,156 @@
+"""Carts live in Redis, hold ids and quantities only, and follow the shopper to their account."""
+
+from __future__ import annotations
+
+import pytest
+
+from shop.cart import CartOwner, CartStore
+from shop.errors import InvalidQuantity, QuantityUnavailable
+from tests.conftest import KETTLE, MUG, TEAPOT, Shopper, fake_client
+
+
+@pytest.fixture
+def carts(fake_redis_server) -> CartStore:
+    return CartStore(
+        fake_client(fake_redis_server),
+        "t:",
+        visitor_ttl=100,
+        account_ttl=1000,
+        max_line_quantity=99,
+    )
+
+
+def test_cart_holds_quantities_not_prices(carts):
+    owner = CartOwner.session("x" * 43)
+    carts.add(owner, KETTLE, 2, stock=10)
+    carts.add(owner, KETTLE, 3, stock=10)
+    carts.add(owner, MUG, 1, stock=3)
+    assert carts.client.hgetall(carts.key(owner)) == {str(KETTLE): "5", str(MUG): "1"}
+    assert carts.get(owner) == {KETTLE: 5, MUG: 1}
+
+
+def test_add_past_stock_is_refused_and_changes_nothing(carts):
+    owner = CartOwner.session("y" * 43)
+    carts.add(owner, MUG, 2, stock=3)
+    with pytest.raises(QuantityUnavailable) as refused:
+        carts.add(owner, MUG, 2, stock=3)
+    assert refused.value.available == 1
+    assert carts.get(owner) == {MUG: 2}
+    with pytest.raises(QuantityUnavailable):
+        carts.add(owner, TEAPOT, 1, stock=0)
+    with pytest.raises(InvalidQuantity):
+        carts.add(owner, MUG, 0, stock=3)
+    assert carts.get(owner) == {MUG: 2}
+
+
+def test_set_zero_removes_the_line_and_ttls_follow_the_owner(carts):
+    visitor, account = CartOwner.session("z" * 43), CartOwner.account(5)
+    carts.set(visitor, KETTLE, 4, stock=10)
+    carts.set(account, KETTLE, 1, stock=10)
+    assert 0 < carts.client.ttl(carts.key(visitor)) <= 100
+    assert 100 < carts.client.ttl(carts.key(account)) <= 1000
+    carts.set(visitor, KETTLE, 0, stock=10)
+    assert carts.get(visitor) == {}
+
+
+def test_merge_adds_up_capped_by_stock(carts):
+    visitor, account = CartOwner.session("m" * 43), CartOwner.account(9)
+    carts.set(account, MUG, 2, stock=3)
+    carts.set(account, KETTLE, 1, stock=10)
+    carts.set(visitor, MUG, 2, stock=3)
+    carts.set(visitor, 4, 5, stock=50)
+    carts.merge(visitor, account, {MUG: 3, 4: 50})
+    assert carts.get(account) == {MUG: 3, KETTLE: 1, 4: 5}
+    assert not carts.client.exists(carts.key(visitor))
+
+
+def test_cart_page_shows_lines_and_totals(shopper):
+    shopper.add(KETTLE, 2)
+    shopper.add(MUG)
+    page = shopper.client.get("/cart")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "Blue Kettle" in text and "Red Mug" in text
+    assert "€39.98" in text  # 2 × 19.99
+    assert "€45.97" in text  # cart total
+    assert shopper.cart() == {
+        "items": [
+            {
+                "product_id": KETTLE,
+                "name": "Blue Kettle",
+                "quantity": 2,
+                "unit_price_cents": 1999,
+                "line_total_cents": 3998,
+            },
+            {
+                "product_id": MUG,
+                "name": "Red Mug",
+                "quantity": 1,
+                "unit_price_cents": 599,
+                "line_total_cents": 599,
+            },
+        ],
+        "total_cents": 4597,
+        "count": 3,
+    }
+
+
+def test_header_shows_the_item_count_on_every_page(shopper):
+    shopper.add(KETTLE, 2)
+    shopper.add(MUG)
+    for path in ["/", f"/products/{MUG}", "/cart", "/login"]:
+        text = shopper.client.get(path).get_data(as_text=True)
+        assert 'data-testid="cart-count">3<' in text, path
+
+
+def test_change_and_remove_lines_from_the_cart_page(shopper):
+    shopper.add(KETTLE, 2)
+    shopper.add(MUG)
+    assert (
+        shopper.post_form("/cart/update", {"product_id": KETTLE, "quantity": 5}).status_code == 303
+    )
+    assert shopper.post_form("/cart/remove", {"product_id": MUG}).status_code == 303
+    assert shopper.cart()["items"][0]["quantity"] == 5
+    assert shopper.cart()["count"] == 5
+    shopper.post_form("/cart/update", {"product_id": KETTLE, "quantity": 0})
+    assert shopper.cart()["count"] == 0
+
+
+def test_api_cart_changes_answer_with_the_cart(shopper):
+    added = shopper.api("POST", "/cart/items", json={"product_id": KETTLE, "quantity": 2})
+    assert added.status_code == 200 and added.get_json()["count"] == 2
+    changed = shopper.api("PUT", f"/cart/items/{KETTLE}", json={"quantity": 4})
+    assert changed.get_json()["items"][0]["quantity"] == 4
+    removed = shopper.api("DELETE", f"/cart/items/{KETTLE}")
+    assert removed.get_json() == {"items": [], "total_cents": 0, "count": 0}
+
+
+def test_visitor_cart_merges_into_the_account_cart_at_login(make_app):
+    app = make_app()
+    first = Shopper(app.test_client(), app)
+    first.register()
+    first.add(MUG, 2)
+    first.add(KETTLE, 1)
+    first.logout()
+    assert first.cart()["count"] == 0  # logged out: an empty visitor cart
+    first.add(MUG, 2)  # 2 + 2 > stock 3: capped at login
+    first.add(4, 1)
+    first.login()
+    assert {i["product_id"]: i["quantity"] for i in first.cart()["items"]} == {
+        KETTLE: 1,
+        MUG: 3,
+        4: 1,
+    }
+    # Another browser finds the same cart after logging in.
+    second = Shopper(app.test_client(), app)
+    second.login()
+    assert second.cart()["count"] == 5
+
+
+def test_account_cart_lasts_thirty_days_by_default(app, shopper):
+    shopper.register()
+    shopper.add(KETTLE)
+    services = app.extensions["shop"]
+    user_id = shopper.client.get("/api/v1/session").get_json()["user"]["id"]
+    ttl = services.redis.ttl(services.carts.key(CartOwner.account(user_id)))
+    assert 29 * 86400 < ttl <= 30 * 86400

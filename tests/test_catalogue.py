@@ -1,0 +1,183 @@
+"""Catalogue reads: cache-aside through Redis, replicas first, invalidated by every write."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from sqlalchemy import create_engine, text, update
+
+from shop.catalogue import stock_state
+from shop.models import products
+from shop.redis_client import connect
+from tests.conftest import KETTLE, MUG, TEAPOT, StatementCounter
+
+
+def test_stock_states():
+    assert stock_state(0) == "sold out"
+    assert stock_state(3) == "only 3 left"
+    assert stock_state(6) == "in stock"
+
+
+def test_product_page_shows_price_description_and_stock_state(client):
+    text = client.get(f"/products/{MUG}").get_data(as_text=True)
+    assert "Red Mug" in text and "€5.99" in text and "Holds tea." in text
+    assert "only 3 left" in text
+    sold_out = client.get(f"/products/{TEAPOT}").get_data(as_text=True)
+    assert "sold out" in sold_out and "disabled" in sold_out
+
+
+def test_grid_paginates_filters_and_searches(client):
+    first = client.get("/api/v1/products?per_page=10").get_json()
+    assert first["total"] == 33 and len(first["items"]) == 10 and first["page"] == 1
+    assert set(first["items"][0]) == {
+        "id",
+        "name",
+        "description",
+        "price_cents",
+        "stock",
+        "category",
+    }
+    last = client.get("/api/v1/products?per_page=10&page=4").get_json()
+    assert [p["id"] for p in last["items"]] == [31, 32, 33]
+    kitchen = client.get("/api/v1/products?category=kitchen").get_json()
+    assert [p["name"] for p in kitchen["items"]] == ["Blue Kettle", "Red Mug", "Sold Out Teapot"]
+    found = client.get("/api/v1/products?q=tea").get_json()  # name or description
+    assert {p["id"] for p in found["items"]} == {MUG, TEAPOT}
+    both_words = client.get("/api/v1/products?q=holds+TEA").get_json()
+    assert [p["id"] for p in both_words["items"]] == [MUG]
+    assert client.get("/api/v1/products?q=50%25").get_json()["total"] == 0  # % is literal
+    page = client.get("/?page=2").get_data(as_text=True)
+    assert "Page 2 of 2" in page and 'rel="prev"' in page
+    assert [c["slug"] for c in client.get("/api/v1/categories").get_json()["items"]] == [
+        "books",
+        "kitchen",
+    ]
+
+
+def test_a_warm_catalogue_runs_no_sql(app, client):
+    services = app.extensions["shop"]
+    client.get(f"/api/v1/products/{KETTLE}")
+    client.get("/api/v1/products?page=2")
+    counter = StatementCounter(services.engines.primary)
+    for _ in range(5):
+        assert client.get(f"/api/v1/products/{KETTLE}").status_code == 200
+        assert client.get("/api/v1/products?page=2").status_code == 200
+    assert counter.count == 0
+
+
+def test_product_change_by_command_reaches_the_next_request(app):
+    client = app.test_client()
+    assert client.get(f"/api/v1/products/{KETTLE}").get_json()["price_cents"] == 1999
+    assert (
+        client.get("/api/v1/products?category=kitchen").get_json()["items"][0]["price_cents"]
+        == 1999
+    )
+    result = app.test_cli_runner().invoke(
+        args=["product", "set", str(KETTLE), "--price", "24.50", "--stock", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "invalidated" in result.output
+    product = client.get(f"/api/v1/products/{KETTLE}").get_json()
+    assert (product["price_cents"], product["stock"]) == (2450, 4)
+    grid = client.get("/api/v1/products?category=kitchen").get_json()
+    assert grid["items"][0]["price_cents"] == 2450
+    assert "only 4 left" in client.get(f"/products/{KETTLE}").get_data(as_text=True)
+
+
+def test_product_add_command_shows_up_in_lists(app):
+    client = app.test_client()
+    assert client.get("/api/v1/products?category=kitchen").get_json()["total"] == 3
+    result = app.test_cli_runner().invoke(
+        args=[
+            "product",
+            "add",
+            "--name",
+            "Green Whisk",
+            "--category",
+            "kitchen",
+            "--price",
+            "3.5",
+            "--stock",
+            "7",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    kitchen = client.get("/api/v1/products?category=kitchen").get_json()
+    assert kitchen["total"] == 4
+    assert kitchen["items"][-1]["name"] == "Green Whisk"
+    assert kitchen["items"][-1]["price_cents"] == 350
+
+
+@pytest.mark.parametrize("price", ["abc", "-1", "1.234", ""])
+def test_product_command_refuses_a_bad_price(app, price):
+    result = app.test_cli_runner().invoke(args=["product", "set", str(KETTLE), "--price", price])
+    assert result.exit_code != 0
+    assert app.test_client().get(f"/api/v1/products/{KETTLE}").get_json()["price_cents"] == 1999
+
+
+def test_checkout_invalidates_the_stock_it_changed(app, shopper):
+    assert "only 3 left" in shopper.client.get(f"/products/{MUG}").get_data(as_text=True)
+    shopper.register()
+    shopper.add(MUG, 2)
+    shopper.checkout()
+    assert "only 1 left" in shopper.client.get(f"/products/{MUG}").get_data(as_text=True)
+    assert (
+        shopper.client.get("/api/v1/products?category=kitchen").get_json()["items"][1]["stock"] == 1
+    )
+
+
+def test_misses_read_from_the_replica_and_fall_back_to_the_primary(make_app, sqlite_url, tmp_path):
+    primary_file = sqlite_url.removeprefix("sqlite:///")
+    replica_file = tmp_path / "replica.db"
+    shutil.copy(primary_file, replica_file)
+    replica = create_engine(f"sqlite:///{replica_file}")
+    with replica.begin() as conn:  # mark the replica's copy so reads can be told apart
+        conn.execute(update(products).where(products.c.id == KETTLE).values(name="Replica Kettle"))
+    replica.dispose()
+    missing = f"sqlite:///{tmp_path}/no/such/dir/replica.db"
+    app = make_app(replica_urls=(missing, f"sqlite:///{replica_file}"))
+    client = app.test_client()
+    for product_id in (KETTLE, MUG, 4, 5):  # every miss: the dead replica is skipped
+        assert client.get(f"/api/v1/products/{product_id}").status_code == 200
+    assert client.get(f"/api/v1/products/{KETTLE}").get_json()["name"] == "Replica Kettle"
+    # Checkout and order pages read the primary.
+    only_dead = make_app(replica_urls=(missing,), redis_prefix="other:")
+    assert (
+        only_dead.test_client().get(f"/api/v1/products/{KETTLE}").get_json()["name"]
+        == "Blue Kettle"
+    )
+    status = only_dead.test_client().get("/readyz")
+    body = status.get_json()
+    assert status.status_code == 200 and body["replicas"]["replica1"]["ok"] is False
+
+
+def test_catalogue_is_served_from_the_database_when_redis_is_down(make_app, caplog):
+    app = make_app(redis_client=connect("redis://127.0.0.1:1/0", socket_timeout=0.2))
+    client = app.test_client()
+    assert client.get("/").status_code == 200
+    assert client.get(f"/products/{KETTLE}").status_code == 200
+    assert client.get("/api/v1/products?q=kettle").get_json()["total"] == 1
+    assert "reading from the database" in caplog.text
+    cart = client.get("/api/v1/cart")
+    assert cart.status_code == 503
+    assert "unavailable" in cart.get_json()["error"]["message"]
+    assert client.get("/cart").status_code == 503
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["redis"]["ok"] is False
+
+
+def test_seed_command_adds_products_with_a_progress_bar(app):
+    result = app.test_cli_runner().invoke(args=["seed", "--products", "250", "--batch-size", "100"])
+    assert result.exit_code == 0, result.output
+    assert "seeding products" in result.output and "added 250 products" in result.output
+    total = app.test_client().get("/api/v1/products").get_json()["total"]
+    assert total == 33 + 250
+
+
+def test_db_commands_report_the_revision(app):
+    runner = app.test_cli_runner()
+    assert "0001" in runner.invoke(args=["db", "current"]).output
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    with app.extensions["shop"].engines.primary.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"

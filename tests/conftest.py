@@ -324,3 +324,35 @@ def redis_snapshot(client: redis.Redis) -> dict[str, tuple]:
         }.get(kind, lambda k: None)(key)
         snapshot[key] = (kind, repr(value), client.ttl(key) > 0)
     return snapshot
+
+
+@pytest.fixture
+def make_real_app(pg_url, real_redis) -> Iterator[Callable[..., Flask]]:
+    """Apps on the real PostgreSQL (own schema) and Redis (own prefix), as in production."""
+    from shop.redis_client import connect
+
+    _, prefix = real_redis
+    apps: list[Flask] = []
+
+    def build(**overrides: Any) -> Flask:
+        settings = {
+            "database_url": pg_url,
+            "redis_url": REDIS_URL,
+            "redis_prefix": prefix,
+            "secret_key": SECRET,
+            "env": "development",
+            "instance_name": f"instance-{len(apps) + 1}",
+            **overrides,
+        }
+        redis_url = settings.pop("redis_client_url", settings["redis_url"])
+        app = create_app(
+            Settings(**settings).validated(),
+            redis_client=connect(redis_url, socket_timeout=0.5),
+        )
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["shop"].engines.dispose()

@@ -36,6 +36,10 @@ def add():
             product=catalogue.product(product_id),
             categories=catalogue.categories(),
             error=exc,
+            # The form shown again returns where the first one would have, not to /cart/add.
+            next_url=safe_next(
+                request.form.get("next"), url_for("catalogue.product", product_id=product_id)
+            ),
         ), exc.status
     return redirect(safe_next(request.form.get("next"), url_for("cart.view")), code=303)
 

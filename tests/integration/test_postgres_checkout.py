@@ -1,0 +1,124 @@
+"""Checkout on the real PostgreSQL: concurrent buyers can neither oversell nor duplicate."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, func, insert, select
+
+from shop.db import make_engine
+from shop.errors import OutOfStock
+from shop.models import metadata, order_lines, orders, products, users
+from shop.orders import Shipping, place_order
+from tests.conftest import KETTLE, MUG, Shopper, shopper_on
+
+SHIP = Shipping("Ada", "1 Analytical St")
+
+
+def _make_users(engine, count: int) -> list[int]:
+    with engine.begin() as conn:
+        return list(
+            conn.execute(
+                insert(users).returning(users.c.id),
+                [{"email": f"u{i}@example.com", "password_hash": "x"} for i in range(count)],
+            ).scalars()
+        )
+
+
+def test_migrations_match_the_models(pg_url):
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_thirty_concurrent_buyers_cannot_oversell_ten_units(pg_url):
+    engine = make_engine(pg_url, name="primary")
+    buyers = _make_users(engine, 30)
+    start = threading.Barrier(len(buyers))
+
+    def buy(user_id: int) -> str:
+        start.wait()
+        cart = {KETTLE: 1, MUG: 1} if user_id % 2 else {KETTLE: 1}  # mugs run out first
+        try:
+            place_order(
+                engine, user_id=user_id, cart=cart, shipping=SHIP, idempotency_key=f"k{user_id}"
+            )
+        except OutOfStock:
+            return "short"
+        return "ok"
+
+    with ThreadPoolExecutor(max_workers=len(buyers)) as pool:
+        results = list(pool.map(buy, buyers))
+    with engine.connect() as conn:
+        kettle, mug = (
+            conn.execute(select(products.c.stock).where(products.c.id == pid)).scalar_one()
+            for pid in (KETTLE, MUG)
+        )
+        sold_kettles = conn.execute(
+            select(func.coalesce(func.sum(order_lines.c.quantity), 0)).where(
+                order_lines.c.product_id == KETTLE
+            )
+        ).scalar_one()
+        sold_mugs = conn.execute(
+            select(func.coalesce(func.sum(order_lines.c.quantity), 0)).where(
+                order_lines.c.product_id == MUG
+            )
+        ).scalar_one()
+        placed = conn.execute(select(func.count()).select_from(orders)).scalar_one()
+    engine.dispose()
+    assert kettle >= 0 and mug >= 0
+    assert sold_kettles + kettle == 10 and sold_mugs + mug == 3
+    assert results.count("ok") == placed
+    assert results.count("short") == 30 - placed
+    assert kettle == 0 or mug == 0  # someone was refused because stock ran out
+
+
+def test_concurrent_submits_with_one_key_make_one_order(pg_url):
+    engine = make_engine(pg_url, name="primary")
+    (buyer,) = _make_users(engine, 1)
+    start = threading.Barrier(12)
+
+    def submit(_: int) -> int:
+        start.wait()
+        placed = place_order(
+            engine, user_id=buyer, cart={KETTLE: 2}, shipping=SHIP, idempotency_key="double-click"
+        )
+        return placed.order.id
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        ids = set(pool.map(submit, range(12)))
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(orders)).scalar_one()
+        stock = conn.execute(select(products.c.stock).where(products.c.id == KETTLE)).scalar_one()
+    engine.dispose()
+    assert len(ids) == 1 and count == 1 and stock == 8
+
+
+def test_cart_login_and_checkout_continue_across_two_instances(make_real_app):
+    first, second = make_real_app(), make_real_app()
+    browser = Shopper(first.test_client(), first)
+    browser.add(KETTLE, 2)
+    moved = shopper_on(second, cookie_from=browser)
+    assert moved.cart()["count"] == 2
+    moved.register()
+    back = shopper_on(first, cookie_from=moved)
+    assert back.client.get("/api/v1/session").get_json()["user"]["email"] == "ada@example.com"
+    back.add(MUG, 1)
+    again = shopper_on(second, cookie_from=back)
+    placed = again.api(
+        "POST",
+        "/orders",
+        json={"shipping": {"name": "Ada", "address": "1 St"}},
+        headers={"Idempotency-Key": "two-instances"},
+    )
+    assert placed.status_code == 201, placed.get_json()
+    assert placed.get_json()["total_cents"] == 2 * 1999 + 599
+    order_id = placed.get_json()["id"]
+    assert back.client.get(f"/api/v1/orders/{order_id}").status_code == 200
+    assert back.cart()["count"] == 0
+    assert again.client.get(f"/products/{MUG}").get_data(as_text=True).count("only 2 left") == 1

@@ -1,0 +1,125 @@
+"""What only a real Redis shows: expiry, atomicity under threads, one rebuild per key,
+and recovery after an outage without a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from shop.cart import CartOwner, CartStore
+from shop.catalogue_cache import CacheAside
+from tests.conftest import KETTLE, REDIS_URL, Shopper
+from tests.tcp_proxy import TcpProxy
+
+
+def test_idle_session_and_its_cart_expire_in_redis(make_real_app, real_redis):
+    client, prefix = real_redis
+    app = make_real_app(session_idle_timeout=1)
+    shopper = Shopper(app.test_client(), app)
+    shopper.add(KETTLE, 2)
+    sid = shopper.session_id
+    assert client.exists(f"{prefix}s:{sid}", f"{prefix}cart:s:{sid}") == 2
+    time.sleep(2.2)
+    assert client.exists(f"{prefix}s:{sid}", f"{prefix}cart:s:{sid}") == 0
+    assert shopper.cart()["count"] == 0
+
+
+def test_two_tabs_adding_at_once_lose_nothing(real_redis):
+    client, prefix = real_redis
+    carts = CartStore(client, prefix, visitor_ttl=60, account_ttl=60, max_line_quantity=1000)
+    owner = CartOwner.session("t" * 43)
+    start = threading.Barrier(8)
+
+    def tab(_: int) -> None:
+        start.wait()
+        for _ in range(50):
+            carts.add(owner, KETTLE, 1, stock=1000)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(tab, range(8)))
+    assert carts.get(owner) == {KETTLE: 400}
+
+
+def test_only_one_request_rebuilds_a_missing_key(real_redis):
+    client, prefix = real_redis
+    cache = CacheAside(client, f"{prefix}cat:", ttl=60)
+    calls = []
+    start = threading.Barrier(16)
+
+    def loader():
+        calls.append(1)
+        time.sleep(0.3)  # a slow query
+        return {"value": 42}
+
+    def reader(_: int):
+        start.wait()
+        return cache.get_or_load(cache.key("p", 1), loader)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(reader, range(16)))
+    assert results == [{"value": 42}] * 16
+    assert len(calls) == 1
+    ttl = client.ttl(cache.key("p", 1))
+    assert 50 <= ttl <= 66  # 60 s with 10 % jitter
+
+
+def test_an_invalidation_during_a_rebuild_keeps_the_stale_value_out(real_redis):
+    client, prefix = real_redis
+    cache = CacheAside(client, f"{prefix}cat:", ttl=60)
+    key = cache.key("p", 7)
+
+    def stale_loader():
+        cache.invalidate([7], keys=[key])  # a price change commits while we read
+        return {"price_cents": 100}
+
+    assert cache.get_or_load(key, stale_loader) == {"price_cents": 100}
+    assert client.get(key) is None  # not cached: the next reader loads the new price
+    assert cache.get_or_load(key, lambda: {"price_cents": 200}) == {"price_cents": 200}
+    assert cache.get_or_load(key, lambda: {"price_cents": 999}) == {"price_cents": 200}
+
+
+def test_browsing_sends_no_redis_write(make_real_app, real_redis):
+    client, _ = real_redis
+    app = make_real_app()
+    browser = app.test_client()
+    pages = ["/", "/?page=2", f"/products/{KETTLE}", "/?q=kettle"]
+    for path in pages:
+        browser.get(path)
+    client.config_resetstat()
+    for path in pages * 5:
+        assert browser.get(path).status_code == 200
+    stats = client.info("commandstats")
+    writes = {
+        name: value["calls"]
+        for name, value in stats.items()
+        if name.split("_", 1)[1] in {"set", "hset", "expire", "del", "sadd", "incr", "setex"}
+    }
+    assert writes == {}, writes
+    assert stats["cmdstat_evalsha"]["calls"] == len(pages) * 5  # one session load a page
+
+
+def test_redis_outage_degrades_and_recovers_without_restart(make_real_app):
+    host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
+    proxy = TcpProxy(host, int(port)).start()
+    try:
+        app = make_real_app(redis_client_url=f"redis://127.0.0.1:{proxy.port}/0")
+        shopper = Shopper(app.test_client(), app)
+        shopper.add(KETTLE)
+        proxy.stop()
+        started = time.perf_counter()
+        for _ in range(5):
+            assert shopper.client.get("/").status_code == 200
+            assert shopper.client.get(f"/products/{KETTLE}").status_code == 200
+        assert time.perf_counter() - started < 5
+        refused = shopper.api("POST", "/cart/items", json={"product_id": KETTLE, "quantity": 1})
+        assert refused.status_code == 503
+        assert "try again" in refused.get_json()["error"]["message"]
+        assert shopper.client.get("/cart").status_code == 503
+        proxy.start()
+        time.sleep(1.2)  # the breaker's window passes
+        assert shopper.cart()["count"] == 1
+        assert shopper.add(KETTLE).status_code == 303
+        assert shopper.cart()["count"] == 2
+    finally:
+        proxy.stop()

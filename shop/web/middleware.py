@@ -70,7 +70,8 @@ def _finish_response(response: Response) -> Response:
     started = g.get("started")
     if started is not None:
         log.info(
-            "%s %s %s %.1fms",
+            "%s %s %s %s %.1fms",
+            request.remote_addr,
             request.method,
             request.full_path.rstrip("?"),
             response.status_code,

@@ -1,0 +1,90 @@
+"""What operators and browsers rely on: health endpoints, headers, proxies, configuration."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from shop.config import ConfigError, Settings
+
+
+def test_healthz_and_readyz_answer_json(client):
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.get_json()["status"] == "ok"
+    ready = client.get("/readyz")
+    body = ready.get_json()
+    assert ready.status_code == 200
+    assert body["status"] == "ready" and body["primary"]["ok"] and body["redis"]["ok"]
+    assert body["replicas"] == {}
+
+
+def test_every_response_names_the_instance_and_the_request(make_app):
+    app = make_app(instance_name="web-7")
+    response = app.test_client().get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Served-By"] == "web-7"
+    assert response.headers["X-Request-ID"] == "abc-123"
+    quiet = make_app(served_by_header=False).test_client().get("/healthz")
+    assert "X-Served-By" not in quiet.headers
+
+
+def test_security_headers_forbid_inline_scripts_and_framing(client):
+    response = client.get("/")
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert b"<script" not in response.data
+
+
+def test_pages_escape_what_shoppers_type(client):
+    page = client.get("/?q=<script>alert(1)</script>").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;" in page
+
+
+def test_forwarded_headers_are_trusted_only_from_configured_proxies(make_app, caplog):
+    caplog.set_level(logging.INFO, logger="shop.access")
+    headers = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    make_app().test_client().get("/healthz", headers=headers)
+    assert "203.0.113.9" not in caplog.text
+    make_app(trusted_proxies=1).test_client().get("/healthz", headers=headers)
+    assert "203.0.113.9 GET /healthz 200" in caplog.text
+
+
+def test_log_lines_carry_the_request_id(client, caplog):
+    caplog.set_level(logging.INFO, logger="shop.access")
+    client.get("/healthz", headers={"X-Request-ID": "trace-42"})
+    assert any(getattr(r, "request_id", None) == "trace-42" for r in caplog.records)
+
+
+def test_secret_key_is_required_outside_the_embedded_default():
+    with pytest.raises(ConfigError, match="SHOP_SECRET_KEY"):
+        Settings.from_env({"SHOP_DATABASE_URL": "postgresql://db/shop"})
+    with pytest.raises(ConfigError, match="SHOP_SECRET_KEY"):
+        Settings.from_env({"SHOP_REDIS_URL": "redis://cache"})
+    assert Settings.from_env({}).embedded
+
+
+def test_settings_come_from_the_environment():
+    settings = Settings.from_env({
+        "SHOP_DATABASE_URL": "postgresql://db/shop",
+        "SHOP_REPLICA_URLS": "postgresql://r1/shop, postgresql://r2/shop",
+        "SHOP_SECRET_KEY": "x" * 32,
+        "SHOP_SESSION_IDLE_TIMEOUT": "60",
+        "SHOP_SESSION_COOKIE_SECURE": "false",
+        "SHOP_CURRENCY": "USD",
+    })
+    assert settings.replica_urls == ("postgresql://r1/shop", "postgresql://r2/shop")
+    assert settings.session_idle_timeout == 60
+    assert settings.cookie_secure is False
+    assert Settings.from_env({"SHOP_DATABASE_URL": "x", "SHOP_SECRET_KEY": "y" * 20}).cookie_secure
+    with pytest.raises(ConfigError, match="SHOP_SESSION_IDLE_TIMEOUT"):
+        Settings.from_env({"SHOP_SESSION_IDLE_TIMEOUT": "soon"})
+
+
+def test_prices_show_two_decimals_and_the_configured_currency(make_app):
+    page = make_app(currency="USD").test_client().get("/products/1").get_data(as_text=True)
+    assert "$19.99" in page
+    page = make_app(currency="CHF").test_client().get("/products/1").get_data(as_text=True)
+    assert "19.99 CHF" in page

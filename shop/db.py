@@ -113,12 +113,18 @@ class Engines:
             return query(conn)
 
     def status(self) -> dict[str, dict[str, object]]:
-        """Ping every engine; for /readyz."""
+        """Ping the primary and each replica, for /readyz. A replica inside its skip window is
+        reported without a ping, so a dead replica cannot make the health check time out."""
         result = {"primary": _ping(self.primary)}
+        now = self.clock()
         for replica in self.replicas:
+            if replica.down_until > now:
+                retry_in = round(replica.down_until - now, 1)
+                result[replica.name] = {"ok": False, "error": "skipped", "retry_in": retry_in}
+                continue
             state = _ping(replica.engine)
-            if state["ok"]:
-                replica.down_until = 0.0
+            if not state["ok"]:
+                replica.down_until = self.clock() + self.retry_after
             result[replica.name] = state
         return result
 

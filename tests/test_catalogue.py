@@ -181,3 +181,19 @@ def test_db_commands_report_the_revision(app):
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
     with app.extensions["shop"].engines.primary.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_replicas_are_used_in_turn(make_app, sqlite_url, tmp_path):
+    copies = []
+    for name in ("r1.db", "r2.db"):
+        shutil.copy(sqlite_url.removeprefix("sqlite:///"), tmp_path / name)
+        copies.append(f"sqlite:///{tmp_path / name}")
+    app = make_app(replica_urls=tuple(copies))
+    engines = app.extensions["shop"].engines
+    counter = StatementCounter(engines.primary, *(r.engine for r in engines.replicas))
+    client = app.test_client()
+    for product_id in range(4, 14):
+        assert client.get(f"/api/v1/products/{product_id}").status_code == 200
+    per_replica = [counter.by_engine.get(str(r.engine.url), 0) for r in engines.replicas]
+    assert per_replica == [5, 5]
+    assert counter.by_engine.get(str(engines.primary.url), 0) == 0

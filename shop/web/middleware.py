@@ -64,9 +64,12 @@ def _finish_response(response: Response) -> Response:
     request_id = g.get("request_id")
     if request_id:
         headers["X-Request-ID"] = request_id
+    # Pages carry a per-visitor CSRF token and cart count: never for a shared cache.
+    response.vary.add("Cookie")
     if request.method in UNSAFE_METHODS or shop_session().user_id is not None:
-        response.cache_control.private = True
         response.cache_control.no_store = True
+    if response.mimetype == "text/html" or response.cache_control.no_store:
+        response.cache_control.private = True
     started = g.get("started")
     if started is not None:
         log.info(

@@ -41,8 +41,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         SESSION_COOKIE_NAME=settings.session_cookie_name,
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # keep documents in the order the code builds them
     services = build_services(settings, app.instance_path, redis_client=kwargs.get("redis_client"))
     app.extensions["shop"] = services
     app.session_interface = RedisSessionInterface(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from .models import categories, products
 
@@ -72,6 +72,16 @@ def demo_products(count: int, seed: int = 42) -> Iterator[dict]:
         }
 
 
+def _ensure_categories(conn: Connection) -> list[int]:
+    """Create the demo categories that are missing; their ids in :data:`CATEGORIES` order."""
+    existing = set(conn.execute(select(categories.c.slug)).scalars())
+    missing = [{"slug": slug, "name": name} for slug, name in CATEGORIES if slug not in existing]
+    if missing:
+        conn.execute(insert(categories), missing)
+    ids = dict(conn.execute(select(categories.c.slug, categories.c.id)).all())
+    return [ids[slug] for slug, _ in CATEGORIES]
+
+
 def seed_catalogue(
     engine: Engine,
     count: int,
@@ -79,16 +89,9 @@ def seed_catalogue(
     batch_size: int = 5000,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Insert the categories (if missing) and ``count`` demo products in batches."""
+    """Insert the categories (if missing) and ``count`` demo products, a batch per transaction."""
     with engine.begin() as conn:
-        existing = set(conn.execute(select(categories.c.slug)).scalars())
-        missing = [
-            {"slug": slug, "name": name} for slug, name in CATEGORIES if slug not in existing
-        ]
-        if missing:
-            conn.execute(insert(categories), missing)
-        ids = dict(conn.execute(select(categories.c.slug, categories.c.id)).all())
-    category_ids = [ids[slug] for slug, _ in CATEGORIES]
+        category_ids = _ensure_categories(conn)
     batch: list[dict] = []
     inserted = 0
     for row in demo_products(count):
@@ -111,7 +114,16 @@ def _insert_batch(engine: Engine, batch: list[dict], progress) -> int:
 
 
 def seed_demo_if_empty(engine: Engine, count: int = 96) -> int:
-    with engine.connect() as conn:
+    """Seed a small demo catalogue into an empty database, once even if several instances
+    start together (an advisory lock on PostgreSQL; SQLite is one process by definition)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727275)")
         if conn.execute(select(func.count()).select_from(products)).scalar_one():
             return 0
-    return seed_catalogue(engine, count)
+        category_ids = _ensure_categories(conn)
+        rows = list(demo_products(count))
+        for row in rows:
+            row["category_id"] = category_ids[row["category_id"] - 1]
+        conn.execute(insert(products), rows)
+    return len(rows)

@@ -174,7 +174,7 @@ class ShopSession(CallbackDict, SessionMixin):
         created: float | None = None,
         cart: dict[int, int] | None = None,
         stored: bool = False,
-        issued: bool = False,
+        fresh: bool = False,
         unavailable: bool = False,
     ) -> None:
         def on_update(_self: CallbackDict) -> None:
@@ -186,14 +186,23 @@ class ShopSession(CallbackDict, SessionMixin):
         self.created = created
         self.cart = cart or {}
         self.stored = stored  # a record exists in Redis
-        self.issued = issued  # the id is new: the response must set the cookie
+        self.fresh = fresh  # no valid cookie came in: the id is ours to issue
+        self.issued = False  # the response must set the cookie
         self.unavailable = unavailable  # Redis could not be reached when loading
         self.modified = False
         self.must_store = False
         self.previous_sid: str | None = None
 
+    def use_id(self) -> str:
+        """The id, to be sent in the cookie if it is new (a page with a form needs it for its
+        CSRF token); a response that never uses it, such as /healthz, sets no cookie."""
+        if self.fresh:
+            self.issued = True
+        return self.sid
+
     def ensure_stored(self) -> None:
         """Ask for a Redis record at the end of this request (the first state change)."""
+        self.use_id()
         self.must_store = True
 
     def rotate(self) -> None:
@@ -230,7 +239,7 @@ class RedisSessionInterface(SessionInterface):
         session_id = request.cookies.get(self.cookie_name)
         if not is_well_formed(session_id):
             # No cookie, or a tampered one: a fresh id, nothing stored.
-            return ShopSession(new_session_id(), issued=True)
+            return ShopSession(new_session_id(), fresh=True)
         try:
             loaded = self.store.load(session_id)
         except RedisUnavailable as exc:

@@ -166,3 +166,11 @@ def test_no_per_user_state_in_process(make_app, path):
     assert page.status_code == 200
     assert b"ada@example.com" in page.data
     assert moved.cart()["count"] == 1
+
+
+def test_responses_that_need_no_id_set_no_cookie(client):
+    for path in ("/healthz", "/readyz", "/static/shop.css", "/api/v1/products/1"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers, path
+    assert "Set-Cookie" in client.get("/").headers  # the grid's forms carry a CSRF token

@@ -47,7 +47,7 @@ def cart_owner(current: ShopSession) -> CartOwner:
 
 
 def csrf_token() -> str:
-    return csrf_token_for(current_app.config["SECRET_KEY"], shop_session().sid)
+    return csrf_token_for(current_app.config["SECRET_KEY"], shop_session().use_id())
 
 
 def cart_count() -> int | None:

@@ -44,7 +44,7 @@ def _check_csrf() -> None:
         return
     token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
     current = shop_session()
-    if current.issued or not csrf_token_valid(current_app.config["SECRET_KEY"], current.sid, token):
+    if current.fresh or not csrf_token_valid(current_app.config["SECRET_KEY"], current.sid, token):
         raise CsrfFailure(
             "The form or request expired or was not sent by this site (CSRF token missing or "
             "invalid). Reload the page and try again; API clients send the token from "

@@ -1,0 +1,97 @@
+"""Gunicorn settings for the shop: ``gunicorn wsgi:app -c gunicorn.conf.py``.
+
+Everything comes from environment variables, so one image serves every environment:
+
+``SHOP_BIND`` (default ``0.0.0.0:8000``)
+    Address to listen on; several may be given, separated by commas.
+``SHOP_WORKERS`` (default: see below)
+    Worker processes. With ``SHOP_REDIS_URL`` set the default is ``2 * CPUs + 1``, capped at 8
+    (the CPU count is the host's, not a container's quota, hence the cap; set it explicitly when
+    the instance has a CPU limit). Without ``SHOP_REDIS_URL`` the shop keeps sessions and carts
+    in an in-process fakeredis, which workers cannot share, so the default is 1 and asking for
+    more is refused.
+``SHOP_THREADS`` (default 4)
+    Threads per worker; above 1 the ``gthread`` worker is used, otherwise ``sync``. A worker
+    serves this many requests at once, so each instance may hold up to workers x threads
+    database connections.
+``SHOP_TIMEOUT`` (default 30)
+    Seconds a worker may stay silent (one request taking that long) before it is killed and
+    replaced.
+``SHOP_GRACEFUL_TIMEOUT`` (default 20)
+    Seconds workers get to finish their requests after SIGTERM (a deploy) before being killed.
+    Keep it below the orchestrator's own stop grace period (Docker's default is 10 s: raise it
+    with ``docker stop -t`` / ``stop_grace_period``).
+``SHOP_KEEPALIVE`` (default 5)
+    Seconds an idle keep-alive connection stays open (``gthread`` only). Behind a load balancer,
+    keep it above the balancer's idle timeout towards the backends, or use 1-2 s without one.
+``SHOP_MAX_REQUESTS`` (default 0, off)
+    Replace a worker after this many requests, a guard against slow leaks.
+``SHOP_MAX_REQUESTS_JITTER`` (default a tenth of ``SHOP_MAX_REQUESTS``)
+    A random 0..N added per worker so they do not all restart at once.
+
+Every number must be a whole number of at least 1 (``SHOP_MAX_REQUESTS`` and its jitter: 0);
+anything else stops gunicorn at start with a message naming the variable, rather than running
+with a setting nobody asked for.
+
+The access log goes to stdout with the ``X-Request-ID`` the shop returns (the same id is in the
+shop's own log lines) and the request time in milliseconds; gunicorn's error log goes to stderr.
+The app is not preloaded: each worker builds its own database engines and Redis clients, so no
+connection is shared across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def env_int(name: str, default: int, *, minimum: int = 1) -> int:
+    """A whole number from the environment; a bad value must stop the start, not be guessed at."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def default_workers() -> int:
+    """2 x CPUs + 1, capped; 1 when sessions live in this process (no SHOP_REDIS_URL)."""
+    if not os.environ.get("SHOP_REDIS_URL"):
+        return 1
+    return min(2 * (os.cpu_count() or 1) + 1, 8)
+
+
+bind = [part.strip() for part in os.environ.get("SHOP_BIND", "0.0.0.0:8000").split(",")]
+if not all(bind):
+    raise ValueError(f"SHOP_BIND must be host:port (or several, comma-separated), got {bind!r}")
+
+workers = env_int("SHOP_WORKERS", default_workers())
+if workers > 1 and not os.environ.get("SHOP_REDIS_URL"):
+    raise ValueError(
+        f"SHOP_WORKERS={workers} needs SHOP_REDIS_URL: without it every worker keeps its own "
+        "in-process sessions and carts, and shoppers would lose them between requests"
+    )
+threads = env_int("SHOP_THREADS", 4)
+worker_class = "gthread" if threads > 1 else "sync"
+
+timeout = env_int("SHOP_TIMEOUT", 30)
+graceful_timeout = env_int("SHOP_GRACEFUL_TIMEOUT", 20)
+keepalive = env_int("SHOP_KEEPALIVE", 5)
+
+max_requests = env_int("SHOP_MAX_REQUESTS", 0, minimum=0)
+max_requests_jitter = env_int("SHOP_MAX_REQUESTS_JITTER", max_requests // 10, minimum=0)
+
+accesslog = "-"
+errorlog = "-"
+access_log_format = (
+    '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s "%(f)s" "%(a)s"'
+)
+
+proc_name = "shop"
+# The heartbeat file on tmpfs: on a container's overlay filesystem it can stall workers.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"

@@ -48,7 +48,7 @@ def csrf_token_for(secret_key: str, session_id: str) -> str:
 
 
 def csrf_token_valid(secret_key: str, session_id: str | None, token: str | None) -> bool:
-    if not session_id or not token:
+    if not session_id or not token or not token.isascii():
         return False
     return hmac.compare_digest(csrf_token_for(secret_key, session_id), token)
 

@@ -117,6 +117,7 @@ def cart_item(product_id: int):
 
 @bp.post("/orders")
 def create_order():
+    require_login()  # 401 before anything about the body
     body = json_body()
     shipping = body.get("shipping")
     if not isinstance(shipping, dict):

@@ -40,7 +40,10 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
 
 
 def _shop_error(exc: ShopError):
-    return error_response(exc.status, exc.code, exc.message, exc.details())
+    details = exc.details() or {}
+    if exc.field:
+        details = {"field": exc.field, **details}
+    return error_response(exc.status, exc.code, exc.message, details)
 
 
 def _http_error(exc: HTTPException):

@@ -61,7 +61,19 @@ def json_body() -> dict[str, Any]:
         body = None
     if not isinstance(body, dict):
         raise InvalidInput("Send a JSON object with Content-Type: application/json.")
+    if _contains_nul(body):
+        raise InvalidInput("Text may not contain NUL characters.")
     return body
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 def page_args(args, *, per_page_default: int, per_page_max: int) -> tuple[int, int]:

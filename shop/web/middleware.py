@@ -10,7 +10,7 @@ import time
 from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.wrappers import Response
 
-from ..errors import CsrfFailure
+from ..errors import CsrfFailure, InvalidInput
 from ..sessions import csrf_token_valid
 from .context import services, shop_session
 
@@ -39,9 +39,21 @@ def _start_request() -> None:
     g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
 
 
+def _refuse_nul_characters() -> None:
+    """No text field of the shop can hold a NUL, and PostgreSQL refuses one with an error:
+    turn it away at the door for every form and query string (JSON: see ``json_body``)."""
+    sources = [request.args]
+    if request.method in UNSAFE_METHODS:
+        sources.append(request.form)
+    for source in sources:
+        for name, value in source.items(multi=True):
+            if "\x00" in value or "\x00" in name:
+                raise InvalidInput("Text may not contain NUL characters.", field=name)
+
+
 def _check_csrf() -> None:
-    if request.method not in UNSAFE_METHODS:
-        return
+    if request.method not in UNSAFE_METHODS or request.routing_exception is not None:
+        return  # no such route (404/405): nothing would change, so say that instead
     token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
     current = shop_session()
     if current.fresh or not csrf_token_valid(current_app.config["SECRET_KEY"], current.sid, token):
@@ -86,4 +98,5 @@ def _finish_response(response: Response) -> Response:
 def register_middleware(app: Flask) -> None:
     app.before_request(_start_request)
     app.before_request(_check_csrf)
+    app.before_request(_refuse_nul_characters)
     app.after_request(_finish_response)

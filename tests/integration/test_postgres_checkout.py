@@ -122,3 +122,21 @@ def test_cart_login_and_checkout_continue_across_two_instances(make_real_app):
     assert back.client.get(f"/api/v1/orders/{order_id}").status_code == 200
     assert back.cart()["count"] == 0
     assert again.client.get(f"/products/{MUG}").get_data(as_text=True).count("only 2 left") == 1
+
+
+def test_nul_characters_are_refused_before_postgresql_sees_them(make_real_app):
+    app = make_real_app()
+    shopper = Shopper(app.test_client(), app)
+    assert shopper.client.get("/api/v1/products?q=tea%00pot").status_code == 400
+    assert shopper.client.get("/?q=tea%00pot").status_code == 400
+    bad_user = shopper.api("POST", "/users", json={"email": "a\x00@b.co", "password": "x" * 12})
+    assert bad_user.status_code == 400
+    shopper.register()
+    shopper.add(KETTLE)
+    order = shopper.api(
+        "POST", "/orders", json={"shipping": {"name": "Ada\x00", "address": "1 St"}},
+        headers={"Idempotency-Key": "nul"},
+    )
+    assert order.status_code == 400
+    assert shopper.checkout(name="Ada\x00Lovelace").status_code == 400
+    assert shopper.cart()["count"] == 1

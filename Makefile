@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format bench clean
+.PHONY: install run test test-fast lint format bench stack stack-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench
+
+## PostgreSQL primary + replica, Redis, 3 shop instances behind HAProxy on http://127.0.0.1:8000
+stack: install
+	$(BIN)/python deploy/stack/stack.py up
+
+## Stop what `make stack` started (STACK_PURGE=1 also deletes its data under .stack/)
+stack-down: install
+	$(BIN)/python deploy/stack/stack.py down
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The local production-shaped stack (``make stack``); the API lives in :mod:`.stack`."""

@@ -8,16 +8,20 @@ to the primary through :func:`save_product` or checkout, and whoever writes call
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from .catalogue_cache import CacheAside
 from .db import Engines
 from .errors import InvalidInput, NotFound
 from .models import MAX_ID, categories, products
+
+log = logging.getLogger(__name__)
 
 LOW_STOCK = 5
 MAX_QUERY_LENGTH = 100
@@ -128,7 +132,7 @@ class Catalogue:
     def categories(self) -> list[dict[str, Any]]:
         return self.cache.get_or_load(
             self.cache.key("categories"),
-            lambda: self.engines.read(query_categories),
+            lambda position: self.engines.read(query_categories, min_position=position),
             is_list=True,
         )
 
@@ -143,7 +147,9 @@ class Catalogue:
             raise NotFound(f"There is no product {product_id}.")
         found = self.cache.get_or_load(
             self.cache.key("p", product_id),
-            lambda: self.engines.read(lambda conn: query_product(conn, product_id)),
+            lambda position: self.engines.read(
+                lambda conn: query_product(conn, product_id), min_position=position
+            ),
         )
         if found is None:
             raise NotFound(f"There is no product {product_id}.")
@@ -169,10 +175,11 @@ class Catalogue:
         key = self.cache.key("l", category_id or "-", digest, page, per_page)
         result = self.cache.get_or_load(
             key,
-            lambda: self.engines.read(
+            lambda position: self.engines.read(
                 lambda conn: query_page(
                     conn, category_id=category_id, q=text, page=page, per_page=per_page
-                )
+                ),
+                min_position=position,
             ),
             tags=lambda value: [item["id"] for item in value["items"]],
             is_list=True,
@@ -183,12 +190,21 @@ class Catalogue:
         return result
 
     def invalidate(self, product_ids: list[int], *, structural: bool = False) -> None:
-        """After a committed write: drop cached entries that show these products."""
+        """After a committed write: drop cached entries that show these products, and make the
+        rebuilds wait for a replica that has replayed the write (or read the primary)."""
         self.cache.invalidate(
             product_ids,
             keys=[self.cache.key("p", pid) for pid in product_ids],
             structural=structural,
+            min_position=self._write_position(),
         )
+
+    def _write_position(self) -> int:
+        try:
+            return self.engines.write_position()
+        except OperationalError as exc:  # the primary went away after the commit
+            log.warning("write position unknown, invalidating without it: %s", exc.orig)
+            return 0
 
 
 # -- writes (the primary) ------------------------------------------------------------------

@@ -6,7 +6,11 @@ wait for its value instead of all querying the database (no stampede). Each cach
 with the products it shows, so a change to a product deletes exactly the entries that show it.
 A rebuild stores its value only if no invalidation happened while it read the database (an
 epoch counter checked atomically with the write), so a stale read can never be cached after an
-invalidation. When Redis is unreachable, values come straight from the loader.
+invalidation. An invalidation may also record the writer's position in the primary's log
+(``min_position``); every rebuild hands the highest one recorded to its loader, which must not
+read from a replica that has not replayed that far (see ``Engines.read``), or a replica lagging
+behind the write would put the old value straight back in the cache. When Redis is
+unreachable, values come straight from the loader.
 """
 
 from __future__ import annotations
@@ -42,17 +46,21 @@ end
 return 1
 """
 
-# KEYS: epoch, list index, then tag keys, then plain keys. ARGV: number of tag keys, structural.
+# KEYS: epoch, list index, write position, then tag keys, then plain keys.
+# ARGV: number of tag keys, structural, the writer's position in the primary's log (0: none).
 _INVALIDATE_SCRIPT = """
 redis.call('INCR', KEYS[1])
+if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[3]) or '0') then
+  redis.call('SET', KEYS[3], ARGV[3])
+end
 local ntags = tonumber(ARGV[1])
-for i = 3, 2 + ntags do
+for i = 4, 3 + ntags do
   for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do
     redis.call('DEL', member, member .. ':lock')
   end
   redis.call('DEL', KEYS[i])
 end
-for i = 3 + ntags, #KEYS do redis.call('DEL', KEYS[i], KEYS[i] .. ':lock') end
+for i = 4 + ntags, #KEYS do redis.call('DEL', KEYS[i], KEYS[i] .. ':lock') end
 if ARGV[2] == '1' then
   for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     redis.call('DEL', member, member .. ':lock')
@@ -85,6 +93,7 @@ class CacheAside:
         self.wait_timeout = wait_timeout
         self.sleep = sleep
         self.epoch_key = f"{prefix}epoch"
+        self.position_key = f"{prefix}position"
         self.list_index_key = f"{prefix}lists"
         self._store = client.register_script(_STORE_SCRIPT)
         self._invalidate = client.register_script(_INVALIDATE_SCRIPT)
@@ -103,12 +112,13 @@ class CacheAside:
     def get_or_load(
         self,
         key: str,
-        loader: Callable[[], Any],
+        loader: Callable[[int], Any],
         *,
         tags: Callable[[Any], Iterable[int]] | None = None,
         is_list: bool = False,
     ) -> Any:
-        """The cached value for ``key``, or ``loader()``'s, stored for the next reader."""
+        """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
+        reader."""
         try:
             cached = self.client.get(key)
             if cached is not None:
@@ -116,7 +126,7 @@ class CacheAside:
             return self._rebuild(key, loader, tags, is_list)
         except RedisUnavailable as exc:
             self._log_outage(exc)
-            return loader()
+            return loader(0)
 
     def _rebuild(self, key, loader, tags, is_list) -> Any:
         lock_key = key + ":lock"
@@ -124,13 +134,15 @@ class CacheAside:
         pipe = self.client.pipeline(transaction=False)
         pipe.set(lock_key, token, nx=True, px=int(self.lock_timeout * 1000))
         pipe.get(self.epoch_key)
-        got_lock, epoch = pipe.execute()
+        pipe.get(self.position_key)
+        got_lock, epoch, position = pipe.execute()
+        min_position = int(position or 0)
         if not got_lock:
             waited = self._wait_for(key)
             if waited is not None:
                 return json.loads(waited)
-            return loader()  # the builder is slow or gone: serve, don't store
-        value = loader()
+            return loader(min_position)  # the builder is slow or gone: serve, don't store
+        value = loader(min_position)
         keys = [key, lock_key, self.epoch_key, self.list_index_key if is_list else ""]
         if tags is not None:
             keys += [self.tag_key(pid) for pid in set(tags(value))]
@@ -152,13 +164,19 @@ class CacheAside:
         return None
 
     def invalidate(
-        self, product_ids: Iterable[int] = (), keys: Iterable[str] = (), *, structural: bool = False
+        self,
+        product_ids: Iterable[int] = (),
+        keys: Iterable[str] = (),
+        *,
+        structural: bool = False,
+        min_position: int = 0,
     ) -> None:
-        """Drop what shows these products; ``structural`` also drops every cached list."""
+        """Drop what shows these products; ``structural`` also drops every cached list.
+        ``min_position``: the write's position in the primary's log, for rebuilds to honour."""
         tag_keys = [self.tag_key(pid) for pid in product_ids]
         self._invalidate(
-            keys=[self.epoch_key, self.list_index_key, *tag_keys, *keys],
-            args=[len(tag_keys), "1" if structural else "0"],
+            keys=[self.epoch_key, self.list_index_key, self.position_key, *tag_keys, *keys],
+            args=[len(tag_keys), "1" if structural else "0", int(min_position)],
         )
 
     def _log_outage(self, exc: Exception) -> None:

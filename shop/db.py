@@ -86,8 +86,11 @@ class Engines:
         ]
         return cls(primary=primary, replicas=replicas, retry_after=retry_after)
 
-    def read(self, query: Callable[[Connection], T]) -> T:
-        """Run a read-only ``query`` on a replica in turn, falling back to the primary."""
+    def read(self, query: Callable[[Connection], T], *, min_position: int = 0) -> T:
+        """Run a read-only ``query`` on a replica in turn, falling back to the primary.
+
+        ``min_position`` (from :meth:`write_position`) skips a replica that has not yet
+        replayed that far, so a read that must see a recent write does."""
         if self.replicas:
             start = next(self._turn)
             count = len(self.replicas)
@@ -98,6 +101,9 @@ class Engines:
                     continue
                 try:
                     with replica.engine.connect() as conn:
+                        if min_position and _replayed_position(conn) < min_position:
+                            log.info("replica %s behind the last write; next", replica.name)
+                            continue
                         return query(conn)
                 except (OperationalError, DBAPIError) as exc:
                     if not _is_connection_problem(exc):
@@ -111,6 +117,17 @@ class Engines:
                     )
         with self.primary.connect() as conn:
             return query(conn)
+
+    def write_position(self) -> int:
+        """The primary's current position in its write-ahead log, as a number (0 where there
+        is none, as on SQLite): a read that waits for a replica to reach it sees every write
+        committed before this call."""
+        if self.primary.dialect.name != "postgresql":
+            return 0
+        with self.primary.connect() as conn:
+            return int(
+                conn.execute(text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")).scalar()
+            )
 
     def status(self) -> dict[str, dict[str, object]]:
         """Ping the primary and each replica, for /readyz. A replica inside its skip window is
@@ -132,6 +149,17 @@ class Engines:
         self.primary.dispose()
         for replica in self.replicas:
             replica.engine.dispose()
+
+
+def _replayed_position(conn: Connection) -> float:
+    """How far a standby has replayed the primary's log; infinite for a server that is not a
+    standby (it has every write it will ever have)."""
+    if conn.dialect.name != "postgresql":
+        return float("inf")
+    replayed = conn.execute(
+        text("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')")
+    ).scalar()
+    return float("inf") if replayed is None else int(replayed)
 
 
 def _is_connection_problem(exc: DBAPIError) -> bool:

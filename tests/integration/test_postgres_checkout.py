@@ -134,7 +134,9 @@ def test_nul_characters_are_refused_before_postgresql_sees_them(make_real_app):
     shopper.register()
     shopper.add(KETTLE)
     order = shopper.api(
-        "POST", "/orders", json={"shipping": {"name": "Ada\x00", "address": "1 St"}},
+        "POST",
+        "/orders",
+        json={"shipping": {"name": "Ada\x00", "address": "1 St"}},
         headers={"Idempotency-Key": "nul"},
     )
     assert order.status_code == 400

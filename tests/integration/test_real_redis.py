@@ -47,7 +47,7 @@ def test_only_one_request_rebuilds_a_missing_key(real_redis):
     calls = []
     start = threading.Barrier(16)
 
-    def loader():
+    def loader(_position: int):
         calls.append(1)
         time.sleep(0.3)  # a slow query
         return {"value": 42}
@@ -69,14 +69,31 @@ def test_an_invalidation_during_a_rebuild_keeps_the_stale_value_out(real_redis):
     cache = CacheAside(client, f"{prefix}cat:", ttl=60)
     key = cache.key("p", 7)
 
-    def stale_loader():
+    def stale_loader(_position: int):
         cache.invalidate([7], keys=[key])  # a price change commits while we read
         return {"price_cents": 100}
 
     assert cache.get_or_load(key, stale_loader) == {"price_cents": 100}
     assert client.get(key) is None  # not cached: the next reader loads the new price
-    assert cache.get_or_load(key, lambda: {"price_cents": 200}) == {"price_cents": 200}
-    assert cache.get_or_load(key, lambda: {"price_cents": 999}) == {"price_cents": 200}
+    assert cache.get_or_load(key, lambda _: {"price_cents": 200}) == {"price_cents": 200}
+    assert cache.get_or_load(key, lambda _: {"price_cents": 999}) == {"price_cents": 200}
+
+
+def test_rebuilds_after_a_write_are_told_its_position_in_the_log(real_redis):
+    client, prefix = real_redis
+    cache = CacheAside(client, f"{prefix}cat:", ttl=60)
+    seen: list[int] = []
+
+    def loader(position: int) -> dict:
+        seen.append(position)
+        return {"v": len(seen)}
+
+    cache.get_or_load(cache.key("p", 1), loader)
+    cache.invalidate([1], keys=[cache.key("p", 1)], min_position=5000)
+    cache.get_or_load(cache.key("p", 1), loader)
+    cache.invalidate([2], min_position=300)  # an older position never lowers the bar
+    cache.get_or_load(cache.key("p", 3), loader)
+    assert seen == [0, 5000, 5000]
 
 
 def test_browsing_sends_no_redis_write(make_real_app, real_redis):

@@ -93,3 +93,19 @@ def test_primary_outage_answers_503_and_recovers_without_restart(pg_url, make_re
         assert shopper.client.get("/readyz").status_code == 200
     finally:
         proxy.stop()
+
+
+def test_a_read_that_must_see_a_write_skips_a_replica_that_has_not_replayed_it(pg_url):
+    """A server that is not a standby has every write; a standby is asked how far it is."""
+    from sqlalchemy import text
+
+    from shop.db import Engines
+
+    engines = Engines.from_urls(pg_url, [pg_url + "&sslmode=disable"])  # told apart by URL
+    position = engines.write_position()
+    assert position > 0
+    counter = StatementCounter(engines.primary, engines.replicas[0].engine)
+    assert engines.read(lambda c: c.execute(text("SELECT 1")).scalar(), min_position=position)
+    assert _statements(counter, engines.replicas[0].engine) == 2  # the position check + query
+    assert _statements(counter, engines.primary) == 0
+    engines.dispose()

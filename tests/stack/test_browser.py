@@ -1,0 +1,90 @@
+"""A real browser through the balancer: headless Chromium (Debian's), driven by Playwright,
+does a shopper's journey and leaves a screenshot of each step in artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+
+import pytest
+
+from tests.stack.conftest import SCREENSHOTS, _require
+
+CHROMIUM = os.environ.get("SHOP_TEST_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps dialling out, which this machine's
+# closed network refuses; as root it needs --no-sandbox.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def page(healthy_stack):
+    _require(
+        shutil.which(CHROMIUM) is not None or os.path.exists(CHROMIUM), f"Chromium at {CHROMIUM}"
+    )
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        yield context.new_page()
+        browser.close()
+
+
+def test_a_shopper_buys_two_products_in_chromium(page, healthy_stack):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    served: list[str] = []
+    page.on("response", lambda r: served.append(r.headers.get("x-served-by", "")))
+
+    def snap(step: str) -> None:
+        page.screenshot(path=str(SCREENSHOTS / f"{step}.png"), full_page=True)
+
+    page.goto(healthy_stack["url"] + "/")
+    assert page.locator(".card").count() > 0
+    snap("01-grid")
+
+    in_stock = page.locator(".card:has(.stock-in) h2 a")
+    first_name = in_stock.nth(0).inner_text()
+    second_name = in_stock.nth(1).inner_text()
+    in_stock.nth(0).click()
+    page.wait_for_selector("h1")
+    assert page.locator("h1").inner_text() == first_name
+    snap("02-product")
+    page.fill("input[name=quantity]", "2")
+    page.click("button:has-text('Add to cart')")
+    assert page.locator("[data-testid=cart-count]").inner_text() == "2"
+
+    page.goto(healthy_stack["url"] + "/")
+    page.locator(".card:has(.stock-in) h2 a").nth(1).click()
+    page.click("button:has-text('Add to cart')")
+    assert page.locator("[data-testid=cart-count]").inner_text() == "3"
+    page.click("a.cart-link")
+    assert first_name in page.content() and second_name in page.content()
+    snap("03-cart")
+
+    page.click("text=Register")
+    email = f"browser-{secrets.token_hex(5)}@example.com"
+    page.fill("#email", email)
+    page.fill("#password", "a long browser passphrase")
+    snap("04-register")
+    page.click("form.stacked button[type=submit]")
+    assert email in page.content()
+
+    page.click("a.cart-link")
+    page.click("text=Check out")
+    page.fill("#name", "Browser Shopper")
+    page.fill("#address", "12 Chromium Way\nHeadless City")
+    snap("05-checkout")
+    page.click("button:has-text('Place order')")
+    page.wait_for_selector("text=Thank you")
+    assert first_name in page.content() and second_name in page.content()
+    assert page.locator("[data-testid=cart-count]").inner_text() == "0"
+    snap("06-confirmation")
+    assert len({name for name in served if name}) >= 2  # no stickiness, even for a browser

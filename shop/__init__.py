@@ -45,6 +45,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
     app.json.sort_keys = False  # keep documents in the order the code builds them
     services = build_services(settings, app.instance_path, redis_client=kwargs.get("redis_client"))
     app.extensions["shop"] = services
+    if settings.instrument:
+        from . import instrumentation
+
+        engines = [services.engines.primary, *(r.engine for r in services.engines.replicas)]
+        instrumentation.install(engines)
+        app.wsgi_app = instrumentation.CountingMiddleware(app.wsgi_app)
     app.session_interface = RedisSessionInterface(
         services.sessions,
         cookie_name=settings.session_cookie_name,

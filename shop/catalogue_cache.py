@@ -11,6 +11,11 @@ invalidation. An invalidation may also record the writer's position in the prima
 read from a replica that has not replayed that far (see ``Engines.read``), or a replica lagging
 behind the write would put the old value straight back in the cache. When Redis is
 unreachable, values come straight from the loader.
+
+In front of Redis sits a small in-process tier (``local_ttl`` seconds, 0 turns it off) so that
+a warm page costs no Redis round trip at all. Its staleness is bounded by ``local_ttl``: an
+invalidation clears this process's tier at once, other processes' entries expire within
+``local_ttl``. Values it returns are shared between requests: callers must not modify them.
 """
 
 from __future__ import annotations
@@ -83,7 +88,10 @@ class CacheAside:
         jitter: float = 0.1,
         lock_timeout: float = 5.0,
         wait_timeout: float = 2.0,
+        local_ttl: float = 0.0,
+        local_max_entries: int = 10_000,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -92,6 +100,10 @@ class CacheAside:
         self.lock_timeout = lock_timeout
         self.wait_timeout = wait_timeout
         self.sleep = sleep
+        self.clock = clock
+        self.local_ttl = local_ttl
+        self.local_max_entries = local_max_entries
+        self._local: dict[str, tuple[float, Any]] = {}
         self.epoch_key = f"{prefix}epoch"
         self.position_key = f"{prefix}position"
         self.list_index_key = f"{prefix}lists"
@@ -119,14 +131,28 @@ class CacheAside:
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
         reader."""
+        if self.local_ttl:
+            entry = self._local.get(key)
+            if entry is not None and entry[0] > self.clock():
+                return entry[1]
         try:
             cached = self.client.get(key)
             if cached is not None:
-                return json.loads(cached)
-            return self._rebuild(key, loader, tags, is_list)
+                value = json.loads(cached)
+            else:
+                value = self._rebuild(key, loader, tags, is_list)
         except RedisUnavailable as exc:
             self._log_outage(exc)
-            return loader(0)
+            value = loader(0)
+        self._remember(key, value)
+        return value
+
+    def _remember(self, key: str, value: Any) -> None:
+        if not self.local_ttl:
+            return
+        if len(self._local) >= self.local_max_entries:
+            self._local.pop(next(iter(self._local)), None)  # the oldest entry
+        self._local[key] = (self.clock() + self.local_ttl, value)
 
     def _rebuild(self, key, loader, tags, is_list) -> Any:
         lock_key = key + ":lock"
@@ -173,6 +199,7 @@ class CacheAside:
     ) -> None:
         """Drop what shows these products; ``structural`` also drops every cached list.
         ``min_position``: the write's position in the primary's log, for rebuilds to honour."""
+        self._local.clear()
         tag_keys = [self.tag_key(pid) for pid in product_ids]
         self._invalidate(
             keys=[self.epoch_key, self.list_index_key, self.position_key, *tag_keys, *keys],

@@ -55,6 +55,9 @@ class Settings:
     # Catalogue cache.
     catalogue_cache_ttl: int = 300
     catalogue_cache_jitter: float = 0.1
+    # Seconds an instance keeps catalogue entries in its own memory (0: off). Bounds how long
+    # another instance may show a value after a change.
+    catalogue_local_ttl: float = 1.0
     per_page_default: int = 24
     per_page_max: int = 100
 
@@ -70,6 +73,8 @@ class Settings:
     trusted_proxies: int = 0
     seed_demo: bool | None = None  # None: seed only in the embedded default
     log_level: str = "INFO"
+    # Count SQL statements and Redis round trips per request (X-Shop-SQL / X-Shop-Redis).
+    instrument: bool = False
 
     @property
     def embedded(self) -> bool:

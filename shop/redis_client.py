@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import redis
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 # Errors that mean "Redis is not there right now" (down, restarting, failing over); callers
 # degrade instead of failing. Other Redis errors are bugs and surface as such.
 RedisUnavailable = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+
+
+# Called once per command (or pipeline) sent to Redis, when instrumentation is on.
+round_trip_hook: Callable[[], None] | None = None
 
 
 class Breaker:
@@ -59,6 +64,11 @@ class _FailFast:
         except RedisUnavailable as exc:
             self.breaker.trip(exc)
             raise
+
+    def send_packed_command(self, command, check_health: bool = True) -> None:
+        if round_trip_hook is not None:
+            round_trip_hook()
+        super().send_packed_command(command, check_health)  # type: ignore[misc]
 
 
 class FailFastConnection(_FailFast, redis.Connection):

@@ -70,6 +70,7 @@ def build_services(
                 f"{prefix}cat:",
                 ttl=settings.catalogue_cache_ttl,
                 jitter=settings.catalogue_cache_jitter,
+                local_ttl=settings.catalogue_local_ttl,
             ),
         ),
     )

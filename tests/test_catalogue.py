@@ -197,3 +197,26 @@ def test_replicas_are_used_in_turn(make_app, sqlite_url, tmp_path):
     per_replica = [counter.by_engine.get(str(r.engine.url), 0) for r in engines.replicas]
     assert per_replica == [5, 5]
     assert counter.by_engine.get(str(engines.primary.url), 0) == 0
+
+
+def test_in_process_tier_serves_without_redis_and_expires_within_its_ttl(fake_redis_server):
+    from shop.catalogue_cache import CacheAside
+    from tests.conftest import fake_client
+
+    client = fake_client(fake_redis_server)
+    now = [100.0]
+    cache = CacheAside(client, "t:", ttl=60, local_ttl=1.0, clock=lambda: now[0])
+    loads: list[int] = []
+
+    def loader(_position: int) -> dict:
+        loads.append(1)
+        return {"version": len(loads)}
+
+    key = cache.key("p", 1)
+    assert cache.get_or_load(key, loader) == {"version": 1}
+    client.delete(key)  # Redis forgets; this process still knows, for at most local_ttl
+    assert cache.get_or_load(key, loader) == {"version": 1}
+    now[0] += 1.01
+    assert cache.get_or_load(key, loader) == {"version": 2}
+    cache.invalidate([1], keys=[key])  # a change made here is seen here at once
+    assert cache.get_or_load(key, loader) == {"version": 3}

@@ -140,3 +140,26 @@ def test_redis_outage_degrades_and_recovers_without_restart(make_real_app):
         assert shopper.cart()["count"] == 2
     finally:
         proxy.stop()
+
+
+def test_a_warm_page_costs_no_sql_and_at_most_the_session_round_trip(make_real_app):
+    app = make_real_app(instrument=True)
+    first_visit = app.test_client(use_cookies=False)  # a crawler, or a visitor's first page
+    returning = app.test_client()  # keeps the id it was given, but has no session record
+    pages = ["/", "/?page=2", f"/products/{KETTLE}", "/api/v1/products?q=kettle"]
+    for path in pages:
+        first_visit.get(path)
+    for path in pages:
+        response = first_visit.get(path)
+        assert (response.headers["X-Shop-SQL"], response.headers["X-Shop-Redis"]) == ("0", "0")
+        returning.get(path)
+        response = returning.get(path)
+        assert (response.headers["X-Shop-SQL"], response.headers["X-Shop-Redis"]) == ("0", "1")
+    shopper = Shopper(app.test_client(), app)
+    for product_id in (KETTLE, 4, 5):
+        shopper.add(product_id)
+    for path in pages:
+        response = shopper.client.get(path)
+        assert response.headers["X-Shop-SQL"] == "0", path
+        assert response.headers["X-Shop-Redis"] == "1", path  # the session and its cart
+    assert "X-Shop-SQL" not in make_real_app().test_client().get("/").headers

@@ -13,19 +13,31 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    false,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 
 from .catalogue_cache import CacheAside
 from .db import Engines
 from .errors import InvalidInput, NotFound
-from .models import MAX_ID, categories, products
+from .models import MAX_ID, SEARCH_VECTOR, categories, products
 
 log = logging.getLogger(__name__)
 
 LOW_STOCK = 5
 MAX_QUERY_LENGTH = 100
 MAX_QUERY_WORDS = 8
+SEARCH_COUNT_CAP = 1000
 
 _PRODUCT_COLUMNS = (
     products.c.id,
@@ -89,22 +101,51 @@ def query_products(conn: Connection, product_ids: list[int]) -> list[dict[str, A
     return [dict(row._mapping) for row in rows]
 
 
+def _search_condition(conn: Connection, q: str):
+    """Every word must match. PostgreSQL: word prefixes in the indexed tsvector; elsewhere:
+    substrings of the name or description (a scan, fine for the embedded demo)."""
+    words = q.split()
+    if conn.dialect.name == "postgresql":
+        terms = [re.sub(r"\W", "", word) for word in words]
+        if not all(terms):
+            return false()  # a word with nothing searchable in it matches nothing
+        query = " & ".join(f"{term}:*" for term in terms)
+        return literal_column(SEARCH_VECTOR).op("@@")(func.to_tsquery("simple", query))
+    return and_(
+        *(
+            or_(
+                products.c.name.ilike(_like_pattern(word), escape="\\"),
+                products.c.description.ilike(_like_pattern(word), escape="\\"),
+            )
+            for word in words
+        )
+    )
+
+
 def query_page(
     conn: Connection, *, category_id: int | None, q: str, page: int, per_page: int
 ) -> dict[str, Any]:
+    """One page, ordered by id (an index walk), with a total that never counts the table:
+    category counts are kept on the categories, and a search counts at most SEARCH_COUNT_CAP
+    matches (``total_capped`` says when there are more)."""
     conditions = []
     if category_id is not None:
         conditions.append(products.c.category_id == category_id)
-    for word in q.split():
-        pattern = _like_pattern(word)
-        conditions.append(
-            or_(
-                products.c.name.ilike(pattern, escape="\\"),
-                products.c.description.ilike(pattern, escape="\\"),
-            )
-        )
-    where = and_(True, *conditions)
-    total = conn.execute(select(func.count()).select_from(products).where(where)).scalar_one()
+    if q:
+        conditions.append(_search_condition(conn, q))
+    where = and_(true(), *conditions)
+    capped = False
+    if q:
+        matches = select(literal_column("1")).select_from(products).where(where)
+        counted = conn.execute(
+            select(func.count()).select_from(matches.limit(SEARCH_COUNT_CAP + 1).subquery())
+        ).scalar_one()
+        total, capped = min(counted, SEARCH_COUNT_CAP), counted > SEARCH_COUNT_CAP
+    else:
+        counts = select(func.coalesce(func.sum(categories.c.product_count), 0))
+        if category_id is not None:
+            counts = counts.where(categories.c.id == category_id)
+        total = conn.execute(counts).scalar_one()
     rows = conn.execute(
         select(*_PRODUCT_COLUMNS)
         .join(categories, categories.c.id == products.c.category_id)
@@ -118,7 +159,20 @@ def query_page(
         "page": page,
         "per_page": per_page,
         "total": total,
+        "total_capped": capped,
     }
+
+
+def recount_categories(conn: Connection) -> None:
+    """Set every category's product count from the products (after bulk loads)."""
+    conn.execute(
+        update(categories).values(
+            product_count=select(func.count())
+            .select_from(products)
+            .where(products.c.category_id == categories.c.id)
+            .scalar_subquery()
+        )
+    )
 
 
 # -- the cached catalogue ------------------------------------------------------------------
@@ -249,9 +303,27 @@ def save_product(
         missing = {"name", "price_cents", "category_id"} - values.keys()
         if missing:
             raise InvalidInput(f"A new product needs: {', '.join(sorted(missing))}.")
-        return conn.execute(insert(products).values(**values).returning(products.c.id)).scalar_one()
+        new_id = conn.execute(
+            insert(products).values(**values).returning(products.c.id)
+        ).scalar_one()
+        _count_products(conn, values["category_id"], +1)
+        return new_id
     values["updated_at"] = func.now()
-    changed = conn.execute(update(products).where(products.c.id == product_id).values(**values))
-    if changed.rowcount == 0:
+    before = conn.execute(
+        select(products.c.category_id).where(products.c.id == product_id).with_for_update()
+    ).scalar()
+    if before is None:
         raise NotFound(f"There is no product {product_id}.")
+    conn.execute(update(products).where(products.c.id == product_id).values(**values))
+    if values.get("category_id", before) != before:
+        _count_products(conn, before, -1)
+        _count_products(conn, values["category_id"], +1)
     return product_id
+
+
+def _count_products(conn: Connection, category_id: int, change: int) -> None:
+    conn.execute(
+        update(categories)
+        .where(categories.c.id == category_id)
+        .values(product_count=categories.c.product_count + change)
+    )

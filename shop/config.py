@@ -12,6 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 
 class ConfigError(RuntimeError):
@@ -35,13 +36,17 @@ class Settings:
     database_url: str | None = None
     replica_urls: tuple[str, ...] = ()
     redis_url: str | None = None
+    # The Redis AUTH token (ElastiCache) or requirepass, given on its own so it can come from a
+    # secret store while the URL stays plain configuration; merged into ``redis_url``. The
+    # database's password has no setting: libpq reads ``PGPASSWORD`` itself (docs/deploy.md).
+    redis_password: str | None = field(default=None, repr=False)
     redis_prefix: str = "shop:"
     # Seconds a replica that failed is skipped before it is tried again.
     replica_retry_after: float = 5.0
     db_connect_timeout: int = 3
     redis_socket_timeout: float = 1.0
 
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     # "production" or "development"; development turns off the Secure cookie flag.
     env: str = "production"
 
@@ -75,6 +80,25 @@ class Settings:
     log_level: str = "INFO"
     # Count SQL statements and Redis round trips per request (X-Shop-SQL / X-Shop-Redis).
     instrument: bool = False
+
+    def __post_init__(self) -> None:
+        if self.redis_password is not None and self.redis_url is not None:
+            merged = redis_url_with_password(self.redis_url, self.redis_password)
+            object.__setattr__(self, "redis_url", merged)
+
+    def __repr__(self) -> str:
+        """Every field, with secrets and URL passwords masked: settings may end up in a log."""
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not f.repr and value is not None:
+                value = "***"
+            elif f.name.endswith("_url") and isinstance(value, str):
+                value = _mask_password(value)
+            elif f.name.endswith("_urls"):
+                value = tuple(_mask_password(url) for url in value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def embedded(self) -> bool:
@@ -115,7 +139,40 @@ class Settings:
             raise ConfigError("session lifetimes must be positive")
         if self.per_page_default > self.per_page_max:
             raise ConfigError("SHOP_PER_PAGE_DEFAULT exceeds SHOP_PER_PAGE_MAX")
+        if self.redis_password is not None and self.redis_url is None:
+            raise ConfigError(
+                "SHOP_REDIS_PASSWORD needs SHOP_REDIS_URL (the in-process fakeredis has none)"
+            )
         return self
+
+
+def redis_url_with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as its AUTH password, quoted so any character survives; the
+    query (TLS options) is kept. A URL that already carries a different password is refused
+    rather than silently overridden."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"redis", "rediss"}:
+        raise ConfigError("SHOP_REDIS_PASSWORD needs a redis:// or rediss:// SHOP_REDIS_URL")
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    username, _, current = userinfo.partition(":")
+    if at and current and unquote(current) != password:
+        raise ConfigError(
+            "SHOP_REDIS_URL carries a password and SHOP_REDIS_PASSWORD another: give it once"
+        )
+    netloc = f"{username}:{quote(password, safe='')}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _mask_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    username, colon, password = userinfo.partition(":")
+    if not (at and colon and password):
+        return url
+    return urlunsplit(parts._replace(netloc=f"{username}:***@{hostport}"))
 
 
 def _parse(name: str, type_name: Any, raw: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -20,21 +22,37 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+@contextmanager
+def _migration(engine: Engine) -> Iterator[Config]:
+    """A transaction to migrate in, handed to Alembic through its config."""
+    config = alembic_config(engine)
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # SQLite alters a table by copying it; with foreign keys enforced, copying a
+            # referenced table fails. The pragma only works outside a transaction.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()  # end SQLAlchemy's autobegun (driver-level empty) transaction
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # Instances starting together: one migrates, the others wait, then no-op.
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+                config.attributes["connection"] = conn
+                yield config
+        finally:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to run on every start and from every instance."""
-    config = alembic_config(engine)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Several instances starting at once: one migrates, the others wait, then no-op.
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
-        config.attributes["connection"] = conn
+    with _migration(engine) as config:
         command.upgrade(config, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config(engine)
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
+    with _migration(engine) as config:
         command.downgrade(config, revision)
 
 

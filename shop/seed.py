@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 from sqlalchemy import Connection, Engine, func, insert, select
 
+from .catalogue import recount_categories
 from .models import categories, products
 
 CATEGORIES = [
@@ -102,6 +103,8 @@ def seed_catalogue(
             batch = []
     if batch:
         inserted += _insert_batch(engine, batch, progress)
+    with engine.begin() as conn:
+        recount_categories(conn)
     return inserted
 
 
@@ -126,4 +129,5 @@ def seed_demo_if_empty(engine: Engine, count: int = 96) -> int:
         for row in rows:
             row["category_id"] = category_ids[row["category_id"] - 1]
         conn.execute(insert(products), rows)
+        recount_categories(conn)
     return len(rows)

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, insert, text
 
 from shop import create_app
+from shop.catalogue import recount_categories
 from shop.config import Settings
 from shop.migrate import upgrade
 from shop.models import categories, products
@@ -85,6 +86,7 @@ def seed_test_catalogue(engine) -> None:
             ],
         )
         conn.execute(insert(products), CATALOGUE)
+        recount_categories(conn)
         if conn.dialect.name == "postgresql":
             for table in ("categories", "products"):
                 conn.execute(

@@ -175,12 +175,22 @@ def test_seed_command_adds_products_with_a_progress_bar(app):
     assert total == 33 + 250
 
 
-def test_db_commands_report_the_revision(app):
+def test_db_commands_migrate_down_and_up_again(app):
+    from alembic.script import ScriptDirectory
+
+    from shop.migrate import MIGRATIONS, alembic_config
+
+    engine = app.extensions["shop"].engines.primary
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     runner = app.test_cli_runner()
-    assert "0001" in runner.invoke(args=["db", "current"]).output
-    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
-    with app.extensions["shop"].engines.primary.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    assert runner.invoke(args=["db", "current"]).output.strip() == head
+    assert runner.invoke(args=["db", "downgrade", "base"]).exit_code == 0
+    assert "empty" in runner.invoke(args=["db", "current"]).output
+    upgraded = runner.invoke(args=["db", "upgrade"])
+    assert upgraded.exit_code == 0 and head in upgraded.output
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
+    assert MIGRATIONS.exists()
 
 
 def test_replicas_are_used_in_turn(make_app, sqlite_url, tmp_path):

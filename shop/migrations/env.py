@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from shop.models import metadata
+from shop.models import SEARCH_VECTOR, metadata
 
 config = context.config
 
@@ -21,10 +21,16 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """The PostgreSQL-only search column and its index live in migrations, not the models."""
+    return not (reflected and name in {SEARCH_VECTOR, "ix_products_search_vector"})
+
+
 def _run(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
+        include_object=include_object,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

@@ -34,6 +34,8 @@ def grid():
             categories=catalogue.categories(),
         ), exc.status
     pages = max(1, -(-result["total"] // result["per_page"]))
+    if result.get("total_capped"):
+        pages = result["page"] + (len(result["items"]) == result["per_page"])
     return render_template(
         "catalogue/grid.html",
         result=result,

@@ -28,10 +28,16 @@ def _make_users(engine, count: int) -> list[int]:
         )
 
 
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """As in shop/migrations/env.py: the PostgreSQL-only search column is not in the models."""
+    return not (reflected and name in {"search_vector", "ix_products_search_vector"})
+
+
 def test_migrations_match_the_models(pg_url):
     engine = create_engine(pg_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        context = MigrationContext.configure(conn, opts={"include_object": include_object})
+        diff = compare_metadata(context, metadata)
     engine.dispose()
     assert diff == []
 
@@ -142,3 +148,49 @@ def test_nul_characters_are_refused_before_postgresql_sees_them(make_real_app):
     assert order.status_code == 400
     assert shopper.checkout(name="Ada\x00Lovelace").status_code == 400
     assert shopper.cart()["count"] == 1
+
+
+def test_search_uses_the_full_text_index_and_counts_stay_cheap(pg_url, monkeypatch):
+    from shop import catalogue
+
+    engine = make_engine(pg_url, name="primary")
+    with engine.connect() as conn:
+        def ids(q: str, category_id: int | None = None) -> set[int]:
+            page = catalogue.query_page(conn, category_id=category_id, q=q, page=1, per_page=50)
+            return {item["id"] for item in page["items"]}
+
+        assert ids("tea") == {MUG, 3}  # word prefixes: "tea." and "Teapot"
+        assert ids("HOLDS tea") == {MUG}
+        assert ids("50%") == set() and ids("%") == set()
+        assert ids("birds", category_id=1) == set()
+        assert len(ids("field guide")) == 30
+        monkeypatch.setattr(catalogue, "SEARCH_COUNT_CAP", 10)
+        capped = catalogue.query_page(conn, category_id=None, q="guide", page=1, per_page=5)
+        assert (capped["total"], capped["total_capped"]) == (10, True)
+        grid = catalogue.query_page(conn, category_id=2, q="", page=1, per_page=5)
+        assert (grid["total"], grid["total_capped"]) == (30, False)
+        plan = "\n".join(
+            row[0]
+            for row in conn.exec_driver_sql(
+                "EXPLAIN SELECT id FROM products "
+                "WHERE search_vector @@ to_tsquery('simple', 'tea:*')"
+            )
+        )
+    engine.dispose()
+    assert "search_vector" in plan
+
+
+def test_category_counts_follow_added_and_moved_products(make_real_app):
+    app = make_real_app()
+    runner = app.test_cli_runner()
+    client = app.test_client()
+    assert client.get("/api/v1/products?category=kitchen").get_json()["total"] == 3
+    added = runner.invoke(args=["product", "add", "--name", "Pan", "--category", "kitchen",
+                                "--price", "9.99"])
+    assert added.exit_code == 0, added.output
+    assert client.get("/api/v1/products?category=kitchen").get_json()["total"] == 4
+    moved = runner.invoke(args=["product", "set", str(KETTLE), "--category", "books"])
+    assert moved.exit_code == 0, moved.output
+    assert client.get("/api/v1/products?category=kitchen").get_json()["total"] == 3
+    assert client.get("/api/v1/products?category=books").get_json()["total"] == 31
+    assert client.get("/api/v1/products").get_json()["total"] == 34

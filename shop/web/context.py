@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from flask import current_app, session
+from flask import current_app, g, session
 
 from ..cart import CartOwner
 from ..errors import LoginRequired, ServiceUnavailable
@@ -47,7 +47,15 @@ def cart_owner(current: ShopSession) -> CartOwner:
 
 
 def csrf_token() -> str:
-    return csrf_token_for(current_app.config["SECRET_KEY"], shop_session().use_id())
+    """The token for this session id, computed once per request (a grid page has a form per
+    product) and again only if the id rotates."""
+    current = shop_session()
+    session_id = current.use_id()
+    cached = g.get("csrf_token")
+    if cached is None or cached[0] != session_id:
+        cached = (session_id, csrf_token_for(current_app.config["SECRET_KEY"], session_id))
+        g.csrf_token = cached
+    return cached[1]
 
 
 def cart_count() -> int | None:

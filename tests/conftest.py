@@ -185,32 +185,45 @@ def fake_client(server: fakeredis.FakeServer) -> redis.Redis:
     return fakeredis.FakeRedis(server=server, decode_responses=True)
 
 
-@pytest.fixture
-def make_app(sqlite_url, fake_redis_server) -> Iterator[Callable[..., Flask]]:
-    """Build an app; several calls share the database and Redis, like instances behind a
-    load balancer. Overrides are :class:`Settings` fields; ``redis_client`` swaps Redis."""
-    apps: list[Flask] = []
+class AppFactory:
+    """Builds apps that share one database and one Redis, like instances behind a load
+    balancer; disposes of their engines at the end of the test."""
 
-    def build(redis_client: redis.Redis | None = None, **overrides: Any) -> Flask:
+    def __init__(self, defaults: dict[str, Any], redis_client: Callable[[], redis.Redis]):
+        self.defaults = defaults
+        self.redis_client = redis_client
+        self.apps: list[Flask] = []
+
+    def __call__(self, redis_client: redis.Redis | None = None, **overrides: Any) -> Flask:
         settings = {
-            "database_url": sqlite_url,
-            "redis_url": "redis://fake",
+            **self.defaults,
             "secret_key": SECRET,
             "env": "development",
-            "instance_name": f"instance-{len(apps) + 1}",
+            "instance_name": f"instance-{len(self.apps) + 1}",
             **overrides,
         }
         app = create_app(
-            Settings(**settings).validated(),
-            redis_client=redis_client or fake_client(fake_redis_server),
+            Settings(**settings).validated(), redis_client=redis_client or self.redis_client()
         )
         app.config["TESTING"] = True
-        apps.append(app)
+        self.apps.append(app)
         return app
 
-    yield build
-    for app in apps:
-        app.extensions["shop"].engines.dispose()
+    def dispose(self) -> None:
+        for app in self.apps:
+            app.extensions["shop"].engines.dispose()
+
+
+@pytest.fixture
+def make_app(sqlite_url, fake_redis_server) -> Iterator[AppFactory]:
+    """Apps on a SQLite file and a fakeredis server. Overrides are :class:`Settings` fields;
+    ``redis_client`` swaps Redis."""
+    factory = AppFactory(
+        {"database_url": sqlite_url, "redis_url": "redis://fake"},
+        lambda: fake_client(fake_redis_server),
+    )
+    yield factory
+    factory.dispose()
 
 
 @pytest.fixture
@@ -329,32 +342,14 @@ def redis_snapshot(client: redis.Redis) -> dict[str, tuple]:
 
 
 @pytest.fixture
-def make_real_app(pg_url, real_redis) -> Iterator[Callable[..., Flask]]:
+def make_real_app(pg_url, real_redis) -> Iterator[AppFactory]:
     """Apps on the real PostgreSQL (own schema) and Redis (own prefix), as in production."""
     from shop.redis_client import connect
 
     _, prefix = real_redis
-    apps: list[Flask] = []
-
-    def build(**overrides: Any) -> Flask:
-        settings = {
-            "database_url": pg_url,
-            "redis_url": REDIS_URL,
-            "redis_prefix": prefix,
-            "secret_key": SECRET,
-            "env": "development",
-            "instance_name": f"instance-{len(apps) + 1}",
-            **overrides,
-        }
-        redis_url = settings.pop("redis_client_url", settings["redis_url"])
-        app = create_app(
-            Settings(**settings).validated(),
-            redis_client=connect(redis_url, socket_timeout=0.5),
-        )
-        app.config["TESTING"] = True
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        app.extensions["shop"].engines.dispose()
+    factory = AppFactory(
+        {"database_url": pg_url, "redis_url": REDIS_URL, "redis_prefix": prefix},
+        lambda: connect(REDIS_URL, socket_timeout=0.5),
+    )
+    yield factory
+    factory.dispose()

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shop.cart import CartOwner, CartStore
 from shop.catalogue_cache import CacheAside
+from shop.redis_client import connect
 from tests.conftest import KETTLE, REDIS_URL, Shopper
 from tests.tcp_proxy import TcpProxy
 
@@ -120,7 +121,9 @@ def test_redis_outage_degrades_and_recovers_without_restart(make_real_app):
     host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
     proxy = TcpProxy(host, int(port)).start()
     try:
-        app = make_real_app(redis_client_url=f"redis://127.0.0.1:{proxy.port}/0")
+        app = make_real_app(
+            redis_client=connect(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5)
+        )
         shopper = Shopper(app.test_client(), app)
         shopper.add(KETTLE)
         proxy.stop()

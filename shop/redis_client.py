@@ -4,6 +4,12 @@ When Redis cannot be reached, every request would otherwise pay a connect attemp
 retry) for each command. The connections here share a small breaker: after a failed connect,
 new connects fail at once for ``down_for`` seconds, so a request degrades in microseconds; the
 first connect after that window probes the server again, so recovery needs no restart.
+
+In the cloud (ElastiCache) the same client speaks TLS (``rediss://``, certificate and host name
+verified) with an AUTH password, and rides over a failover: the primary endpoint's DNS moves to
+the promoted replica, a dead connection is replaced on the next command, and a connection that
+still reaches the old primary, now a replica, is closed at its first refused write (READONLY)
+and the write retried once on a new connection.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -33,21 +39,38 @@ round_trip_hook: Callable[[], None] | None = None
 
 
 class Breaker:
-    """Remembers a failed connect for ``down_for`` seconds, shared by a pool's connections."""
+    """Remembers a failed connect for ``down_for`` seconds, shared by a pool's connections.
+
+    A refused password is remembered as such: the fast failures repeat the server's own words
+    (and the log says which setting to check) rather than calling Redis unreachable."""
 
     def __init__(self, down_for: float = 1.0) -> None:
         self.down_for = down_for
         self.down_until = 0.0
+        self.last_error: Exception | None = None
         self._lock = threading.Lock()
 
     def check(self) -> None:
         if time.monotonic() < self.down_until:
+            if isinstance(self.last_error, AuthenticationError):
+                raise AuthenticationError(
+                    f"{self.last_error} (refused moments ago; not retrying yet)"
+                )
             raise RedisConnectionError("Redis was unreachable moments ago; not retrying yet")
 
     def trip(self, exc: Exception) -> None:
         with self._lock:
             if time.monotonic() >= self.down_until:
-                log.warning("redis unreachable, failing fast for %.1fs: %s", self.down_for, exc)
+                if isinstance(exc, AuthenticationError):
+                    log.error(
+                        "redis refused our password (check SHOP_REDIS_PASSWORD, or the password "
+                        "in SHOP_REDIS_URL), failing fast for %.1fs: %s",
+                        self.down_for,
+                        exc,
+                    )
+                else:
+                    log.warning("redis unreachable, failing fast for %.1fs: %s", self.down_for, exc)
+            self.last_error = exc
             self.down_until = time.monotonic() + self.down_for
 
 
@@ -80,21 +103,31 @@ class FailFastSSLConnection(_FailFast, redis.SSLConnection):
 
 
 def connect(url: str | None, *, socket_timeout: float = 1.0, down_for: float = 1.0) -> redis.Redis:
-    """Build a client; one retry with back-off rides over a failover's DNS move or a restart."""
+    """Build a client; one retry with back-off rides over a failover's DNS move or a restart.
+
+    ``rediss://`` verifies the server's certificate against the system's CAs and its host name
+    (a query such as ``?ssl_ca_certs=/path/ca.pem`` in the URL changes that: URL options win).
+    The AUTH password is the URL's (``Settings`` merges ``SHOP_REDIS_PASSWORD`` into it)."""
     if url is None:
         import fakeredis
 
         return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     scheme = urlsplit(url).scheme
     connection_class = FailFastSSLConnection if scheme == "rediss" else FailFastConnection
+    tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True} if scheme == "rediss" else {}
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
+        socket_keepalive=True,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # ReadOnlyError: the connection reaches a replica (the old primary after a failover);
+        # the retry's new connection follows the endpoint to the promoted one. A replica
+        # refuses every write, so retrying one cannot apply it twice.
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ReadOnlyError],
         connection_class=connection_class,
         breaker=Breaker(down_for),
+        **tls,
     )

@@ -82,6 +82,9 @@ class RedisServer:
             'save ""',
             "appendonly no",
             f"logfile {self.folder / 'redis.log'}",
+            # A replica syncs at once, and a primary stops without waiting for its replicas.
+            "repl-diskless-sync-delay 0",
+            "shutdown-timeout 0",
         ]
         if self.tls is None:
             lines.append(f"port {self.port}")
@@ -118,8 +121,8 @@ class RedisServer:
                     f"redis-server exited ({self.process.returncode}): "
                     f"{error or (log.read_text() if log.exists() else '')}"
                 )
-            with contextlib.suppress(redis.RedisError, OSError):
-                if self.admin().ping():
+            with contextlib.suppress(redis.RedisError, OSError), self.admin() as client:
+                if client.ping():
                     return self
             if time.monotonic() > deadline:
                 self.stop()

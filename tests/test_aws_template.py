@@ -1,0 +1,624 @@
+"""deploy/aws/shop.yaml, the production stack on AWS, checked without AWS.
+
+cfn-lint checks that CloudFormation would accept it; the checks here prove what the design
+needs and CloudFormation does not care about: each tier reachable only from the tier in front
+of it, nothing from a CIDR but the balancer, Multi-AZ and automatic failover on, storage and
+transit encrypted, every tier in at least two Availability Zones, no stickiness, and secrets
+that never appear in plain configuration.
+
+Each ``check_*`` function returns the violations it finds (empty: fine). They run for several
+sets of parameters (two or three AZs, zero to three replicas, with and without HTTPS), and the
+tests at the end prove they bite: they break a copy of the template on purpose and expect a
+complaint.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from shop.config import Settings
+from tests.aws_template import (
+    TEMPLATE,
+    Stack,
+    Template,
+    load_template,
+    logical_id,
+    yaml_aliases,
+)
+from tests.conftest import REQUIRE_SERVICES
+
+APP_TASK, APP_CONTAINER = "TaskDefinition", "shop"
+MIGRATE_TASK, MIGRATE_CONTAINER = "MigrateTaskDefinition", "migrate"
+WORLD = ("0.0.0.0/0", "::/0")
+SECRET_NAME = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+TLS_SSLMODES = {"require", "verify-ca", "verify-full"}
+CERTIFICATE = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-0000-0000-000000000000"
+
+PARAMETER_SETS = {
+    "defaults": {},
+    "three-azs-three-replicas-https": {
+        "AvailabilityZoneCount": "3",
+        "ReplicaCount": "3",
+        "CertificateArn": CERTIFICATE,
+    },
+    "no-replicas": {"ReplicaCount": "0"},
+    "two-replicas": {"ReplicaCount": "2"},
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return load_template()
+
+
+@pytest.fixture(params=list(PARAMETER_SETS), scope="module")
+def stack(request, template) -> Stack:
+    return Stack.of(template, Image="example/shop:1", **PARAMETER_SETS[request.param])
+
+
+def app_port(stack: Stack) -> int:
+    (mapping,) = stack.containers(APP_TASK)[APP_CONTAINER]["PortMappings"]
+    return int(mapping["ContainerPort"])
+
+
+def the_one(stack: Stack, kind: str) -> tuple[str, dict[str, Any]]:
+    found = stack.resources(kind)
+    assert len(found) == 1, f"expected one {kind}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def primary_database(stack: Stack) -> tuple[str, dict[str, Any]]:
+    primaries = {
+        name: props
+        for name, props in stack.resources("AWS::RDS::DBInstance").items()
+        if "SourceDBInstanceIdentifier" not in props
+    }
+    assert len(primaries) == 1, f"expected one primary DB instance, found {sorted(primaries)}"
+    return next(iter(primaries.items()))
+
+
+def is_true(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+# -- security groups: the chain from the balancer inwards --------------------------------------
+
+
+def chain(stack: Stack) -> dict[str, tuple[str | None, set[int]]]:
+    """Each security group: the group its ingress must come from (None: the world), ports."""
+    return {
+        "LoadBalancerSecurityGroup": (None, {80, 443}),
+        "AppSecurityGroup": ("LoadBalancerSecurityGroup", {app_port(stack)}),
+        "DatabaseSecurityGroup": ("AppSecurityGroup", {5432}),
+        "CacheSecurityGroup": ("AppSecurityGroup", {6379}),
+    }
+
+
+def ingress_rules(stack: Stack) -> list[tuple[str, dict[str, Any]]]:
+    """(group, rule) for every ingress rule, inline or a separate resource."""
+    rules = []
+    for group, props in stack.resources("AWS::EC2::SecurityGroup").items():
+        rules += [(group, rule) for rule in props.get("SecurityGroupIngress", [])]
+    for name, props in stack.resources("AWS::EC2::SecurityGroupIngress").items():
+        group = logical_id(props.get("GroupId")) or f"{name}: GroupId {props.get('GroupId')!r}"
+        rules.append((group, props))
+    return rules
+
+
+def check_security_group_chain(stack: Stack) -> list[str]:
+    problems = []
+    expected = chain(stack)
+    groups = set(stack.resources("AWS::EC2::SecurityGroup"))
+    if groups != set(expected):
+        problems.append(f"security groups are {sorted(groups)}, expected {sorted(expected)}")
+    seen: dict[str, set[int]] = {group: set() for group in expected}
+    for group, rule in ingress_rules(stack):
+        if group not in expected:
+            problems.append(f"ingress on {group}, which is not one of the four groups")
+            continue
+        front, ports = expected[group]
+        where = f"{group} ingress {rule}"
+        if str(rule.get("IpProtocol")) != "tcp":
+            problems.append(f"{where}: protocol must be tcp")
+        low, high = rule.get("FromPort"), rule.get("ToPort")
+        if low != high or low not in ports:
+            problems.append(f"{where}: ports {low}-{high}, expected one of {sorted(ports)}")
+        else:
+            seen[group].add(low)
+        if front is None:
+            if rule.get("CidrIp", rule.get("CidrIpv6")) not in WORLD:
+                problems.append(f"{where}: the balancer is open to the world and nothing else")
+            continue
+        cidrs = [key for key in ("CidrIp", "CidrIpv6", "SourcePrefixListId") if key in rule]
+        if cidrs:
+            problems.append(f"{where}: open to {cidrs} (a range), not only to {front}")
+        source = logical_id(rule.get("SourceSecurityGroupId"))
+        if source != front:
+            problems.append(f"{where}: comes from {source or 'no group'}, not {front}")
+    for group, (_, ports) in expected.items():
+        if group in groups and seen[group] != ports:
+            problems.append(f"{group} is reachable on {sorted(seen[group])}, not {sorted(ports)}")
+    problems += _egress(stack)
+    problems += _attachments(stack)
+    return problems
+
+
+def _egress(stack: Stack) -> list[str]:
+    """Outbound, each tier talks only inwards: the balancer to the app port, the app to the
+    two data stores and to AWS's APIs on 443. No separate egress resources to overlook."""
+    problems = [
+        f"{name}: egress rules belong inline in their group"
+        for name in stack.resources("AWS::EC2::SecurityGroupEgress")
+    ]
+    allowed = {
+        "LoadBalancerSecurityGroup": {(app_port(stack), "AppSecurityGroup")},
+        "AppSecurityGroup": {
+            (443, "0.0.0.0/0"),
+            (5432, "DatabaseSecurityGroup"),
+            (6379, "CacheSecurityGroup"),
+        },
+    }
+    for group, expected in allowed.items():
+        rules = stack.properties(group).get("SecurityGroupEgress", [])
+        found = {
+            (
+                rule.get("FromPort") if rule.get("FromPort") == rule.get("ToPort") else None,
+                logical_id(rule.get("DestinationSecurityGroupId")) or rule.get("CidrIp"),
+            )
+            for rule in rules
+            if str(rule.get("IpProtocol")) == "tcp"
+        }
+        if len(found) != len(rules) or found != expected:
+            problems.append(f"{group} egress is {sorted(map(str, found))}, expected {expected}")
+    return problems
+
+
+def _attachments(stack: Stack) -> list[str]:
+    """Every tier's resources sit in their own group, and only in it."""
+    problems = []
+
+    def expect(what: str, refs: Any, group: str) -> None:
+        names = [logical_id(ref) for ref in refs or []]
+        if names != [group]:
+            problems.append(f"{what} is in {names}, expected [{group!r}]")
+
+    for name, props in stack.resources("AWS::ElasticLoadBalancingV2::LoadBalancer").items():
+        expect(name, props.get("SecurityGroups"), "LoadBalancerSecurityGroup")
+    for name, props in stack.resources("AWS::ECS::Service").items():
+        vpc = props["NetworkConfiguration"]["AwsvpcConfiguration"]
+        expect(name, vpc.get("SecurityGroups"), "AppSecurityGroup")
+        if vpc.get("AssignPublicIp") != "DISABLED":
+            problems.append(f"{name}: tasks must have no public IP")
+    for name, props in stack.resources("AWS::RDS::DBInstance").items():
+        expect(name, props.get("VPCSecurityGroups"), "DatabaseSecurityGroup")
+        if is_true(props.get("PubliclyAccessible")):
+            problems.append(f"{name} is publicly accessible")
+    for name, props in stack.resources("AWS::ElastiCache::ReplicationGroup").items():
+        expect(name, props.get("SecurityGroupIds"), "CacheSecurityGroup")
+    return problems
+
+
+# -- Multi-AZ and failover -----------------------------------------------------------------
+
+
+def subnet_azs(stack: Stack, refs: list[Any]) -> list[str]:
+    return [stack.properties(logical_id(ref))["AvailabilityZone"] for ref in refs]
+
+
+def tiers(stack: Stack) -> dict[str, list[Any]]:
+    """Where each tier runs: the subnets that its resources name."""
+    _, balancer = the_one(stack, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    _, service = the_one(stack, "AWS::ECS::Service")
+    _, databases = the_one(stack, "AWS::RDS::DBSubnetGroup")
+    _, caches = the_one(stack, "AWS::ElastiCache::SubnetGroup")
+    return {
+        "balancer": balancer["Subnets"],
+        "app": service["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"],
+        "database": databases["SubnetIds"],
+        "cache": caches["SubnetIds"],
+    }
+
+
+def check_multi_az(stack: Stack) -> list[str]:
+    problems = []
+    wanted = int(stack.parameters["AvailabilityZoneCount"])
+    for tier, subnets in tiers(stack).items():
+        azs = subnet_azs(stack, subnets)
+        if len(set(azs)) < 2 or len(set(azs)) != wanted or len(azs) != len(set(azs)):
+            problems.append(f"the {tier} tier's subnets are in {azs}, not {wanted} distinct AZs")
+    name, database = primary_database(stack)
+    if not is_true(database.get("MultiAZ")):
+        problems.append(f"{name}: MultiAZ must be on (a standby in another AZ, failover)")
+    for name, group in stack.resources("AWS::ElastiCache::ReplicationGroup").items():
+        if not is_true(group.get("MultiAZEnabled")):
+            problems.append(f"{name}: MultiAZEnabled must be on")
+        if not is_true(group.get("AutomaticFailoverEnabled")):
+            problems.append(f"{name}: AutomaticFailoverEnabled must be on")
+        if int(group.get("NumCacheClusters", 1)) < 2:
+            problems.append(f"{name}: a replica to fail over to needs NumCacheClusters >= 2")
+    _, target = the_one(stack, "AWS::ApplicationAutoScaling::ScalableTarget")
+    if int(target["MinCapacity"]) < 2:
+        problems.append("the service may scale in below two tasks (one AZ)")
+    return problems
+
+
+# -- encryption ------------------------------------------------------------------------------
+
+
+def check_encryption(stack: Stack) -> list[str]:
+    problems = []
+    name, database = primary_database(stack)
+    if not is_true(database.get("StorageEncrypted")):
+        problems.append(f"{name}: StorageEncrypted must be on (replicas inherit it)")
+    for instance, props in stack.resources("AWS::RDS::DBInstance").items():
+        group = logical_id(props.get("DBParameterGroupName"))
+        parameters = stack.properties(group).get("Parameters", {}) if group else {}
+        if str(parameters.get("rds.force_ssl")) != "1":
+            problems.append(f"{instance}: its parameter group must set rds.force_ssl = 1")
+    for cache, group in stack.resources("AWS::ElastiCache::ReplicationGroup").items():
+        if not is_true(group.get("AtRestEncryptionEnabled")):
+            problems.append(f"{cache}: AtRestEncryptionEnabled must be on")
+        if not is_true(group.get("TransitEncryptionEnabled")):
+            problems.append(f"{cache}: TransitEncryptionEnabled must be on")
+        if group.get("TransitEncryptionMode", "required") != "required":
+            problems.append(f"{cache}: TransitEncryptionMode must be required")
+        if "resolve:secretsmanager" not in str(group.get("AuthToken", "")):
+            problems.append(f"{cache}: AuthToken must come from Secrets Manager")
+    env = stack.environment(APP_TASK, APP_CONTAINER)
+    if not env.get("SHOP_REDIS_URL", "").startswith("rediss://"):
+        problems.append(f"SHOP_REDIS_URL must be rediss:// (TLS), not {env.get('SHOP_REDIS_URL')}")
+    urls = [env.get("SHOP_DATABASE_URL", "")]
+    urls += Settings.from_env({"SHOP_REPLICA_URLS": env.get("SHOP_REPLICA_URLS", "")}).replica_urls
+    for url in urls:
+        sslmode = parse_qs(urlsplit(url).query).get("sslmode", [""])[0]
+        if sslmode not in TLS_SSLMODES:
+            problems.append(f"{url}: sslmode={sslmode!r}, expected one of {sorted(TLS_SSLMODES)}")
+    return problems
+
+
+# -- the balancer ----------------------------------------------------------------------------
+
+
+def check_no_stickiness(stack: Stack) -> list[str]:
+    problems = []
+    for name, group in stack.resources("AWS::ElasticLoadBalancingV2::TargetGroup").items():
+        attributes = {a["Key"]: str(a["Value"]) for a in group.get("TargetGroupAttributes", [])}
+        if attributes.get("stickiness.enabled") != "false":
+            problems.append(
+                f'{name}: stickiness.enabled must be stated "false", '
+                f"is {attributes.get('stickiness.enabled')!r}"
+            )
+        if group.get("HealthCheckPath") != "/readyz":
+            problems.append(f"{name}: the health check must ask /readyz")
+    kinds = ("AWS::ElasticLoadBalancingV2::Listener", "AWS::ElasticLoadBalancingV2::ListenerRule")
+    for kind in kinds:
+        for name, listener in stack.resources(kind).items():
+            for action in listener.get("DefaultActions", []) + listener.get("Actions", []):
+                sticky = action.get("ForwardConfig", {}).get("TargetGroupStickinessConfig", {})
+                if is_true(sticky.get("Enabled")):
+                    problems.append(f"{name}: a forward action turns stickiness on")
+    return problems
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+def check_secrets(stack: Stack) -> list[str]:
+    problems = []
+    secrets = set(stack.resources("AWS::SecretsManager::Secret"))
+    for task in (APP_TASK, MIGRATE_TASK):
+        for container, spec in stack.containers(task).items():
+            for item in spec.get("Environment", []):
+                name, value = item["Name"], str(item["Value"])
+                if any(word in name.upper() for word in SECRET_NAME) or "resolve:" in value:
+                    problems.append(f"{task}/{container}: {name} is a secret in plain env")
+                parts = urlsplit(value) if "://" in value else None
+                if parts is not None and parts.password:
+                    problems.append(f"{task}/{container}: {name} carries a password")
+            given = {item["Name"]: str(item["ValueFrom"]) for item in spec.get("Secrets", [])}
+            for name in ("PGPASSWORD", "SHOP_REDIS_PASSWORD", "SHOP_SECRET_KEY"):
+                if logical_id(given.get(name, "").split(":")[0]) not in secrets:
+                    problems.append(f"{task}/{container}: {name} must come from a template secret")
+    _, database = primary_database(stack)
+    if "resolve:secretsmanager" not in str(database.get("MasterUserPassword", "")):
+        problems.append("the database's MasterUserPassword must be a Secrets Manager reference")
+    for name in stack.template.get("Parameters", {}):
+        if any(word in name.upper() for word in ("PASSWORD", "SECRET", "TOKEN")):
+            problems.append(f"parameter {name}: secrets are generated, never passed in")
+    return problems
+
+
+# -- the invariants, for every parameter set ------------------------------------------------
+
+
+def test_cloudformation_accepts_no_yaml_aliases():
+    assert yaml_aliases() == [], "CloudFormation refuses YAML anchors and aliases"
+
+
+def test_every_tier_is_reached_only_from_the_tier_in_front_of_it(stack):
+    assert check_security_group_chain(stack) == []
+
+
+def test_multi_az_and_automatic_failover_are_on_everywhere(stack):
+    assert check_multi_az(stack) == []
+
+
+def test_storage_and_transit_are_encrypted(stack):
+    assert check_encryption(stack) == []
+
+
+def test_the_balancer_has_no_stickiness_and_checks_readyz(stack):
+    assert check_no_stickiness(stack) == []
+
+
+def test_secrets_come_from_secrets_manager_only(stack):
+    assert check_secrets(stack) == []
+
+
+def test_replica_urls_name_exactly_the_replicas_created(template):
+    for count in range(4):
+        stack = Stack.of(template, ReplicaCount=str(count))
+        created = sorted(n for n in stack.resources("AWS::RDS::DBInstance") if n != "Database")
+        raw = stack.environment(APP_TASK, APP_CONTAINER).get("SHOP_REPLICA_URLS", "")
+        urls = Settings.from_env({"SHOP_REPLICA_URLS": raw}).replica_urls
+        hosts = [logical_id(urlsplit(url).netloc.split("@")[1].split(":")[0]) for url in urls]
+        assert hosts == created == [f"Replica{i}" for i in range(1, count + 1)], (count, raw)
+
+
+def test_replica_count_is_bounded_to_what_the_template_defines(template):
+    allowed = template["Parameters"]["ReplicaCount"]["AllowedValues"]
+    assert [int(v) for v in allowed] == [0, 1, 2, 3]
+    assert template["Parameters"]["ReplicaCount"]["Default"] in allowed
+
+
+def test_cache_node_count_always_leaves_a_replica_to_fail_over_to(template):
+    assert min(int(v) for v in template["Parameters"]["CacheNodeCount"]["AllowedValues"]) >= 2
+    assert int(template["Parameters"]["MinTasks"]["MinValue"]) >= 2
+
+
+def test_subnets_route_as_their_tier_needs(stack):
+    """Balancer subnets reach the internet gateway, app subnets the NAT gateway of their own
+    AZ, and data subnets nothing outside the VPC."""
+    routes: dict[str, list[dict]] = {}
+    for props in stack.resources("AWS::EC2::Route").values():
+        routes.setdefault(logical_id(props["RouteTableId"]), []).append(props)
+    tables = {
+        logical_id(props["SubnetId"]): logical_id(props["RouteTableId"])
+        for props in stack.resources("AWS::EC2::SubnetRouteTableAssociation").values()
+    }
+    for tier, subnets in tiers(stack).items():
+        for subnet in (logical_id(ref) for ref in subnets):
+            defaults = [
+                r for r in routes.get(tables.get(subnet), []) if "DestinationCidrBlock" in r
+            ]
+            targets = [logical_id(r.get("GatewayId") or r.get("NatGatewayId")) for r in defaults]
+            if tier == "balancer":
+                assert targets == ["InternetGateway"], (subnet, targets)
+            elif tier == "app":
+                (nat,) = targets
+                nat_subnet = logical_id(stack.properties(nat)["SubnetId"])
+                assert subnet_azs(stack, [f"<{nat_subnet}>"]) == subnet_azs(stack, [f"<{subnet}>"])
+            else:
+                assert targets == [], (subnet, targets)
+
+
+def test_the_migration_task_runs_with_the_app_s_settings_and_secrets(stack):
+    app = stack.containers(APP_TASK)[APP_CONTAINER]
+    migrate = stack.containers(MIGRATE_TASK)[MIGRATE_CONTAINER]
+    assert migrate["Environment"] == app["Environment"]
+    assert migrate["Secrets"] == app["Secrets"]
+    assert migrate["Command"] == ["flask", "--app", "shop", "db", "upgrade"]
+    assert migrate["Image"] == app["Image"]  # MigrationImage empty: the same image
+
+
+def test_https_is_served_and_http_redirects_when_a_certificate_is_given(template):
+    stack = Stack.of(template, CertificateArn=CERTIFICATE)
+    listeners = {
+        p["Port"]: p for p in stack.resources("AWS::ElasticLoadBalancingV2::Listener").values()
+    }
+    assert listeners[443]["Protocol"] == "HTTPS"
+    assert listeners[80]["DefaultActions"][0]["Type"] == "redirect"
+    assert stack.environment(APP_TASK, APP_CONTAINER)["SHOP_SESSION_COOKIE_SECURE"] == "1"
+    plain = Stack.of(template)
+    listeners = [
+        p["Port"] for p in plain.resources("AWS::ElasticLoadBalancingV2::Listener").values()
+    ]
+    assert listeners == [80]
+    assert plain.environment(APP_TASK, APP_CONTAINER)["SHOP_SESSION_COOKIE_SECURE"] == "0"
+
+
+# -- the checks bite: each broken copy is caught ----------------------------------------------
+
+
+def _resources(template: Template) -> dict[str, Any]:
+    return template["Resources"]
+
+
+def _env(template: Template) -> list[dict[str, Any]]:
+    return _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"][0]["Environment"]
+
+
+def _set_env(template: Template, name: str, value: str) -> None:
+    for item in _env(template):
+        if isinstance(item, dict) and item.get("Name") == name:
+            item["Value"] = value
+
+
+def _cidr_into_database(template: Template) -> None:
+    group = _resources(template)["DatabaseSecurityGroup"]["Properties"]
+    rule = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "CidrIp": "10.40.0.0/16"}
+    group.setdefault("SecurityGroupIngress", []).append(rule)
+
+
+def _cache_from_the_balancer(template: Template) -> None:
+    rule = _resources(template)["CacheFromApp"]["Properties"]
+    rule["SourceSecurityGroupId"] = {"Fn::GetAtt": ["LoadBalancerSecurityGroup", "GroupId"]}
+
+
+def _app_open_on_ssh(template: Template) -> None:
+    _resources(template)["AppFromLoadBalancer"]["Properties"].update(FromPort=22, ToPort=22)
+
+
+def _a_fifth_group(template: Template) -> None:
+    _resources(template)["DebugSecurityGroup"] = copy.deepcopy(
+        _resources(template)["CacheSecurityGroup"]
+    )
+
+
+def _database_in_the_app_group(template: Template) -> None:
+    _resources(template)["Database"]["Properties"]["VPCSecurityGroups"].append(
+        {"Fn::GetAtt": ["AppSecurityGroup", "GroupId"]}
+    )
+
+
+def _balancer_open_on_8080(template: Template) -> None:
+    group = _resources(template)["LoadBalancerSecurityGroup"]["Properties"]
+    group["SecurityGroupIngress"].append(
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "CidrIp": "0.0.0.0/0"}
+    )
+
+
+def _single_az_database(template: Template) -> None:
+    _resources(template)["Database"]["Properties"]["MultiAZ"] = False
+
+
+def _no_cache_failover(template: Template) -> None:
+    _resources(template)["Cache"]["Properties"]["AutomaticFailoverEnabled"] = False
+
+
+def _single_az_cache(template: Template) -> None:
+    _resources(template)["Cache"]["Properties"]["MultiAZEnabled"] = False
+
+
+def _tasks_in_one_az(template: Template) -> None:
+    config = _resources(template)["Service"]["Properties"]["NetworkConfiguration"]
+    config["AwsvpcConfiguration"]["Subnets"] = [{"Ref": "AppSubnetA"}]
+
+
+def _two_data_subnets_in_one_az(template: Template) -> None:
+    _resources(template)["DataSubnetB"]["Properties"]["AvailabilityZone"] = {
+        "Fn::Select": [0, {"Fn::GetAZs": ""}]
+    }
+
+
+def _unencrypted_storage(template: Template) -> None:
+    _resources(template)["Database"]["Properties"]["StorageEncrypted"] = False
+
+
+def _plain_redis(template: Template) -> None:
+    _resources(template)["Cache"]["Properties"]["TransitEncryptionEnabled"] = False
+    _set_env(template, "SHOP_REDIS_URL", "redis://cache:6379/0")
+
+
+def _unencrypted_cache_at_rest(template: Template) -> None:
+    _resources(template)["Cache"]["Properties"]["AtRestEncryptionEnabled"] = False
+
+
+def _database_url_without_tls(template: Template) -> None:
+    _set_env(template, "SHOP_DATABASE_URL", "postgresql+psycopg2://shop@db:5432/shop")
+
+
+def _tls_not_forced(template: Template) -> None:
+    _resources(template)["DatabaseParameters"]["Properties"]["Parameters"] = {}
+
+
+def _sticky_sessions(template: Template) -> None:
+    attributes = _resources(template)["TargetGroup"]["Properties"]["TargetGroupAttributes"]
+    for attribute in attributes:
+        if attribute["Key"] == "stickiness.enabled":
+            attribute["Value"] = "true"
+
+
+def _stickiness_left_to_the_default(template: Template) -> None:
+    props = _resources(template)["TargetGroup"]["Properties"]
+    props["TargetGroupAttributes"] = [
+        a for a in props["TargetGroupAttributes"] if a["Key"] != "stickiness.enabled"
+    ]
+
+
+def _password_in_plain_env(template: Template) -> None:
+    _env(template).append({"Name": "PGPASSWORD", "Value": "hunter2hunter2"})
+
+
+def _password_in_the_url(template: Template) -> None:
+    _set_env(template, "SHOP_DATABASE_URL", "postgresql://shop:pw@db/shop?sslmode=require")
+
+
+def _balancer_egress_anywhere(template: Template) -> None:
+    group = _resources(template)["LoadBalancerSecurityGroup"]["Properties"]
+    group["SecurityGroupEgress"].append({"IpProtocol": "-1", "CidrIp": "0.0.0.0/0"})
+
+
+BREAKAGES: list[tuple[Callable[[Template], None], Callable[[Stack], list[str]], str]] = [
+    (_cidr_into_database, check_security_group_chain, "open to ['CidrIp']"),
+    (_cache_from_the_balancer, check_security_group_chain, "comes from LoadBalancerSecurityGroup"),
+    (_app_open_on_ssh, check_security_group_chain, "ports 22-22"),
+    (_a_fifth_group, check_security_group_chain, "DebugSecurityGroup"),
+    (_database_in_the_app_group, check_security_group_chain, "Database is in"),
+    (_balancer_open_on_8080, check_security_group_chain, "ports 8080-8080"),
+    (_balancer_egress_anywhere, check_security_group_chain, "LoadBalancerSecurityGroup egress"),
+    (_single_az_database, check_multi_az, "MultiAZ must be on"),
+    (_no_cache_failover, check_multi_az, "AutomaticFailoverEnabled must be on"),
+    (_single_az_cache, check_multi_az, "MultiAZEnabled must be on"),
+    (_tasks_in_one_az, check_multi_az, "the app tier's subnets"),
+    (_two_data_subnets_in_one_az, check_multi_az, "the database tier's subnets"),
+    (_unencrypted_storage, check_encryption, "StorageEncrypted must be on"),
+    (_plain_redis, check_encryption, "TransitEncryptionEnabled must be on"),
+    (_plain_redis, check_encryption, "SHOP_REDIS_URL must be rediss://"),
+    (_unencrypted_cache_at_rest, check_encryption, "AtRestEncryptionEnabled must be on"),
+    (_database_url_without_tls, check_encryption, "sslmode=''"),
+    (_tls_not_forced, check_encryption, "rds.force_ssl"),
+    (_sticky_sessions, check_no_stickiness, "stickiness.enabled must be stated"),
+    (_stickiness_left_to_the_default, check_no_stickiness, "stickiness.enabled must be stated"),
+    (_password_in_plain_env, check_secrets, "PGPASSWORD is a secret in plain env"),
+    (_password_in_the_url, check_secrets, "SHOP_DATABASE_URL carries a password"),
+]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "check", "complaint"),
+    BREAKAGES,
+    ids=[f"{b.__name__.strip('_')}-{c.__name__}" for b, c, _ in BREAKAGES],
+)
+def test_each_check_catches_a_broken_copy(template, breakage, check, complaint):
+    broken = copy.deepcopy(template)
+    breakage(broken)
+    problems = check(Stack.of(broken, Image="example/shop:1"))
+    assert any(complaint in problem for problem in problems), problems
+
+
+# -- cfn-lint ----------------------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    """The tool installed next to this interpreter (the venv), else on PATH; a missing one
+    skips by name, or fails under SHOP_TEST_REQUIRE_SERVICES=1."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which(name, path=path)
+    if found is None:
+        message = f"{name} is not installed (pip install -e '.[dev]')"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{message}; SHOP_TEST_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def test_cfn_lint_finds_no_error_and_no_warning():
+    result = subprocess.run(
+        [tool("cfn-lint"), "--format", "parseable", "--", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""

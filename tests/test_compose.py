@@ -552,8 +552,38 @@ def option_value(options: list[str], name: str) -> str:
     return options[options.index(name) + 1] if name in options[:-1] else ""
 
 
+def _check_backend(
+    name: str, backend: list[list[str]], defaults: list[list[str]], check: str, app_port: str
+) -> list[str]:
+    """Round robin over exactly app1..3, each health-checked on ``check``."""
+    problems: list[str] = []
+    if ["balance", "roundrobin"] not in backend:
+        problems.append(f"backend {name} must say `balance roundrobin`")
+    if not any(w[:4] == ["option", "httpchk", "GET", check] for w in backend):
+        problems.append(f"backend {name}: the health check must be `option httpchk GET {check}`")
+    if ["http-check", "expect", "status", "200"] not in backend + defaults:
+        problems.append(f"backend {name}: the health check must expect `status 200`")
+    default_server = [w for words in backend if words[0] == "default-server" for w in words[1:]]
+    servers = [words[1:] for words in backend if words[0] == "server"]
+    names = sorted(words[0] for words in servers if words)
+    if names != sorted(APPS):
+        problems.append(f"backend {name}: the servers must be exactly {list(APPS)}, are {names}")
+    for server, address, *own in (words for words in servers if len(words) >= 2):
+        options = own + default_server  # the server's own settings come first and win
+        if address != f"{server}:{app_port}":
+            problems.append(f"server {server} must point at its service, {server}:{app_port}")
+        if "check" not in options:
+            problems.append(f"server {server} is not health-checked (`check`)")
+        if option_value(options, "resolvers") != "docker":
+            problems.append(f"server {server} must resolve through `resolvers docker`")
+        if "none" not in option_value(options, "init-addr").split(","):
+            problems.append(f"server {server} needs `init-addr ...,none` to start before the apps")
+    return problems
+
+
 def check_haproxy(text: str, compose: Compose) -> list[str]:
-    """Round robin over exactly app1..3, health-checked on /readyz, nothing sticky."""
+    """Round robin over exactly app1..3, health-checked on /readyz with a fallback to the
+    instances that are alive, nothing sticky."""
     problems: list[str] = []
     sections = haproxy_sections(text)
     every = [words for _, directives in sections for words in directives]
@@ -565,37 +595,23 @@ def check_haproxy(text: str, compose: Compose) -> list[str]:
         if words[0] in {"server", "default-server"} and "cookie" in words:
             problems.append(f"stickiness: {' '.join(words)!r}")
 
-    backends = [(header, d) for header, d in sections if header[0] in {"backend", "listen"}]
-    if len(backends) != 1:
-        return [*problems, f"expected one backend, found {[h for h, _ in backends]}"]
-    header, backend = backends[0]
+    backends = {h[1]: d for h, d in sections if h[0] in {"backend", "listen"} and len(h) > 1}
+    if sorted(backends) != ["shop", "shop_alive"]:
+        return [*problems, f"expected backends shop and shop_alive, found {sorted(backends)}"]
     defaults = [words for h, d in sections if h[0] == "defaults" for words in d]
     frontends = [words for h, d in sections if h[0] in {"frontend", "listen"} for words in d]
-    if ["balance", "roundrobin"] not in backend:
-        problems.append(f"{' '.join(header)} must say `balance roundrobin`")
-    if not any(w[:4] == ["option", "httpchk", "GET", "/readyz"] for w in backend + defaults):
-        problems.append("the health check must be `option httpchk GET /readyz`")
-    if ["http-check", "expect", "status", "200"] not in backend + defaults:
-        problems.append("the health check must expect `status 200`")
-    if ["option", "forwardfor"] not in backend + defaults + frontends:
+    # Ready instances first; when none is (Redis or the primary down for all of them), every
+    # instance that is alive, so the shop can degrade instead of HAProxy refusing everything.
+    if ["default_backend", "shop"] not in frontends:
+        problems.append("the frontend must send traffic to `default_backend shop`")
+    fallback = ["use_backend", "shop_alive", "if", "{", "nbsrv(shop)", "eq", "0", "}"]
+    if fallback not in frontends:
+        problems.append(f"the frontend must fall back with `{' '.join(fallback)}`")
+    if ["option", "forwardfor"] not in defaults + frontends + backends["shop"]:
         problems.append("`option forwardfor` is missing: the shop would not see client addresses")
-
     app_port = (environment(service(compose, APPS[0])).get("SHOP_BIND") or "").rsplit(":", 1)[-1]
-    default_server = [w for words in backend if words[0] == "default-server" for w in words[1:]]
-    servers = [words[1:] for words in backend if words[0] == "server"]
-    names = sorted(words[0] for words in servers if words)
-    if names != sorted(APPS):
-        problems.append(f"the servers must be exactly {list(APPS)}, are {names}")
-    for name, address, *own in (words for words in servers if len(words) >= 2):
-        options = own + default_server  # the server's own settings come first and win
-        if address != f"{name}:{app_port}":
-            problems.append(f"server {name} must point at its service, {name}:{app_port}")
-        if "check" not in options:
-            problems.append(f"server {name} is not health-checked (`check`)")
-        if option_value(options, "resolvers") != "docker":
-            problems.append(f"server {name} must resolve through `resolvers docker`")
-        if "none" not in option_value(options, "init-addr").split(","):
-            problems.append(f"server {name} needs `init-addr ...,none` to start before the apps")
+    for name, check in (("shop", "/readyz"), ("shop_alive", "/healthz")):
+        problems += _check_backend(name, backends[name], defaults, check, app_port)
     resolvers = [d for h, d in sections if h[:2] == ["resolvers", "docker"]]
     if not resolvers or not any(
         w[0] == "nameserver" and w[2:] == ["127.0.0.11:53"] for w in resolvers[0]
@@ -781,6 +797,7 @@ HAPROXY_MUTATIONS = [
     ("source-hash", "balance roundrobin", "balance source", "roundrobin"),
     ("stick-table", "balance roundrobin", "balance roundrobin\n    stick on src", "stickiness"),
     ("no-check", "server app2 app2:8000 check", "server app2 app2:8000", "app2"),
+    ("no-fallback", "use_backend shop_alive if { nbsrv(shop) eq 0 }", "", "fall back"),
     (
         "fourth-server",
         "server app3 app3:8000 check\n",

@@ -29,7 +29,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         __name__,
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
-        instance_path=str(ROOT / "instance"),
+        instance_path=settings.instance_path or str(ROOT / "instance"),
     )
     _configure_logging(settings)
     logging.getLogger("alembic").setLevel(logging.WARNING)

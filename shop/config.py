@@ -33,6 +33,8 @@ class Settings:
     """Everything configurable. Field names map to ``SHOP_<NAME>`` variables."""
 
     # Storage. None means the embedded default (SQLite file / in-process fakeredis).
+    # Where the embedded SQLite file lives (default: instance/ next to the package).
+    instance_path: str | None = None
     database_url: str | None = None
     replica_urls: tuple[str, ...] = ()
     redis_url: str | None = None

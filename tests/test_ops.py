@@ -67,14 +67,16 @@ def test_secret_key_is_required_outside_the_embedded_default():
 
 
 def test_settings_come_from_the_environment():
-    settings = Settings.from_env({
-        "SHOP_DATABASE_URL": "postgresql://db/shop",
-        "SHOP_REPLICA_URLS": "postgresql://r1/shop, postgresql://r2/shop",
-        "SHOP_SECRET_KEY": "x" * 32,
-        "SHOP_SESSION_IDLE_TIMEOUT": "60",
-        "SHOP_SESSION_COOKIE_SECURE": "false",
-        "SHOP_CURRENCY": "USD",
-    })
+    settings = Settings.from_env(
+        {
+            "SHOP_DATABASE_URL": "postgresql://db/shop",
+            "SHOP_REPLICA_URLS": "postgresql://r1/shop, postgresql://r2/shop",
+            "SHOP_SECRET_KEY": "x" * 32,
+            "SHOP_SESSION_IDLE_TIMEOUT": "60",
+            "SHOP_SESSION_COOKIE_SECURE": "false",
+            "SHOP_CURRENCY": "USD",
+        }
+    )
     assert settings.replica_urls == ("postgresql://r1/shop", "postgresql://r2/shop")
     assert settings.session_idle_timeout == 60
     assert settings.cookie_secure is False
@@ -88,3 +90,26 @@ def test_prices_show_two_decimals_and_the_configured_currency(make_app):
     assert "$19.99" in page
     page = make_app(currency="CHF").test_client().get("/products/1").get_data(as_text=True)
     assert "19.99 CHF" in page
+
+
+def test_the_embedded_default_needs_nothing_and_says_it_is_for_one_process(tmp_path, caplog):
+    from shop import create_app
+
+    settings = Settings.from_env({}, instance_path=str(tmp_path))
+    assert settings.embedded and settings.secret_key is None
+    app = create_app(settings)
+    assert "ONE process only" in caplog.text
+    assert (tmp_path / "shop.db").exists()
+    client = app.test_client()
+    assert client.get("/api/v1/products").get_json()["total"] == 96  # the demo catalogue
+    assert client.get("/readyz").get_json()["status"] == "ready"
+    in_stock = next(p for p in client.get("/api/v1/products").get_json()["items"] if p["stock"])
+    token = client.get("/api/v1/session").get_json()["csrf_token"]
+    added = client.post(
+        "/api/v1/cart/items",
+        json={"product_id": in_stock["id"], "quantity": 1},
+        headers={"X-CSRF-Token": token},
+    )
+    assert added.status_code == 200 and added.get_json()["count"] == 1
+    cookie = app.test_client().get("/").headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "Secure" not in cookie  # plain http://127.0.0.1:5000

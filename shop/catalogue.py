@@ -146,11 +146,16 @@ def query_page(
         if category_id is not None:
             counts = counts.where(categories.c.id == category_id)
         total = conn.execute(counts).scalar_one()
+    # Few matches: let the search index find them all and sort those (ordering by an
+    # expression keeps PostgreSQL from walking the primary key, which it would otherwise do
+    # for a LIMIT, reading the whole table to find a rare word). Many matches: the key walk
+    # finds a page of them within a few hundred rows.
+    order = products.c.id + 0 if q and not capped else products.c.id
     rows = conn.execute(
         select(*_PRODUCT_COLUMNS)
         .join(categories, categories.c.id == products.c.category_id)
         .where(where)
-        .order_by(products.c.id)
+        .order_by(order)
         .limit(per_page)
         .offset((page - 1) * per_page)
     )

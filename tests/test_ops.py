@@ -44,7 +44,7 @@ def test_pages_escape_what_shoppers_type(client):
 
 
 def test_forwarded_headers_are_trusted_only_from_configured_proxies(make_app, caplog):
-    caplog.set_level(logging.INFO, logger="shop.access")
+    caplog.set_level(logging.DEBUG, logger="shop.access")
     headers = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
     make_app().test_client().get("/healthz", headers=headers)
     assert "203.0.113.9" not in caplog.text
@@ -53,7 +53,7 @@ def test_forwarded_headers_are_trusted_only_from_configured_proxies(make_app, ca
 
 
 def test_log_lines_carry_the_request_id(client, caplog):
-    caplog.set_level(logging.INFO, logger="shop.access")
+    caplog.set_level(logging.DEBUG, logger="shop.access")
     client.get("/healthz", headers={"X-Request-ID": "trace-42"})
     assert any(getattr(r, "request_id", None) == "trace-42" for r in caplog.records)
 

@@ -83,8 +83,10 @@ def _finish_response(response: Response) -> Response:
     if response.mimetype == "text/html" or response.cache_control.no_store:
         response.cache_control.private = True
     started = g.get("started")
-    if started is not None:
-        log.info(
+    if started is not None and log.isEnabledFor(logging.DEBUG):
+        # gunicorn's access log already carries the line (with X-Request-ID); this one is for
+        # `flask run` and debugging, and costs nothing (no lock, no formatting) when off.
+        log.debug(
             "%s %s %s %s %.1fms",
             request.remote_addr,
             request.method,

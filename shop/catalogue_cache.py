@@ -12,10 +12,10 @@ read from a replica that has not replayed that far (see ``Engines.read``), or a 
 behind the write would put the old value straight back in the cache. When Redis is
 unreachable, values come straight from the loader.
 
-In front of Redis sits a small in-process tier (``local_ttl`` seconds, 0 turns it off) so that
-a warm page costs no Redis round trip at all. Its staleness is bounded by ``local_ttl``: an
-invalidation clears this process's tier at once, other processes' entries expire within
-``local_ttl``. Values it returns are shared between requests: callers must not modify them.
+In front of Redis sits an in-process tier (:mod:`shop.local_tier`; ``local_ttl`` is its entries'
+longest life, 0 turns it off) so that a warm page costs no Redis round trip at all; every
+invalidation is also published, and each process drops what it holds as the message arrives.
+Values it returns are shared between requests: callers must not modify them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 import redis
 
+from .local_tier import MISSING, LocalTier
 from .redis_client import RedisUnavailable
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,12 @@ end
 return 1
 """
 
-# KEYS: epoch, list index, write position, then tag keys, then plain keys.
-# ARGV: number of tag keys, structural, the writer's position in the primary's log (0: none).
+# KEYS: epoch, list index, write position, then tag keys, then plain keys. ARGV: number of tag
+# keys, structural, the writer's position in the primary's log (0: none), the channel and the
+# message for the in-process tiers ('' when there are none).
 _INVALIDATE_SCRIPT = """
 redis.call('INCR', KEYS[1])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[3]) or '0') then
   redis.call('SET', KEYS[3], ARGV[3])
 end
@@ -101,9 +104,17 @@ class CacheAside:
         self.wait_timeout = wait_timeout
         self.sleep = sleep
         self.clock = clock
-        self.local_ttl = local_ttl
-        self.local_max_entries = local_max_entries
-        self._local: dict[str, tuple[float, Any]] = {}
+        self.local = (
+            LocalTier(
+                client,
+                f"{prefix}invalidations",
+                max_age=local_ttl,
+                max_entries=local_max_entries,
+                clock=clock,
+            )
+            if local_ttl
+            else None
+        )
         self.epoch_key = f"{prefix}epoch"
         self.position_key = f"{prefix}position"
         self.list_index_key = f"{prefix}lists"
@@ -131,10 +142,12 @@ class CacheAside:
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
         reader."""
-        if self.local_ttl:
-            entry = self._local.get(key)
-            if entry is not None and entry[0] > self.clock():
-                return entry[1]
+        generation = 0
+        if self.local is not None:
+            value = self.local.get(key)
+            if value is not MISSING:
+                return value
+            generation = self.local.generation
         try:
             cached = self.client.get(key)
             if cached is not None:
@@ -143,16 +156,16 @@ class CacheAside:
                 value = self._rebuild(key, loader, tags, is_list)
         except RedisUnavailable as exc:
             self._log_outage(exc)
-            value = loader(0)
-        self._remember(key, value)
+            return loader(0)
+        if self.local is not None:
+            self.local.put(
+                key,
+                value,
+                generation=generation,
+                tags=tags(value) if tags else (),
+                is_list=is_list,
+            )
         return value
-
-    def _remember(self, key: str, value: Any) -> None:
-        if not self.local_ttl:
-            return
-        if len(self._local) >= self.local_max_entries:
-            self._local.pop(next(iter(self._local)), None)  # the oldest entry
-        self._local[key] = (self.clock() + self.local_ttl, value)
 
     def _rebuild(self, key, loader, tags, is_list) -> Any:
         lock_key = key + ":lock"
@@ -199,11 +212,15 @@ class CacheAside:
     ) -> None:
         """Drop what shows these products; ``structural`` also drops every cached list.
         ``min_position``: the write's position in the primary's log, for rebuilds to honour."""
-        self._local.clear()
+        product_ids, keys = list(product_ids), list(keys)
         tag_keys = [self.tag_key(pid) for pid in product_ids]
+        channel, message = "", ""
+        if self.local is not None:
+            self.local.drop(product_ids, keys, structural)  # this process: at once
+            channel, message = self.local.channel, LocalTier.message(product_ids, keys, structural)
         self._invalidate(
             keys=[self.epoch_key, self.list_index_key, self.position_key, *tag_keys, *keys],
-            args=[len(tag_keys), "1" if structural else "0", int(min_position)],
+            args=[len(tag_keys), "1" if structural else "0", int(min_position), channel, message],
         )
 
     def _log_outage(self, exc: Exception) -> None:

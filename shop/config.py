@@ -62,9 +62,10 @@ class Settings:
     # Catalogue cache.
     catalogue_cache_ttl: int = 300
     catalogue_cache_jitter: float = 0.1
-    # Seconds an instance keeps catalogue entries in its own memory (0: off). Bounds how long
-    # another instance may show a value after a change.
-    catalogue_local_ttl: float = 1.0
+    # Longest life of a catalogue entry in an instance's own memory (0: no in-process tier).
+    # Changes reach every instance's memory at once by Redis pub/sub; this only bounds an entry
+    # should that fail silently.
+    catalogue_local_ttl: float = 30.0
     per_page_default: int = 24
     per_page_max: int = 100
 

@@ -25,6 +25,12 @@ class Services:
     carts: CartStore
     catalogue: Catalogue
 
+    def close(self) -> None:
+        """Release connections and stop background work (tests build many apps)."""
+        if self.catalogue.cache.local is not None:
+            self.catalogue.cache.local.stop()
+        self.engines.dispose()
+
 
 def database_url(settings: Settings, instance_path: str) -> str:
     if settings.database_url:

@@ -211,7 +211,7 @@ class AppFactory:
 
     def dispose(self) -> None:
         for app in self.apps:
-            app.extensions["shop"].engines.dispose()
+            app.extensions["shop"].close()
 
 
 @pytest.fixture
@@ -224,6 +224,18 @@ def make_app(sqlite_url, fake_redis_server) -> Iterator[AppFactory]:
     )
     yield factory
     factory.dispose()
+
+
+def wait_for_local_tier(app: Flask, timeout: float = 3.0) -> None:
+    """The in-process catalogue tier is used once its listener has subscribed."""
+    import time
+
+    tier = app.extensions["shop"].catalogue.cache.local
+    tier.get("-")  # starts the listener
+    deadline = time.monotonic() + timeout
+    while not tier.live:
+        assert time.monotonic() < deadline, "the invalidation listener never subscribed"
+        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -209,24 +209,60 @@ def test_replicas_are_used_in_turn(make_app, sqlite_url, tmp_path):
     assert counter.by_engine.get(str(engines.primary.url), 0) == 0
 
 
-def test_in_process_tier_serves_without_redis_and_expires_within_its_ttl(fake_redis_server):
+def test_in_process_tiers_serve_without_redis_and_drop_what_any_instance_changes(
+    fake_redis_server,
+):
+    import time
+
     from shop.catalogue_cache import CacheAside
     from tests.conftest import fake_client
 
-    client = fake_client(fake_redis_server)
-    now = [100.0]
-    cache = CacheAside(client, "t:", ttl=60, local_ttl=1.0, clock=lambda: now[0])
+    def instance() -> CacheAside:
+        cache = CacheAside(fake_client(fake_redis_server), "t:", ttl=60, local_ttl=30)
+        cache.local.get("-")  # start the listener
+        deadline = time.monotonic() + 3
+        while not cache.local.live:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return cache
+
+    first, second = instance(), instance()
     loads: list[int] = []
 
     def loader(_position: int) -> dict:
         loads.append(1)
         return {"version": len(loads)}
 
-    key = cache.key("p", 1)
-    assert cache.get_or_load(key, loader) == {"version": 1}
-    client.delete(key)  # Redis forgets; this process still knows, for at most local_ttl
-    assert cache.get_or_load(key, loader) == {"version": 1}
-    now[0] += 1.01
-    assert cache.get_or_load(key, loader) == {"version": 2}
-    cache.invalidate([1], keys=[key])  # a change made here is seen here at once
-    assert cache.get_or_load(key, loader) == {"version": 3}
+    key = first.key("p", 1)
+    assert first.get_or_load(key, loader) == {"version": 1}
+    assert second.get_or_load(key, loader) == {"version": 1}  # from Redis
+    first.client.delete(key)  # Redis forgets; each process still knows
+    assert first.get_or_load(key, loader) == second.get_or_load(key, loader) == {"version": 1}
+    first.invalidate([1], keys=[key])  # a change on the first instance ...
+    assert first.get_or_load(key, loader) == {"version": 2}  # ... is seen there at once
+    deadline = time.monotonic() + 2
+    while second.get_or_load(key, loader) != {"version": 2}:  # ... and on the second by pub/sub
+        assert time.monotonic() < deadline, "the invalidation never reached the other instance"
+        time.sleep(0.01)
+    assert len(loads) == 2
+    for cache in (first, second):
+        cache.local.stop()
+
+
+def test_a_value_read_before_an_invalidation_is_not_kept_after_it(fake_redis_server):
+    from shop.local_tier import MISSING, LocalTier
+    from tests.conftest import fake_client
+
+    tier = LocalTier(fake_client(fake_redis_server), "t:invalidations", max_age=30)
+    tier.live = True  # as if subscribed
+    tier._pid = -1  # and no listener thread: this test plays the messages itself
+    generation = tier.generation  # a request reads Redis ...
+    tier.drop([7], [], structural=False)  # ... an invalidation arrives ...
+    tier.put("t:p:7", {"stale": True}, generation=generation, tags=[7], is_list=False)
+    assert tier.get("t:p:7") is MISSING  # ... and the value it read is not kept
+    tier.put("t:l:1", {"items": [7]}, generation=tier.generation, tags=[7], is_list=True)
+    tier.put("t:l:2", {"items": [8]}, generation=tier.generation, tags=[8], is_list=True)
+    tier.drop([7], [], structural=False)
+    assert tier.get("t:l:1") is MISSING and tier.get("t:l:2") == {"items": [8]}
+    tier.drop([], [], structural=True)
+    assert tier.get("t:l:2") is MISSING

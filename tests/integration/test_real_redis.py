@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from shop.cart import CartOwner, CartStore
 from shop.catalogue_cache import CacheAside
 from shop.redis_client import connect
-from tests.conftest import KETTLE, REDIS_URL, Shopper
+from tests.conftest import KETTLE, REDIS_URL, Shopper, wait_for_local_tier
 from tests.tcp_proxy import TcpProxy
 
 
@@ -147,6 +147,7 @@ def test_redis_outage_degrades_and_recovers_without_restart(make_real_app):
 
 def test_a_warm_page_costs_no_sql_and_at_most_the_session_round_trip(make_real_app):
     app = make_real_app(instrument=True)
+    wait_for_local_tier(app)
     first_visit = app.test_client(use_cookies=False)  # a crawler, or a visitor's first page
     returning = app.test_client()  # keeps the id it was given, but has no session record
     pages = ["/", "/?page=2", f"/products/{KETTLE}", "/api/v1/products?q=kettle"]

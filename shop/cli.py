@@ -89,20 +89,15 @@ def parse_price(text: str | None) -> int | None:
 @click.option("--description", default="")
 def product_add(name: str, category_slug: str, price: str, stock: int, description: str) -> None:
     """Add a product."""
-    services = _services()
-    try:
-        with services.engines.primary.begin() as conn:
-            product_id = save_product(
-                conn,
-                name=name,
-                description=description,
-                price_cents=parse_price(price),
-                stock=stock,
-                category_slug=category_slug,
-            )
-    except ShopError as exc:
-        raise click.ClickException(exc.message) from None
-    _invalidate(services, [product_id], structural=True)
+    product_id = _save(
+        None,
+        structural=True,
+        name=name,
+        description=description,
+        price_cents=parse_price(price),
+        stock=stock,
+        category_slug=category_slug,
+    )
     click.echo(f"added product {product_id}")
 
 
@@ -117,22 +112,28 @@ def product_set(product_id: int, name, category_slug, price, stock, description)
     """Change a product's name, category, price, stock or description."""
     if all(v is None for v in (name, category_slug, price, stock, description)):
         raise click.UsageError("nothing to change: give --name, --price, --stock, ...")
+    _save(
+        product_id,
+        structural=category_slug is not None,
+        name=name,
+        description=description,
+        price_cents=parse_price(price),
+        stock=stock,
+        category_slug=category_slug,
+    )
+    click.echo(f"updated product {product_id}")
+
+
+def _save(product_id: int | None, *, structural: bool, **fields) -> int:
+    """Write on the primary, commit, then invalidate what the change touched."""
     services = _services()
     try:
         with services.engines.primary.begin() as conn:
-            save_product(
-                conn,
-                product_id=product_id,
-                name=name,
-                description=description,
-                price_cents=parse_price(price),
-                stock=stock,
-                category_slug=category_slug,
-            )
+            product_id = save_product(conn, product_id=product_id, **fields)
     except ShopError as exc:
         raise click.ClickException(exc.message) from None
-    _invalidate(services, [product_id], structural=category_slug is not None)
-    click.echo(f"updated product {product_id}")
+    _invalidate(services, [product_id], structural=structural)
+    return product_id
 
 
 def _invalidate(services: Services, product_ids: list[int], *, structural: bool) -> None:

@@ -35,8 +35,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## The benchmark (bench/; needs wrk: apt-get install wrk). BENCHMARKS.md is rewritten.
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## PostgreSQL primary + replica, Redis, 3 shop instances behind HAProxy on http://127.0.0.1:8000
 stack: install

@@ -1,0 +1,6 @@
+"""The benchmark: the shop against the conventional build and against the ceiling, in one run.
+
+``python -m bench`` (``make bench``) runs everything and rewrites ``BENCHMARKS.md``;
+``python -m bench --quick`` is a smoke run of a couple of minutes. See ``bench/__main__.py``.
+Nothing here is imported by the shop or its tests.
+"""

@@ -1,0 +1,414 @@
+"""``python -m bench [--quick]``: the whole benchmark in one run; prints a table and rewrites
+BENCHMARKS.md, docs/benchmarks/throughput.png and bench/results/latest.json.
+
+Environment: ``BENCH_DURATION`` (seconds per wrk run, default 6), ``BENCH_ROUNDS`` (default 3),
+``BENCH_CONNECTIONS`` (default ``16,32,64``), ``BENCH_MIX_CONNECTIONS`` (default ``16,32,64``),
+``BENCH_SCALE_LARGE`` (default 1000000), ``BENCH_SCALE_REPETITIONS`` (default 50),
+``BENCH_WORKERS`` / ``BENCH_THREADS`` (gunicorn, default 2 x 4), ``BENCH_POSTGRES_URL``
+(default ``postgresql://postgres@127.0.0.1:5432``; the database ``bench`` is created there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import redis
+import requests
+
+from . import mix, profiling, report, scale, servers, throughput, visitors, wrk
+from .servers import BenchError, Process
+from .shop_templates import REPO
+
+RESULTS = REPO / "bench" / "results"
+TPUT_PRODUCTS = 10_000
+SESSIONS = 32
+PROFILE_CONNECTIONS = 32
+CACHE_TTL = 3600
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def settings(quick: bool) -> dict:
+    env = os.environ
+    return {
+        "quick": quick,
+        "duration": float(env.get("BENCH_DURATION", "3" if quick else "6")),
+        "rounds": int(env.get("BENCH_ROUNDS", "1" if quick else "3")),
+        "connections": _ints(env.get("BENCH_CONNECTIONS", "16,32" if quick else "16,32,64")),
+        "mix_connections": _ints(env.get("BENCH_MIX_CONNECTIONS", "32" if quick else "16,32,64")),
+        "scale_sizes": [1000, int(env.get("BENCH_SCALE_LARGE", "100000" if quick else "1000000"))],
+        "scale_repetitions": int(env.get("BENCH_SCALE_REPETITIONS", "10" if quick else "50")),
+        "shoppers": 60 if quick else 150,
+        "workers": servers.WORKERS,
+        "threads": servers.THREADS,
+        "products": TPUT_PRODUCTS,
+        "profile_seconds": 4 if quick else 8,
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, line: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.0f} s] {line}", flush=True)
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def page_sizes(contenders: dict[str, Process]) -> dict:
+    """The same anonymous pages from each contender: the ceiling must render what the shop
+    renders (within 3 %), or it is no ceiling."""
+    sizes: dict = {}
+    for path in ("/?page=3", "/products/77"):
+        sizes[path] = {
+            name: len(requests.get(p.url + path, timeout=30).content)
+            for name, p in contenders.items()
+        }
+    ok = all(
+        abs(row["ceiling"] / row["shop"] - 1) <= 0.03
+        and abs(row["conventional"] / row["shop"] - 1) <= 0.03
+        for row in sizes.values()
+    )
+    return {"sizes": sizes, "ok": ok}
+
+
+def counted_under_load(
+    server: Process, workload: str, paths, cookies, headers, duration: float, lua_dir: Path
+) -> dict:
+    """The app's own counts, summed by wrk from every response of a run on the twin."""
+    script = wrk.pages_script(
+        lua_dir / f"{workload}-{server.name}-counted.lua", paths, cookies, headers
+    )
+    # A first, uncounted run: every worker's in-process tier sees every path before counting.
+    wrk.run(server.url, script, connections=PROFILE_CONNECTIONS, duration=min(3.0, duration))
+    result = wrk.run(server.url, script, connections=PROFILE_CONNECTIONS, duration=duration)
+    counted = result.get("counted") or {}
+    n = max(1, counted.get("responses", 0))
+    sql_header, redis_header = headers
+    return {
+        "responses": counted.get("responses", 0),
+        "rps": result["rps"],
+        "sql_per_request": counted[sql_header] / n if sql_header in counted else None,
+        "sql_max": counted.get(f"max {sql_header}"),
+        "redis_per_request": counted[redis_header] / n if redis_header in counted else None,
+        "redis_max": counted.get(f"max {redis_header}"),
+    }
+
+
+def memory_of_session(shop: Process, redis_url: str) -> dict:
+    cookie = visitors.shop_session(shop.url)
+    sid = dict(part.split("=", 1) for part in cookie.split("; "))["shop_sid"]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = {"session": f"bench:s:{sid}", "cart": f"bench:cart:s:{sid}"}
+    usage = {name: client.memory_usage(key, samples=0) for name, key in keys.items()}
+    total = sum(v or 0 for v in usage.values())
+    return {
+        "keys": keys,
+        "bytes": usage,
+        "total": total,
+        "fields": {name: client.hgetall(key) for name, key in keys.items()},
+        "ok": all(v is not None for v in usage.values()) and total <= 512,
+    }
+
+
+def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
+    logs, lua = RESULTS / "logs", RESULTS / "lua"
+    # The Redis tier's TTL outlasts the run, so "warm" stays warm: with the default 300 s the
+    # keys warmed at the start expire mid-run and are rebuilt (with SQL) all at once.
+    base = servers.shop_env("tput", redis_url, SHOP_CATALOGUE_CACHE_TTL=str(CACHE_TTL))
+    conv_env = dict(base, BENCH_DATABASE_URL=servers.schema_url("tput"), BENCH_REDIS_URL=redis_url)
+    log("starting the contenders: ceiling, conventional, shop (+ instrumented twins)")
+    ceiling = servers.start_gunicorn(
+        "ceiling",
+        "bench.ceiling:create_app()",
+        dict(base, BENCH_CEILING_PRODUCTS=str(TPUT_PRODUCTS)),
+        logs,
+    )
+    conventional = servers.start_gunicorn(
+        "conventional", "bench.conventional:create_app()", conv_env, logs
+    )
+    shop = servers.start_gunicorn("shop", "wsgi:app", base, logs, ready_path="/healthz")
+    shop_twin = servers.start_gunicorn(
+        "shop-instrumented", "wsgi:app", dict(base, SHOP_INSTRUMENT="1"), logs, "/healthz"
+    )
+    conv_twin = servers.start_gunicorn(
+        "conventional-instrumented",
+        "bench.conventional:create_app()",
+        dict(conv_env, BENCH_INSTRUMENT="1"),
+        logs,
+    )
+    processes = {"ceiling": ceiling, "conventional": conventional, "shop": shop}
+    results["page_sizes"] = page_sizes(processes)
+    log(f"  page sizes {results['page_sizes']['sizes']} ok={results['page_sizes']['ok']}")
+    if not results["page_sizes"]["ok"]:
+        raise BenchError(f"the contenders do not render the same pages: {results['page_sizes']}")
+    paths = visitors.page_paths(TPUT_PRODUCTS)
+    stats = visitors.RedisStats(redis_url)
+    shop_headers = ("X-Shop-SQL", "X-Shop-Redis")
+    conv_headers = ("X-Bench-SQL", "X-Bench-Redis")
+
+    log("making the shoppers of workload (b): three-line carts through each app's own HTTP")
+    in_stock = servers.sql(
+        "tput", "SELECT id FROM products WHERE stock >= 10 ORDER BY id LIMIT %s", (3 * 7,)
+    )
+    visitors.CART_PRODUCTS = [row[0] for row in in_stock][::7][: visitors.CART_LINES]
+    shop_cookies = visitors.sessions(visitors.shop_session, shop.url, SESSIONS)
+    conv_cookies = visitors.sessions(visitors.conventional_session, conventional.url, SESSIONS)
+
+    # (b): the ceiling has no session; it is sent the shop's cookies all the same.
+    b_cookies = {"ceiling": shop_cookies, "conventional": conv_cookies, "shop": shop_cookies}
+    for workload, cookies in (("a", {}), ("b", b_cookies)):
+        contenders = [
+            throughput.Contender(name, processes[name], cookies.get(name, []))
+            for name in throughput.CONTENDERS
+        ]
+        log(f"workload ({workload}): {len(paths)} paths, rounds of A B C at {cfg['connections']}")
+        runs = throughput.run_workload(
+            workload,
+            contenders,
+            paths,
+            concurrencies=cfg["connections"],
+            rounds=cfg["rounds"],
+            duration=cfg["duration"],
+            redis_stats=stats,
+            lua_dir=lua,
+            progress=log,
+        )
+        summary = throughput.summarise(runs)
+        log(f"  counting SQL and Redis per request on the instrumented twins ({workload})")
+        visitors.warm(shop_twin.url, paths, cookies.get("shop", []))
+        visitors.warm(conv_twin.url, paths, cookies.get("conventional", []))
+        counts = {
+            "shop": counted_under_load(
+                shop_twin,
+                workload,
+                paths,
+                cookies.get("shop", []),
+                shop_headers,
+                cfg["duration"],
+                lua,
+            ),
+            "conventional": counted_under_load(
+                conv_twin,
+                workload,
+                paths,
+                cookies.get("conventional", []),
+                conv_headers,
+                cfg["duration"],
+                lua,
+            ),
+        }
+        results[workload] = {"runs": runs, "summary": summary, "counts": counts}
+        log(
+            f"  ({workload}) shop/ceiling {summary.get('shop_vs_ceiling', 0):.2f}  "
+            f"shop/conventional {summary.get('shop_vs_conventional', 0):.2f}  counts {counts}"
+        )
+
+    results["memory"] = memory_of_session(shop, redis_url)
+    log(f"Redis memory of a session with a three-line cart: {results['memory']['total']} bytes")
+
+    results["profiles"] = {}
+    goals = {"a": 0.9, "b": 0.7}
+    for workload, goal in goals.items():
+        ratio = results[workload]["summary"].get("shop_vs_ceiling", 0)
+        if ratio >= goal and not cfg.get("profile_always"):
+            continue
+        if not profiling.available():
+            log("  py-spy is not installed: no profile (pip install py-spy)")
+            break
+        log(
+            f"  ({workload}) shop at {ratio:.2f} x the ceiling (goal {goal}): profiling with py-spy"
+        )
+        script = lua / f"{workload}-shop.lua"
+        results["profiles"][workload] = profiling.profile(
+            shop,
+            script,
+            connections=PROFILE_CONNECTIONS,
+            seconds=cfg["profile_seconds"],
+            out_dir=RESULTS / "profiles",
+            name=f"shop-{workload}",
+        )
+        if workload == "a":  # what the ceiling spends, for comparison
+            results["profiles"]["ceiling-a"] = profiling.profile(
+                ceiling,
+                lua / "a-ceiling.lua",
+                connections=PROFILE_CONNECTIONS,
+                seconds=cfg["profile_seconds"],
+                out_dir=RESULTS / "profiles",
+                name="ceiling-a",
+            )
+    for process in (conv_twin, shop_twin, shop, conventional, ceiling):
+        process.stop()
+
+
+def run_scale(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
+    logs = RESULTS / "logs"
+    sizes = cfg["scale_sizes"]
+    log(f"catalogue scale: schemas of {', '.join(f'{s:,}' for s in sizes)} products")
+    seeded = scale.prepare(sizes, redis_url, logs, log)
+    timings = {}
+    for size in sizes:
+        server = scale.start_instance(size, redis_url, logs)
+        try:
+            timings[size] = scale.time_misses(
+                server, size, redis_url, cfg["scale_repetitions"], log
+            )
+        finally:
+            server.stop()
+    small, large = sizes
+    ratios = {
+        label: timings[large][label]["median_ms"] / timings[small][label]["median_ms"]
+        for label in timings[small]
+    }
+    results["scale"] = {
+        "sizes": sizes,
+        "seed_seconds": {str(k): v for k, v in seeded.items()},
+        "timings": {str(k): v for k, v in timings.items()},
+        "ratios": ratios,
+    }
+
+
+def run_stack(cfg: dict, results: dict, log: Clock) -> None:
+    log("the stack: PostgreSQL primary + replica, Redis, 3 instances, HAProxy")
+    with mix.Stack(TPUT_PRODUCTS, log) as stack:
+        log(f"  registering {cfg['shoppers']} shoppers through the balancer")
+        shoppers = stack.register(cfg["shoppers"])
+        half = min(50, len(shoppers) // 2)
+        log(f"  checkout: {half} buyers on one product, then {half} on {half} products")
+        one = mix.checkout_race(stack, shoppers[:half], [5001], half)
+        many_ids = list(range(5101, 5101 + half))
+        many = mix.checkout_race(stack, shoppers[half : 2 * half], many_ids, 10)
+        results["checkout"] = {"one_product": one, "many_products": many}
+        for race in (one, many):
+            log(
+                f"    {race['buyers']} buyers / {race['products']} product(s): {race['orders']} "
+                f"orders in {race['seconds']:.2f} s = {race['orders_per_second']:.1f}/s, "
+                f"oversold {race['oversold_units']}, consistent {race['ok']}"
+            )
+        for buyer in shoppers[: 2 * half]:  # whatever a refused checkout left in a cart
+            for pid in [5001, *many_ids]:
+                mix.api(stack.url, buyer, "DELETE", f"/cart/items/{pid}")
+        log(f"workload (c): the mix through the balancer, closed loop at {cfg['mix_connections']}")
+        results["c"] = mix.run_mix(
+            stack,
+            shoppers,
+            visitors.page_paths(TPUT_PRODUCTS),
+            concurrencies=cfg["mix_connections"],
+            duration=cfg["duration"] * (1 if cfg["quick"] else 1.5),
+            lua_dir=RESULTS / "lua",
+            progress=log,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about two minutes")
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "scale", "stack"],
+        action="append",
+        help="run only these parts (repeatable); BENCHMARKS.md is then left alone",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="profile the shop even if it meets its targets"
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite BENCHMARKS.md and the plot from bench/results/latest.json",
+    )
+    args = parser.parse_args(argv)
+    if args.report:
+        report.write(json.loads((RESULTS / "latest.json").read_text()), REPO)
+        print("rewrote BENCHMARKS.md and docs/benchmarks/throughput.png from latest.json")
+        return 0
+    cfg = settings(args.quick)
+    cfg["profile_always"] = args.profile
+    parts = args.only or ["throughput", "scale", "stack"]
+    log = Clock()
+    try:
+        wrk.require_wrk()
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: dict = {
+        "meta": {
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": git("rev-parse", "HEAD"),
+            "dirty": git("status", "--porcelain", "--", "shop", "templates", "wsgi.py"),
+            "machine": servers.versions(),
+            "settings": cfg,
+            "command": "python -m bench" + (" --quick" if args.quick else ""),
+        }
+    }
+    log(
+        f"bench: {cfg['rounds']} round(s) x {cfg['duration']:g} s x {cfg['connections']} "
+        f"connections x 3 contenders x 2 workloads; mix; scale {cfg['scale_sizes']}; checkout"
+    )
+    status = 0
+    try:
+        redis_server = servers.start_redis(RESULTS / "logs")
+        results["meta"]["machine"]["redis"] = servers.redis_version(redis_server.url)
+        log("throughput schema: 10,000 products")
+        seeded = servers.ensure_catalogue(
+            "tput", TPUT_PRODUCTS, redis_server.url, RESULTS / "logs", echo=log
+        )
+        results["meta"]["machine"]["postgresql"] = servers.postgres_version()
+        results["meta"]["tput_seed_seconds"] = seeded
+        if "throughput" in parts:
+            run_throughput(cfg, results, redis_server.url, log)
+        if "scale" in parts:
+            run_scale(cfg, results, redis_server.url, log)
+        if "stack" in parts:
+            run_stack(cfg, results, log)
+    except KeyboardInterrupt:
+        log("interrupted: stopping every server the benchmark started")
+        status = 130
+    except BenchError as exc:
+        log(f"FAILED: {exc}")
+        status = 1
+    except Exception:
+        log("FAILED with an error of the benchmark itself:")
+        traceback.print_exc()
+        status = 1
+    finally:
+        servers.stop_all()
+    results["meta"]["elapsed_seconds"] = time.monotonic() - log.started
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for name in (f"run-{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if status == 0:
+        print(report.table(results))
+        if args.only is None and not args.quick:
+            report.write(results, REPO)
+            log("wrote BENCHMARKS.md and docs/benchmarks/throughput.png")
+    log(
+        f"done in {results['meta']['elapsed_seconds'] / 60:.1f} min; raw results in "
+        f"bench/results/run-{stamp}.json"
+    )
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

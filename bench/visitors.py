@@ -1,0 +1,159 @@
+"""The visitors of workloads (a) and (b), made with real HTTP calls, and what their pages cost:
+the paths they walk, the sessions with a three-line cart, the app's own per-request counts
+(sampled outside the timed runs) and Redis's own command statistics (over the timed runs).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import redis
+import requests
+
+from .shop_templates import PER_PAGE
+
+CART_LINES = 3
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def page_paths(products: int, pages: int = 100) -> list[str]:
+    """A visitor paging through the grid: each grid page, then two products shown on it."""
+    pages = min(pages, max(1, products // PER_PAGE))
+    paths = []
+    for page in range(1, pages + 1):
+        first = (page - 1) * PER_PAGE + 1
+        paths.append(f"/?page={page}")
+        paths.append(f"/products/{first + (page * 7) % PER_PAGE}")
+        paths.append(f"/products/{first + (page * 7 + 13) % PER_PAGE}")
+    return paths
+
+
+# Products in the carts of workload (b): set by the runner to ids with stock (seeded stock
+# includes 0, and a cart refuses what is sold out).
+CART_PRODUCTS = [5, 22, 39]
+
+
+def shop_session(base: str) -> str:
+    """A shop visitor with a three-line cart, made through the API; returns its Cookie header."""
+    http = requests.Session()
+    token = http.get(base + "/api/v1/session", timeout=10).json()["csrf_token"]
+    for product_id in CART_PRODUCTS[:CART_LINES]:
+        response = http.post(
+            base + "/api/v1/cart/items",
+            json={"product_id": product_id, "quantity": 1},
+            headers={"X-CSRF-Token": token},
+            timeout=10,
+        )
+        response.raise_for_status()
+    return "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+
+
+def conventional_session(base: str) -> str:
+    """A visitor of the conventional build with the same cart, through its pages."""
+    http = requests.Session()
+    page = http.get(base + "/", timeout=10)
+    token = _CSRF_FIELD.search(page.text).group(1)
+    for product_id in CART_PRODUCTS[:CART_LINES]:
+        response = http.post(
+            base + "/cart/add",
+            data={"csrf_token": token, "product_id": product_id, "quantity": 1, "next": "/"},
+            timeout=10,
+            allow_redirects=False,
+        )
+        if response.status_code != 303:
+            raise RuntimeError(f"conventional cart add answered {response.status_code}")
+    return "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+
+
+def sessions(make, base: str, n: int) -> list[str]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda _i: make(base), range(n)))
+
+
+def warm(base: str, paths: Sequence[str], cookies: Sequence[str] = (), passes: int = 2) -> None:
+    """Every path, ``passes`` times over 4 connections, so each worker has seen it."""
+
+    def fetch(chunk: list[str]) -> None:
+        http = requests.Session()
+        for i, path in enumerate(chunk):
+            headers = {"Cookie": cookies[i % len(cookies)]} if cookies else {}
+            http.get(base + path, headers=headers, timeout=30).raise_for_status()
+
+    work = list(paths) * passes
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(fetch, [work[i::4] for i in range(4)]))
+
+
+@dataclass
+class Counts:
+    """The app's own per-request counts over a sample of requests."""
+
+    requests: int
+    sql_mean: float | None
+    sql_max: int | None
+    redis_mean: float | None
+    redis_max: int | None
+    bytes_mean: float
+    status_ok: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def sample_counts(
+    base: str, paths: Sequence[str], cookies: Sequence[str], sql_header: str, redis_header: str
+) -> Counts:
+    """One sequential pass over ``paths`` against an instrumented instance."""
+    http = requests.Session()
+    sql, trips, sizes, ok = [], [], [], 0
+    for i, path in enumerate(paths):
+        headers = {"Cookie": cookies[i % len(cookies)]} if cookies else {}
+        response = http.get(base + path, headers=headers, timeout=30)
+        http.cookies.clear()  # the workload sends its cookie, or none, on every request
+        ok += response.ok
+        sizes.append(len(response.content))
+        if sql_header in response.headers:
+            sql.append(int(response.headers[sql_header]))
+        if redis_header in response.headers:
+            trips.append(int(response.headers[redis_header]))
+    return Counts(
+        requests=len(paths),
+        sql_mean=statistics.fmean(sql) if sql else None,
+        sql_max=max(sql) if sql else None,
+        redis_mean=statistics.fmean(trips) if trips else None,
+        redis_max=max(trips) if trips else None,
+        bytes_mean=statistics.fmean(sizes),
+        status_ok=ok,
+    )
+
+
+class RedisStats:
+    """Command counts from the Redis server itself (``INFO commandstats``): every command,
+    those inside Lua scripts included, and which of them write (``COMMAND INFO`` flags)."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self._writes: dict[str, bool] = {}
+
+    def snapshot(self) -> dict[str, int]:
+        stats = self.client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+    def is_write(self, command: str) -> bool:
+        if command not in self._writes:
+            name = command.split("|")[0]
+            info = self.client.execute_command("COMMAND", "INFO", name) or {}
+            flags = (info.get(name) or {}).get("flags", [])
+            self._writes[command] = "write" in flags
+        return self._writes[command]
+
+    def delta(self, before: dict[str, int], after: dict[str, int]) -> dict:
+        grown = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
+        grown.pop("info", None)
+        grown.pop("command|info", None)
+        writes = {k: v for k, v in grown.items() if self.is_write(k)}
+        return {"commands": grown, "writes": writes}

@@ -125,7 +125,7 @@ def test_the_shop_reaches_redis_over_tls_with_its_auth_token(start_redis, tls, s
         finally:
             client.connection_pool.release(connection)
     finally:
-        app.extensions["shop"].engines.dispose()
+        app.extensions["shop"].close()
     assert TOKEN not in repr(settings)
     assert TOKEN not in caplog.text
 

@@ -71,12 +71,10 @@ def run_workload(
                     time.sleep(0.5)
                     delta = redis_stats.delta(before, redis_stats.snapshot())
                     result["attempt"] = attempt
-                    if not lopsided(result) or attempt == MAX_ATTEMPTS:
+                    problem = disturbed(result)
+                    if problem is None or attempt == MAX_ATTEMPTS:
                         break
-                    progress(
-                        f"  ({workload}) c={connections} {contender.name}: the connections "
-                        f"landed on one worker (CPU split {result['worker_split']}); again"
-                    )
+                    progress(f"  ({workload}) c={connections} {contender.name}: {problem}; again")
                 n = max(1, result["requests"])
                 result["redis_commands_per_request"] = sum(delta["commands"].values()) / n
                 result["redis_writes_per_request"] = sum(delta["writes"].values()) / n
@@ -99,12 +97,22 @@ def run_workload(
 MAX_ATTEMPTS = 3
 
 
-def lopsided(result: dict) -> bool:
-    """One worker did (nearly) all the work: gunicorn handed every keep-alive connection of
-    wrk to it, so the run measured one core. Chance, not the contender; the run is repeated
-    (at most twice), for every contender alike."""
+FOREIGN_LIMIT = 0.15
+
+
+def disturbed(result: dict) -> str | None:
+    """Why a run did not measure the contender, or None. Chance, not the contender; such a
+    run is repeated (at most twice), for every contender alike:
+
+    - one worker did (nearly) all the work: gunicorn handed every keep-alive connection of
+      wrk to it, so the run measured one core;
+    - processes outside the benchmark (another test run) took a share of the two cores."""
     split = result.get("worker_split") or []
-    return len(split) > 1 and max(split) > 0.85
+    if len(split) > 1 and max(split) > 0.85:
+        return f"the connections landed on one worker (CPU split {split})"
+    if result.get("cpu_foreign", 0) > FOREIGN_LIMIT:
+        return f"other processes took {result['cpu_foreign']:.0%} of the CPU"
+    return None
 
 
 def summarise(runs: dict[str, dict[int, list[dict]]]) -> dict:
@@ -132,6 +140,7 @@ def summarise(runs: dict[str, dict[int, list[dict]]]) -> dict:
                 "cpu_servers": med("cpu_servers"),
                 "cpu_other": med("cpu_other"),
                 "cpu_machine": med("cpu_machine"),
+                "cpu_foreign": med("cpu_foreign"),
                 "bytes_per_request": med("bytes_per_request"),
                 "redis_commands_per_request": med("redis_commands_per_request"),
                 "redis_writes_per_request": max(r["redis_writes_per_request"] for r in results),

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .servers import BenchError, Process, cpu_seconds
+from .servers import TICKS, BenchError, Process, cpu_seconds
 
 DONE = r"""
 function done(summary, latency, requests)
@@ -148,6 +148,28 @@ def pages_script(
     return path
 
 
+_OURS = frozenset({"postgres", "redis-server", "wrk"})
+
+
+def _process_ticks() -> dict[int, int]:
+    """CPU ticks of every process that is neither a kernel thread, nor this harness, nor a
+    server of the kind the contenders use (PostgreSQL, Redis), nor wrk."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            text = (proc / "stat").read_text()
+        except OSError:
+            continue
+        comm = text[text.find("(") + 1 : text.rfind(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        if comm in _OURS or fields[1] == "2" or proc.name == "2":
+            continue
+        found[int(proc.name)] = int(fields[11]) + int(fields[12])
+    return found
+
+
 def _machine_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -176,6 +198,7 @@ def run(
     servers_before = sum(p.cpu_seconds() for p in watch)
     workers_before = {pid: cpu_seconds(pid) for p in watch for pid in p.workers()}
     busy_before, total_before = _machine_ticks()
+    foreign_before = _process_ticks()
     reaped_before = _children_cpu()
     started = time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -184,6 +207,15 @@ def run(
     # communicate() reaped wrk: what the children's CPU time grew by is wrk's own.
     ru = _children_cpu() - reaped_before
     busy_after, total_after = _machine_ticks()
+    watched = {pid for p in watch for pid in p.pids()}
+    foreign = (
+        sum(
+            ticks - foreign_before.get(pid, 0)
+            for pid, ticks in _process_ticks().items()
+            if pid not in watched
+        )
+        / TICKS
+    )
     servers = sum(p.cpu_seconds() for p in watch) - servers_before
     workers = [cpu_seconds(pid) - before for pid, before in workers_before.items()]
     if proc.returncode != 0:
@@ -223,6 +255,8 @@ def run(
         "cpu_servers": round(server_share, 4),
         "cpu_machine": round(machine_share, 4),
         "cpu_other": round(max(0.0, machine_share - wrk_share - server_share), 4),
+        # Processes that are not part of the benchmark (another test run on the machine).
+        "cpu_foreign": round(foreign / (wall * cores), 4),
         # Each gunicorn worker's share of the watched servers' CPU: with keep-alive, wrk's
         # connections may all land on one worker, which then has one core and the GIL.
         "worker_split": [round(w / sum(workers), 3) for w in workers] if sum(workers) else [],

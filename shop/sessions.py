@@ -58,11 +58,13 @@ def csrf_token_valid(secret_key: str, session_id: str | None, token: str | None)
 _LOAD_SCRIPT = """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return {{}, {}} end
-local created = tonumber(redis.call('HGET', KEYS[1], 'c') or '0')
+local record = {}
+for i = 1, #fields, 2 do record[fields[i]] = fields[i + 1] end
+local created = tonumber(record['c'] or '0')
 local now = tonumber(ARGV[3])
 local idle = tonumber(ARGV[4])
 local left = created + tonumber(ARGV[5]) - now
-local uid = redis.call('HGET', KEYS[1], 'uid')
+local uid = record['uid']
 local anon_cart = ARGV[1] .. 's:' .. ARGV[2]
 if left <= 0 then
   redis.call('DEL', KEYS[1], anon_cart)

@@ -24,6 +24,8 @@ from pathlib import Path
 import redis
 import requests
 
+from shop.sessions import session_ref
+
 from . import mix, profiling, report, scale, servers, throughput, visitors, wrk
 from .servers import BenchError, Process
 from .shop_templates import REPO
@@ -112,9 +114,10 @@ def counted_under_load(
 
 def memory_of_session(shop: Process, redis_url: str) -> dict:
     cookie = visitors.shop_session(shop.url)
-    sid = dict(part.split("=", 1) for part in cookie.split("; "))["shop_sid"]
+    cookie_value = dict(part.split("=", 1) for part in cookie.split("; "))["shop_sid"]
+    ref = session_ref(cookie_value.split(".")[0])  # Redis knows a session by its id's hash
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    keys = {"session": f"bench:s:{sid}", "cart": f"bench:cart:s:{sid}"}
+    keys = {"session": f"bench:s:{ref}", "cart": f"bench:cart:s:{ref}"}
     usage = {name: client.memory_usage(key, samples=0) for name, key in keys.items()}
     total = sum(v or 0 for v in usage.values())
     return {

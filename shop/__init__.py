@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings
 from .services import Services, build_services
-from .sessions import RedisSessionInterface
+from .sessions import RedisSessionInterface, SessionIds
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("shop")
@@ -53,6 +53,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         app.wsgi_app = instrumentation.CountingMiddleware(app.wsgi_app)
     app.session_interface = RedisSessionInterface(
         services.sessions,
+        SessionIds(settings.secret_key, max_age=settings.session_absolute_lifetime),
         cookie_name=settings.session_cookie_name,
         secure=settings.cookie_secure,
         max_age=settings.session_absolute_lifetime,

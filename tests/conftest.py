@@ -260,12 +260,18 @@ class Shopper:
     cookie_name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.cookie_name = self.app.extensions["shop"].settings.session_cookie_name
+        self.cookie_name = self.app.session_interface.cookie_name
+
+    @property
+    def cookie(self) -> str | None:
+        """The session cookie as the browser holds it (the signed id)."""
+        cookie = self.client.get_cookie(self.cookie_name)
+        return cookie.value if cookie else None
 
     @property
     def session_id(self) -> str | None:
-        cookie = self.client.get_cookie(self.cookie_name)
-        return cookie.value if cookie else None
+        """The session id inside the cookie (what the CSRF token is bound to)."""
+        return self.cookie.split(".")[0] if self.cookie else None
 
     def csrf(self) -> str:
         if self.session_id is None:
@@ -313,8 +319,8 @@ def shopper(app) -> Shopper:
 def shopper_on(app: Flask, cookie_from: Shopper | None = None) -> Shopper:
     """A browser talking to ``app``; with ``cookie_from``, the same browser moved there."""
     other = Shopper(app.test_client(), app)
-    if cookie_from is not None and cookie_from.session_id:
-        other.client.set_cookie(other.cookie_name, cookie_from.session_id)
+    if cookie_from is not None and cookie_from.cookie:
+        other.client.set_cookie(other.cookie_name, cookie_from.cookie)
     return other
 
 

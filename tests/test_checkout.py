@@ -138,7 +138,7 @@ def test_checkout_started_on_one_instance_finishes_on_another(make_app):
     placed = moved.checkout(key=key)
     assert placed.status_code == 303
     again = Shopper(first.test_client(), first)
-    again.client.set_cookie("shop_sid", moved.session_id)
+    again.client.set_cookie("shop_sid", moved.cookie)
     assert again.checkout(key=key).headers["Location"] == placed.headers["Location"]
     assert _count(first, orders) == 1
     assert again.client.get(placed.headers["Location"]).status_code == 200

@@ -19,14 +19,16 @@ def _cookie_header(response, name="shop_sid") -> str:
 def test_cookie_is_an_opaque_random_id_with_safe_flags(make_app):
     app = make_app(env="production")
     response = app.test_client().get("/")
-    header = _cookie_header(response)
+    header = _cookie_header(response, name="__Host-shop_sid")
     value = header.split(";")[0].split("=", 1)[1]
-    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", value)  # 32 random bytes, nothing else
+    # 32 random bytes, the time they were issued and the server's signature: nothing else.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{6,8}\.[A-Za-z0-9_-]{43}", value)
+    assert "Path=/" in header and "Domain" not in header  # what __Host- requires
     assert "HttpOnly" in header
     assert "SameSite=Lax" in header
     assert "Secure" in header
     other = app.test_client().get("/")
-    assert _cookie_header(other) != header
+    assert _cookie_header(other, name="__Host-shop_sid") != header
 
 
 def test_cookie_name_and_secure_flag_are_configurable(make_app):
@@ -79,9 +81,9 @@ def test_state_change_without_csrf_token_is_refused(shopper):
 
 def test_tampered_cookie_is_a_new_visitor_and_cannot_post(app, shopper):
     shopper.add(KETTLE)
-    good = shopper.session_id
+    good = shopper.cookie
     token = shopper.csrf()
-    tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
+    tampered = ("A" if good[0] != "A" else "B") + good[1:]
     shopper.client.set_cookie("shop_sid", tampered)
     refused = shopper.client.post(
         "/api/v1/cart/items",
@@ -93,7 +95,7 @@ def test_tampered_cookie_is_a_new_visitor_and_cannot_post(app, shopper):
     shopper.client.set_cookie("shop_sid", "not-a-session-id")
     page = shopper.client.get("/")
     assert page.status_code == 200
-    assert shopper.session_id != "not-a-session-id"  # a fresh id was issued
+    assert shopper.cookie != "not-a-session-id"  # a fresh id was issued
     shopper.client.set_cookie("shop_sid", good)
     assert shopper.cart()["count"] == 1  # the real session was untouched
 
@@ -131,9 +133,10 @@ def test_absolute_lifetime_ends_a_session_however_active(fake_redis_server):
     store.save("a" * 43, {"k": 1}, user_id=7, created=now[0])
     now[0] += 50
     loaded = store.load("a" * 43)
-    assert loaded is not None and loaded.user_id == 7 and loaded.data == {"k": 1}
+    assert loaded is not None and loaded != "ended"
+    assert loaded.user_id == 7 and loaded.data == {"k": 1}
     now[0] += 51  # active all along, but 101 s old
-    assert store.load("a" * 43) is None
+    assert store.load("a" * 43) == "ended"  # and the id never works again
     assert not store.client.exists(store.key("a" * 43))
 
 

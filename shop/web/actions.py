@@ -45,7 +45,7 @@ def sign_in(user: User) -> None:
     """Log in: the visitor's cart joins the account's (capped by stock), and the id rotates."""
     current = require_session_store()
     carts = services().carts
-    visitor = CartOwner.session(current.sid)
+    visitor = CartOwner.session(current.ref)
     quantities = carts.get(visitor)
     if quantities:
         stock = {
@@ -55,7 +55,7 @@ def sign_in(user: User) -> None:
         carts.merge(
             visitor, CartOwner.account(user.id), {pid: stock.get(pid, 0) for pid in quantities}
         )
-    current.log_in(user.id, user.email)
+    current.log_in(user.id, user.email, now=services().sessions.clock())
 
 
 def sign_out() -> None:

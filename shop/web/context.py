@@ -43,7 +43,7 @@ def require_login() -> int:
 def cart_owner(current: ShopSession) -> CartOwner:
     if current.user_id is not None:
         return CartOwner.account(current.user_id)
-    return CartOwner.session(current.sid)
+    return CartOwner.session(current.ref)
 
 
 def csrf_token() -> str:

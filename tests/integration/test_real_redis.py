@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from shop.cart import CartOwner, CartStore
 from shop.catalogue_cache import CacheAside
 from shop.redis_client import connect
+from shop.sessions import session_ref
 from tests.conftest import KETTLE, REDIS_URL, Shopper, wait_for_local_tier
 from tests.tcp_proxy import TcpProxy
 
@@ -19,10 +20,10 @@ def test_idle_session_and_its_cart_expire_in_redis(make_real_app, real_redis):
     app = make_real_app(session_idle_timeout=1)
     shopper = Shopper(app.test_client(), app)
     shopper.add(KETTLE, 2)
-    sid = shopper.session_id
-    assert client.exists(f"{prefix}s:{sid}", f"{prefix}cart:s:{sid}") == 2
+    ref = session_ref(shopper.session_id)
+    assert client.exists(f"{prefix}s:{ref}", f"{prefix}cart:s:{ref}") == 2
     time.sleep(2.2)
-    assert client.exists(f"{prefix}s:{sid}", f"{prefix}cart:s:{sid}") == 0
+    assert client.exists(f"{prefix}s:{ref}", f"{prefix}cart:s:{ref}") == 0
     assert shopper.cart()["count"] == 0
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+import limits
+
 
 class ConfigError(RuntimeError):
     """The environment asks for something the shop cannot run with."""
@@ -68,6 +70,22 @@ class Settings:
     catalogue_local_ttl: float = 30.0
     per_page_default: int = 24
     per_page_max: int = 100
+
+    # Rate rules per client address, shared by all instances through Redis (the `limits`
+    # notation: "10/minute;60/hour"; "" turns a rule off). Checked before any password hash.
+    limit_login: str = "10/minute;60/hour"
+    limit_signup: str = "5/minute;20/hour"
+    limit_reset: str = "5/minute;20/hour"
+    limit_cart: str = "60/minute"
+    limit_new_cart: str = "20/minute;100/hour"
+    limit_search: str = "60/minute"  # counted only for searches that miss the cache
+    # Failed logins allowed without waiting; then each next try waits 1, 2, 4 ... seconds
+    # (at most 300), and an account takes at most 100 failures an hour (ASVS 2.2.1).
+    login_free_failures: int = 5
+    # Password hashes (scrypt, ~100 ms of CPU each) at once per process, and how many more may
+    # wait for one; beyond that a login is told to retry instead of holding a thread.
+    password_hash_slots: int = 1
+    password_hash_queue: int = 2
 
     # Input limits.
     max_line_quantity: int = 99
@@ -140,6 +158,14 @@ class Settings:
             raise ConfigError("SHOP_SECRET_KEY must be at least 16 characters")
         if self.session_idle_timeout <= 0 or self.session_absolute_lifetime <= 0:
             raise ConfigError("session lifetimes must be positive")
+        for name in ("login", "signup", "reset", "cart", "new_cart", "search"):
+            rule = getattr(self, f"limit_{name}")
+            try:
+                limits.parse_many(rule) if rule else None
+            except ValueError as exc:
+                raise ConfigError(f"SHOP_LIMIT_{name.upper()}: {exc}") from None
+        if self.password_hash_slots < 1 or self.password_hash_queue < 0:
+            raise ConfigError("SHOP_PASSWORD_HASH_SLOTS must be at least 1, the queue at least 0")
         if self.per_page_default > self.per_page_max:
             raise ConfigError("SHOP_PER_PAGE_DEFAULT exceeds SHOP_PER_PAGE_MAX")
         if self.redis_password is not None and self.redis_url is None:

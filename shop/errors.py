@@ -18,6 +18,10 @@ class ShopError(Exception):
     def details(self) -> dict | None:
         return None
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the answer must carry (``Retry-After``)."""
+        return {}
+
 
 class InvalidInput(ShopError):
     code = "invalid_input"
@@ -110,7 +114,32 @@ class CsrfFailure(ShopError):
 
 
 class ServiceUnavailable(ShopError):
-    """A backing service (Redis, the primary database) is unreachable right now."""
+    """A backing service (Redis, the primary database) is unreachable right now, or the shop is
+    too busy to take this request."""
 
     status = 503
     code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class TooManyRequests(ShopError):
+    """A rate rule refused the request before any work was done."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def details(self) -> dict:
+        return {"retry_after": self.retry_after}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -14,6 +14,7 @@ from .config import Settings
 from .db import Engines
 from .redis_client import connect
 from .sessions import SessionStore
+from .throttle import RULES, HashSlots, Throttle
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Services:
     sessions: SessionStore
     carts: CartStore
     catalogue: Catalogue
+    throttle: Throttle
+    hash_slots: HashSlots
 
     def close(self) -> None:
         """Release connections and stop background work (tests build many apps)."""
@@ -79,4 +82,11 @@ def build_services(
                 local_ttl=settings.catalogue_local_ttl,
             ),
         ),
+        throttle=Throttle(
+            client,
+            prefix,
+            {name: getattr(settings, f"limit_{name}") for name in RULES},
+            free_failures=settings.login_free_failures,
+        ),
+        hash_slots=HashSlots(settings.password_hash_slots, settings.password_hash_queue),
     )

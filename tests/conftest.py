@@ -288,8 +288,8 @@ class Shopper:
     def register(self, email: str = "ada@example.com", password: str = "correct horse 42"):
         return self.post_form("/register", {"email": email, "password": password})
 
-    def login(self, email: str = "ada@example.com", password: str = "correct horse 42"):
-        return self.post_form("/login", {"email": email, "password": password})
+    def login(self, email: str = "ada@example.com", password: str = "correct horse 42", **kw):
+        return self.post_form("/login", {"email": email, "password": password}, **kw)
 
     def logout(self):
         return self.post_form("/logout")

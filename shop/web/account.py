@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..accounts import authenticate, register
 from ..errors import ShopError
-from .actions import sign_in, sign_out
-from .context import require_session_store, services
+from .actions import log_in_with_password, sign_out, sign_up
 from .inputs import safe_next
 
 bp = Blueprint("account", __name__)
@@ -19,13 +17,15 @@ def register_page():
         return render_template("account/register.html", error=None, email="")
     email = request.form.get("email", "")
     try:
-        require_session_store()
-        user = register(services().engines.primary, email, request.form.get("password", ""))
-        sign_in(user)
+        sign_up(email, request.form.get("password", ""))
     except ShopError as exc:
         if exc.status == 503:
             raise
-        return render_template("account/register.html", error=exc, email=email), exc.status
+        return (
+            render_template("account/register.html", error=exc, email=email),
+            exc.status,
+            exc.headers(),
+        )
     return redirect(url_for("catalogue.grid"), code=303)
 
 
@@ -36,15 +36,15 @@ def login():
         return render_template("account/login.html", error=None, email="", next=next_url)
     email = request.form.get("email", "")
     try:
-        require_session_store()
-        user = authenticate(services().engines.primary, email, request.form.get("password", ""))
-        sign_in(user)
+        log_in_with_password(email, request.form.get("password", ""))
     except ShopError as exc:
         if exc.status == 503:
             raise
-        return render_template(
-            "account/login.html", error=exc, email=email, next=next_url
-        ), exc.status
+        return (
+            render_template("account/login.html", error=exc, email=email, next=next_url),
+            exc.status,
+            exc.headers(),
+        )
     return redirect(safe_next(next_url, url_for("catalogue.grid")), code=303)
 
 

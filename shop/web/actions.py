@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import logging
 
-from ..accounts import User
+from flask import request
+
+from ..accounts import User, authenticate, register
 from ..cart import CartOwner, PricedCart, price_cart
+from ..errors import InvalidCredentials
 from ..orders import PlacedOrder, Shipping, place_order
 from ..redis_client import RedisUnavailable
 from .context import cart_owner, require_login, require_session_store, services, shop_session
 
 log = logging.getLogger(__name__)
+
+
+def client_address() -> str | None:
+    """The client's address: the peer, or what the trusted proxies said (SHOP_TRUSTED_PROXIES)."""
+    return request.remote_addr
+
+
+def _count_cart_write() -> None:
+    """Cart writes per address, and carts a first write creates: a client cannot mint
+    thousands of carted sessions, each kept for the idle timeout."""
+    current = shop_session()
+    throttle = services().throttle
+    throttle.hit("cart", client_address())
+    if not current.stored:
+        throttle.hit("new_cart", client_address())
 
 
 def current_cart() -> PricedCart:
@@ -21,6 +39,7 @@ def current_cart() -> PricedCart:
 
 def add_to_cart(product_id: int, quantity: int) -> int:
     current = require_session_store()
+    _count_cart_write()
     product = services().catalogue.product(product_id)
     new_quantity = services().carts.add(
         cart_owner(current), product_id, quantity, stock=product["stock"]
@@ -31,6 +50,7 @@ def add_to_cart(product_id: int, quantity: int) -> int:
 
 def set_cart_quantity(product_id: int, quantity: int) -> None:
     current = require_session_store()
+    _count_cart_write()
     stock = services().catalogue.product(product_id)["stock"] if quantity else 0
     services().carts.set(cart_owner(current), product_id, quantity, stock=stock)
     current.ensure_stored()
@@ -38,7 +58,36 @@ def set_cart_quantity(product_id: int, quantity: int) -> None:
 
 def remove_from_cart(product_id: int) -> None:
     current = require_session_store()
+    _count_cart_write()
     services().carts.remove(cart_owner(current), product_id)
+
+
+def log_in_with_password(email: object, password: object) -> User:
+    """Check the rate rules and back-off before the (expensive) hash, count a failure after
+    it, then sign in."""
+    require_session_store()
+    throttle, address = services().throttle, client_address()
+    throttle.hit("login", address)
+    account = email if isinstance(email, str) else ""
+    throttle.check_login(account, address)
+    with services().hash_slots.hold():
+        try:
+            user = authenticate(services().engines.primary, email, password)
+        except InvalidCredentials:
+            throttle.login_failed(account, address)
+            raise
+    throttle.login_succeeded(account)
+    sign_in(user)
+    return user
+
+
+def sign_up(email: object, password: object) -> User:
+    require_session_store()
+    services().throttle.hit("signup", client_address())
+    with services().hash_slots.hold():
+        user = register(services().engines.primary, email, password)
+    sign_in(user)
+    return user
 
 
 def sign_in(user: User) -> None:

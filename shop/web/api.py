@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from ..accounts import authenticate, register
 from ..errors import NotFound
 from ..models import MAX_ID
 from ..orders import Shipping, get_order, list_orders
@@ -12,12 +11,13 @@ from .actions import (
     add_to_cart,
     checkout,
     current_cart,
+    log_in_with_password,
     remove_from_cart,
     set_cart_quantity,
-    sign_in,
     sign_out,
+    sign_up,
 )
-from .context import csrf_token, current_user, require_login, require_session_store, services
+from .context import csrf_token, current_user, require_login, services
 from .inputs import json_body, json_int, page_args
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -35,9 +35,7 @@ def session_info():
 @bp.post("/session/login")
 def login():
     body = json_body()
-    require_session_store()
-    user = authenticate(services().engines.primary, body.get("email"), body.get("password"))
-    sign_in(user)
+    log_in_with_password(body.get("email"), body.get("password"))
     return jsonify(_session_body())
 
 
@@ -50,9 +48,7 @@ def logout():
 @bp.post("/users")
 def create_user():
     body = json_body()
-    require_session_store()
-    user = register(services().engines.primary, body.get("email"), body.get("password"))
-    sign_in(user)
+    sign_up(body.get("email"), body.get("password"))
     return jsonify(_session_body()), 201
 
 

@@ -24,23 +24,31 @@ def add():
     try:
         product_id = product_id_from_form(request.form.get("product_id"))
     except ShopError as exc:
-        return render_template("cart.html", cart=current_cart(), error=exc), exc.status
+        return (
+            render_template("cart.html", cart=current_cart(), error=exc),
+            exc.status,
+            exc.headers(),
+        )
     try:
         quantity = form_int(request.form.get("quantity", "1"), "quantity", minimum=1, maximum=limit)
         add_to_cart(product_id, quantity)
     except ShopError as exc:
         if exc.status == 404:
             raise
-        return render_template(
-            "catalogue/product.html",
-            product=catalogue.product(product_id),
-            categories=catalogue.categories(),
-            error=exc,
-            # The form shown again returns where the first one would have, not to /cart/add.
-            next_url=safe_next(
-                request.form.get("next"), url_for("catalogue.product", product_id=product_id)
+        return (
+            render_template(
+                "catalogue/product.html",
+                product=catalogue.product(product_id),
+                categories=catalogue.categories(),
+                error=exc,
+                # The form shown again returns where the first one would have, not to /cart/add.
+                next_url=safe_next(
+                    request.form.get("next"), url_for("catalogue.product", product_id=product_id)
+                ),
             ),
-        ), exc.status
+            exc.status,
+            exc.headers(),
+        )
     return redirect(safe_next(request.form.get("next"), url_for("cart.view")), code=303)
 
 
@@ -54,7 +62,11 @@ def update():
     except ShopError as exc:
         if exc.status == 503:
             raise
-        return render_template("cart.html", cart=current_cart(), error=exc), exc.status
+        return (
+            render_template("cart.html", cart=current_cart(), error=exc),
+            exc.status,
+            exc.headers(),
+        )
     return redirect(url_for("cart.view"), code=303)
 
 
@@ -65,5 +77,9 @@ def remove():
     except ShopError as exc:
         if exc.status == 503:
             raise
-        return render_template("cart.html", cart=current_cart(), error=exc), exc.status
+        return (
+            render_template("cart.html", cart=current_cart(), error=exc),
+            exc.status,
+            exc.headers(),
+        )
     return redirect(url_for("cart.view"), code=303)

@@ -25,14 +25,18 @@ def grid():
         )
         result = catalogue.page(category=category, q=q, page=page, per_page=per_page)
     except ShopError as exc:
-        return render_template(
-            "catalogue/grid.html",
-            result=None,
-            error=exc,
-            category=None,
-            q=q[:100],
-            categories=catalogue.categories(),
-        ), exc.status
+        return (
+            render_template(
+                "catalogue/grid.html",
+                result=None,
+                error=exc,
+                category=None,
+                q=q[:100],
+                categories=catalogue.categories(),
+            ),
+            exc.status,
+            exc.headers(),
+        )
     pages = max(1, -(-result["total"] // result["per_page"]))
     if result.get("total_capped"):
         pages = result["page"] + (len(result["items"]) == result["per_page"])

@@ -41,13 +41,17 @@ def checkout():
     except ShopError as exc:
         if exc.status == 503:
             raise
-        return render_template(
-            "checkout/checkout.html",
-            cart=current_cart(),
-            error=exc,
-            form=form,
-            idempotency_key=key or secrets.token_urlsafe(16),
-        ), exc.status
+        return (
+            render_template(
+                "checkout/checkout.html",
+                cart=current_cart(),
+                error=exc,
+                form=form,
+                idempotency_key=key or secrets.token_urlsafe(16),
+            ),
+            exc.status,
+            exc.headers(),
+        )
     return redirect(url_for("checkout.order", order_id=placed.order.id, placed=1), code=303)
 
 

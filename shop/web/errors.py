@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -43,7 +43,9 @@ def _shop_error(exc: ShopError):
     details = exc.details() or {}
     if exc.field:
         details = {"field": exc.field, **details}
-    return error_response(exc.status, exc.code, exc.message, details)
+    response = make_response(error_response(exc.status, exc.code, exc.message, details))
+    response.headers.update(exc.headers())
+    return response
 
 
 def _http_error(exc: HTTPException):
@@ -60,8 +62,6 @@ def _http_error(exc: HTTPException):
 
 
 def _with_allow(response, methods):
-    from flask import make_response
-
     response = make_response(response)
     response.headers["Allow"] = ", ".join(methods)
     return response
@@ -69,20 +69,12 @@ def _with_allow(response, methods):
 
 def _database_down(exc: OperationalError):
     log.error("primary database unavailable: %s", str(exc.orig).strip().splitlines()[0])
-    return _retry_later(ServiceUnavailable(DATABASE_DOWN))
+    return _shop_error(ServiceUnavailable(DATABASE_DOWN))
 
 
 def _redis_down(exc: Exception):
     log.error("redis unavailable: %s", exc)
-    return _retry_later(ServiceUnavailable(SESSIONS_DOWN))
-
-
-def _retry_later(exc: ServiceUnavailable):
-    from flask import make_response
-
-    response = make_response(_shop_error(exc))
-    response.headers["Retry-After"] = "5"
-    return response
+    return _shop_error(ServiceUnavailable(SESSIONS_DOWN))
 
 
 def _unexpected(exc: Exception):
@@ -92,7 +84,6 @@ def _unexpected(exc: Exception):
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ShopError, _shop_error)
-    app.register_error_handler(ServiceUnavailable, lambda exc: _retry_later(exc))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _database_down)
     for error in RedisUnavailable:

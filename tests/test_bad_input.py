@@ -228,6 +228,36 @@ BODIES = [
          body='{"email": ' * 5_000 + "1" + "}" * 5_000, headers=JSON),
     _api("api checkout body a list", "POST", "/api/v1/orders", 400, "invalid_input",
          json=[SHIPPING], headers=KEY, state="member"),
+] + [
+    # Nesting the parser accepts (Python's limit is ~1,000) used to exhaust the NUL check's
+    # recursion: a 500 and a 120 KB traceback per 1 KB request.
+    _api(f"api {name} body nested {depth} deep", "POST", path, 400, "invalid_input",
+         "nest at most", body='{"x": ' + "[" * depth + "]" * depth + "}",
+         headers={**JSON, **KEY}, state=state)
+    for depth in (17, 400, 800)
+    for name, path, state in [
+        ("register", "/api/v1/users", "visitor"),
+        ("login", "/api/v1/session/login", "account"),
+        ("checkout", "/api/v1/orders", "member"),
+    ]
+] + [
+    # A lone surrogate decodes from JSON but cannot be encoded for PostgreSQL or the hash.
+    _api(f"api {name} lone surrogate in {field}", "POST", path, 400, "invalid_input",
+         "valid Unicode", body=body, headers={**JSON, **KEY}, state=state)
+    for name, path, state, field, body in [
+        ("register", "/api/v1/users", "visitor", "email",
+         '{"email": "a\\ud800@example.com", "password": "correct horse 42"}'),
+        ("register", "/api/v1/users", "visitor", "password",
+         '{"email": "new@example.com", "password": "correct horse \\ud800"}'),
+        ("login", "/api/v1/session/login", "account", "email",
+         '{"email": "\\udfff", "password": "correct horse 42"}'),
+        ("login", "/api/v1/session/login", "account", "password",
+         '{"email": "ada@example.com", "password": "\\ud800\\ud800"}'),
+        ("checkout", "/api/v1/orders", "member", "shipping name",
+         '{"shipping": {"name": "Ada \\ud800", "address": "1 Analytical St"}}'),
+        ("checkout", "/api/v1/orders", "member", "shipping address",
+         '{"shipping": {"name": "Ada", "address": "\\udc00 Analytical St"}}'),
+    ]
 ]
 
 SESSIONS = [
@@ -709,3 +739,18 @@ def test_api_errors_name_the_field_and_unknown_routes_are_404_not_403(shopper):
         "POST", "/orders", json={"shipping": "nonsense"}, headers={"Idempotency-Key": "k"}
     )
     assert logged_out.status_code == 401
+
+
+def test_refused_input_is_one_log_line_without_a_traceback(app, caplog):
+    shopper = Shopper(app.test_client(), app)
+    body = '{"email": ' + "[" * 800 + "]" * 800 + "}"
+    with caplog.at_level("INFO"):
+        token = shopper.csrf()
+        response = shopper.client.post(
+            "/api/v1/users", data=body, headers={**JSON, "X-CSRF-Token": token}
+        )
+    assert response.status_code == 400
+    lines = [r for r in caplog.records if r.name.startswith("shop")]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].exc_info is None
+    assert lines[0].getMessage() == "refused POST /api/v1/users: 400 invalid_input"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, make_response, render_template, request
+from flask import Flask, g, jsonify, make_response, render_template, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -25,6 +25,7 @@ def wants_json() -> bool:
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None):
+    g.error_code = code
     if wants_json():
         body: dict = {"error": {"code": code, "message": message}}
         if details:

@@ -61,19 +61,42 @@ def json_body() -> dict[str, Any]:
         body = None
     if not isinstance(body, dict):
         raise InvalidInput("Send a JSON object with Content-Type: application/json.")
-    if _contains_nul(body):
-        raise InvalidInput("Text may not contain NUL characters.")
+    check_json(body)
     return body
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
+MAX_JSON_DEPTH = 16  # no request of the API nests deeper than 3
+
+
+def check_json(document: Any) -> None:
+    """Every string in a JSON document must be usable text, and nesting is capped. The walk
+    is iterative: a document nested 900 deep, which the parser accepts, cannot exhaust the
+    stack here."""
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            check_text(value)
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidInput(f"JSON may nest at most {MAX_JSON_DEPTH} levels deep.")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    check_text(key)
+                    pending.append((item, depth + 1))
+            else:
+                pending.extend((item, depth + 1) for item in value)
+
+
+def check_text(value: str, field: str | None = None) -> None:
+    """No NUL (PostgreSQL refuses one) and no lone surrogate (JSON's "\\ud800" decodes to one,
+    and it cannot be encoded as UTF-8 for the database, a hash or a log line)."""
+    if "\x00" in value:
+        raise InvalidInput("Text may not contain NUL characters.", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("Text must be valid Unicode (UTF-8).", field=field) from None
 
 
 def page_args(args, *, per_page_default: int, per_page_max: int) -> tuple[int, int]:

@@ -10,9 +10,10 @@ import time
 from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.wrappers import Response
 
-from ..errors import CsrfFailure, InvalidInput
+from ..errors import CsrfFailure
 from ..sessions import csrf_token_valid
 from .context import services, shop_session
+from .inputs import check_text
 
 log = logging.getLogger("shop.access")
 
@@ -39,16 +40,17 @@ def _start_request() -> None:
     g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
 
 
-def _refuse_nul_characters() -> None:
-    """No text field of the shop can hold a NUL, and PostgreSQL refuses one with an error:
-    turn it away at the door for every form and query string (JSON: see ``json_body``)."""
+def _refuse_unusable_text() -> None:
+    """No text field of the shop can hold a NUL or a lone surrogate (PostgreSQL, the password
+    hash and the log refuse them with an error): turn them away at the door for every form and
+    query string (JSON: see ``json_body``)."""
     sources = [request.args]
     if request.method in UNSAFE_METHODS:
         sources.append(request.form)
     for source in sources:
         for name, value in source.items(multi=True):
-            if "\x00" in value or "\x00" in name:
-                raise InvalidInput("Text may not contain NUL characters.", field=name)
+            check_text(name, field=name)
+            check_text(value, field=name)
 
 
 def _check_csrf() -> None:
@@ -82,6 +84,15 @@ def _finish_response(response: Response) -> Response:
         response.cache_control.no_store = True
     if response.mimetype == "text/html" or response.cache_control.no_store:
         response.cache_control.private = True
+    if 400 <= response.status_code < 500 and response.status_code not in (401, 404):
+        # Refused input: one line an operator can grep (with the request id), no traceback.
+        log.info(
+            "refused %s %s: %s %s",
+            request.method,
+            request.path[:200],
+            response.status_code,
+            g.get("error_code", "-"),
+        )
     started = g.get("started")
     if started is not None and log.isEnabledFor(logging.DEBUG):
         # gunicorn's access log already carries the line (with X-Request-ID); this one is for
@@ -100,5 +111,5 @@ def _finish_response(response: Response) -> Response:
 def register_middleware(app: Flask) -> None:
     app.before_request(_start_request)
     app.before_request(_check_csrf)
-    app.before_request(_refuse_nul_characters)
+    app.before_request(_refuse_unusable_text)
     app.after_request(_finish_response)

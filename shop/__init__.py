@@ -37,6 +37,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         import secrets
 
         settings = settings.replace(secret_key=secrets.token_urlsafe(32))
+    if settings.instance_name is None:
+        settings = settings.replace(instance_name=settings.opaque_instance_name())
+        log.info("this instance answers as X-Served-By: %s", settings.instance_name)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

@@ -10,16 +10,27 @@ from dataclasses import dataclass
 
 import redis
 
-from .errors import InvalidQuantity, QuantityUnavailable
+from .errors import CartFull, InvalidQuantity, QuantityUnavailable
 
-# Check the cap and add in one step; returns {new quantity or -1, quantity before}.
+# Check the caps and add in one step; returns {new quantity, quantity before}, the new quantity
+# -1 past the line's cap, -2 when the cart already holds ARGV[5] other products.
 _ADD_SCRIPT = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if current == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then return {-2, 0} end
 local wanted = current + tonumber(ARGV[2])
 if wanted > tonumber(ARGV[3]) then return {-1, current} end
 redis.call('HSET', KEYS[1], ARGV[1], wanted)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {wanted, current}
+"""
+
+# Set a line's quantity unless that would be one product too many; -2 then, else 1.
+_SET_SCRIPT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+   and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return -2 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
 """
 
 # Move KEYS[1] (a visitor's cart) into KEYS[2] (the account's): quantities add up, each capped.
@@ -64,13 +75,16 @@ class CartStore:
         visitor_ttl: int,
         account_ttl: int,
         max_line_quantity: int,
+        max_lines: int = 50,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.visitor_ttl = visitor_ttl
         self.account_ttl = account_ttl
         self.max_line_quantity = max_line_quantity
+        self.max_lines = max_lines
         self._add = client.register_script(_ADD_SCRIPT)
+        self._set = client.register_script(_SET_SCRIPT)
         self._merge = client.register_script(_MERGE_SCRIPT)
 
     def key(self, owner: CartOwner) -> str:
@@ -100,8 +114,11 @@ class CartStore:
         self.check_quantity(quantity, allow_zero=False)
         cap = self.cap(stock)
         new, before = self._add(
-            keys=[self.key(owner)], args=[product_id, quantity, cap, self.ttl_for(owner)]
+            keys=[self.key(owner)],
+            args=[product_id, quantity, cap, self.ttl_for(owner), self.max_lines],
         )
+        if new == -2:
+            raise self._full()
         if new == -1:
             raise QuantityUnavailable(_unavailable_message(cap, before), available=cap - before)
         return int(new)
@@ -115,11 +132,18 @@ class CartStore:
         cap = self.cap(stock)
         if quantity > cap:
             raise QuantityUnavailable(_unavailable_message(cap, 0), available=cap)
-        key = self.key(owner)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, str(product_id), quantity)
-        pipe.expire(key, self.ttl_for(owner))
-        pipe.execute()
+        written = self._set(
+            keys=[self.key(owner)],
+            args=[product_id, quantity, self.ttl_for(owner), self.max_lines],
+        )
+        if written == -2:
+            raise self._full()
+
+    def _full(self) -> CartFull:
+        return CartFull(
+            f"A cart holds at most {self.max_lines} different products. "
+            "Check out or remove some first."
+        )
 
     def remove(self, owner: CartOwner, product_id: int) -> None:
         self.client.hdel(self.key(owner), str(product_id))

@@ -7,6 +7,8 @@ place: SQLite next to the instance folder and an in-process fakeredis.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -59,6 +61,9 @@ class Settings:
     session_cookie_secure: bool | None = None  # None: on, except in development/embedded
     session_idle_timeout: int = 2 * 3600
     session_absolute_lifetime: int = 7 * 24 * 3600
+    # Seconds after the password was last entered in a session before it is asked for again
+    # for a sensitive change (shipping to an address no earlier order went to).
+    reauth_seconds: int = 900
     account_cart_ttl: int = 30 * 24 * 3600
 
     # Catalogue cache.
@@ -89,13 +94,22 @@ class Settings:
 
     # Input limits.
     max_line_quantity: int = 99
+    max_cart_lines: int = 50  # distinct products in one cart
     max_body_bytes: int = 64 * 1024
 
     currency: str = "EUR"
 
     # Operations.
-    instance_name: str = field(default_factory=socket.gethostname)
+    # X-Served-By; unset, an opaque name derived from the host name (logged at start), so a
+    # response does not tell the world the host's name.
+    instance_name: str | None = None
     served_by_header: bool = True
+    # /readyz details (which dependency failed, and how) for these addresses or this token
+    # (header X-Readyz-Token); everyone else gets the status alone.
+    readyz_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    readyz_token: str | None = field(default=None, repr=False)
+    # Strict-Transport-Security max-age on responses to HTTPS requests (0: none).
+    hsts_seconds: int = 2 * 365 * 24 * 3600
     trusted_proxies: int = 0
     seed_demo: bool | None = None  # None: seed only in the embedded default
     log_level: str = "INFO"
@@ -125,6 +139,11 @@ class Settings:
     def embedded(self) -> bool:
         """True when neither a database nor a Redis server is configured."""
         return self.database_url is None and self.redis_url is None
+
+    def opaque_instance_name(self) -> str:
+        """A stable name for this host that does not reveal it (for X-Served-By)."""
+        seed = f"{self.secret_key}:{socket.gethostname()}".encode()
+        return "i-" + hashlib.sha256(seed).hexdigest()[:12]
 
     @property
     def cookie_secure(self) -> bool:
@@ -166,6 +185,10 @@ class Settings:
                 raise ConfigError(f"SHOP_LIMIT_{name.upper()}: {exc}") from None
         if self.password_hash_slots < 1 or self.password_hash_queue < 0:
             raise ConfigError("SHOP_PASSWORD_HASH_SLOTS must be at least 1, the queue at least 0")
+        try:
+            [ipaddress.ip_network(net) for net in self.readyz_allow]
+        except ValueError as exc:
+            raise ConfigError(f"SHOP_READYZ_ALLOW: {exc}") from None
         if self.per_page_default > self.per_page_max:
             raise ConfigError("SHOP_PER_PAGE_DEFAULT exceeds SHOP_PER_PAGE_MAX")
         if self.redis_password is not None and self.redis_url is None:

@@ -62,6 +62,11 @@ class ShortLine:
     available: int
 
 
+class CartFull(ShopError):
+    status = 409
+    code = "cart_full"
+
+
 class OutOfStock(ShopError):
     """Checkout found lines the stock cannot cover; nothing was written."""
 
@@ -108,9 +113,20 @@ class LoginRequired(ShopError):
     code = "login_required"
 
 
+class ReauthRequired(ShopError):
+    """The session is signed in, but the password was last entered too long ago for this."""
+
+    status = 401
+    code = "reauth_required"
+
+
 class CsrfFailure(ShopError):
     status = 403
     code = "csrf_failed"
+
+
+class CrossOriginRefused(CsrfFailure):
+    code = "cross_origin"
 
 
 class ServiceUnavailable(ShopError):

@@ -502,6 +502,9 @@ class RedisSessionInterface(SessionInterface):
                 path="/",
             )
             response.vary.add("Cookie")
+            # A response that hands out an id must never be stored and replayed to another.
+            response.cache_control.no_store = True
+            response.cache_control.private = True
 
 
 def _request_user_agent() -> str:

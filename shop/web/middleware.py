@@ -6,11 +6,12 @@ import logging
 import re
 import secrets
 import time
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.wrappers import Response
 
-from ..errors import CsrfFailure
+from ..errors import CrossOriginRefused, CsrfFailure
 from ..sessions import csrf_token_valid
 from .context import services, shop_session
 from .inputs import check_text
@@ -23,6 +24,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+# The shop uses none of these browser features; nothing embedded or injected may either.
+PERMISSIONS_POLICY = (
+    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), bluetooth=(), "
+    "hid=(), midi=(), magnetometer=(), gyroscope=(), accelerometer=(), browsing-topics=()"
 )
 
 
@@ -53,6 +59,26 @@ def _refuse_unusable_text() -> None:
             check_text(value, field=name)
 
 
+def _refuse_cross_origin() -> None:
+    """A browser says where a request comes from (``Sec-Fetch-Site``, else ``Origin``); a
+    state change from another site is refused even with a valid token, as Go's
+    ``CrossOriginProtection`` and Django do. Clients that send neither (curl, the API's
+    clients) are left to the token."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        if fetch_site in ("same-origin", "none"):
+            return
+    else:
+        origin = request.headers.get("Origin")
+        if origin is None or urlsplit(origin).netloc == request.host:
+            return
+    raise CrossOriginRefused(
+        "This request came from another site and was refused. Use the shop's own pages."
+    )
+
+
 def _check_csrf() -> None:
     if request.method not in UNSAFE_METHODS or request.routing_exception is not None:
         return  # no such route (404/405): nothing would change, so say that instead
@@ -72,7 +98,13 @@ def _finish_response(response: Response) -> Response:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     settings = services().settings
+    if settings.hsts_seconds and request.is_secure:
+        headers.setdefault(
+            "Strict-Transport-Security", f"max-age={settings.hsts_seconds}; includeSubDomains"
+        )
     if settings.served_by_header:
         headers["X-Served-By"] = settings.instance_name
     request_id = g.get("request_id")
@@ -110,6 +142,7 @@ def _finish_response(response: Response) -> Response:
 
 def register_middleware(app: Flask) -> None:
     app.before_request(_start_request)
+    app.before_request(_refuse_cross_origin)
     app.before_request(_check_csrf)
     app.before_request(_refuse_unusable_text)
     app.after_request(_finish_response)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import hmac
+import ipaddress
+
+from flask import Blueprint, jsonify, request
 
 from .context import services
 
@@ -26,6 +29,8 @@ def readyz():
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         redis_state = {"ok": False, "error": type(exc).__name__}
     ready = bool(databases["primary"]["ok"] and redis_state["ok"])
+    if not _may_see_details():
+        return jsonify(status="ready" if ready else "not ready"), 200 if ready else 503
     body = {
         "status": "ready" if ready else "not ready",
         "instance": services().settings.instance_name,
@@ -34,3 +39,21 @@ def readyz():
         "replicas": databases,
     }
     return jsonify(body), 200 if ready else 503
+
+
+def _may_see_details() -> bool:
+    """The balancer and operators (SHOP_READYZ_ALLOW, or the SHOP_READYZ_TOKEN in
+    ``X-Readyz-Token``) see which dependency failed; the public sees only the status."""
+    settings = services().settings
+    token = request.headers.get("X-Readyz-Token", "")
+    if (
+        settings.readyz_token
+        and token.isascii()
+        and hmac.compare_digest(token.encode(), settings.readyz_token.encode())
+    ):
+        return True
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net) for net in settings.readyz_allow)

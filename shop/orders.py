@@ -128,6 +128,18 @@ def place_order(
     return PlacedOrder(order, created=True)
 
 
+def has_shipped_to(engine: Engine, *, user_id: int, address: str) -> bool:
+    """Whether an earlier order of this account went to ``address`` (a new one asks for the
+    password again in a session that has not been asked for a while)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(orders.c.id)
+            .where(orders.c.user_id == user_id, orders.c.shipping_address == address)
+            .limit(1)
+        ).first()
+    return found is not None
+
+
 def _order_id_for_key(conn: Connection, user_id: int, key: str) -> int | None:
     return conn.execute(
         select(orders.c.id).where(orders.c.user_id == user_id, orders.c.idempotency_key == key)

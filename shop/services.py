@@ -71,6 +71,7 @@ def build_services(
             visitor_ttl=settings.session_idle_timeout,
             account_ttl=settings.account_cart_ttl,
             max_line_quantity=settings.max_line_quantity,
+            max_lines=settings.max_cart_lines,
         ),
         catalogue=Catalogue(
             engines,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from flask import Flask
 
 from ..catalogue import stock_state
@@ -21,16 +23,24 @@ def format_money(cents: int) -> str:
     return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {currency}"
 
 
+def format_time(timestamp: float) -> str:
+    """Seconds since the epoch as UTC text a person reads ("2026-12-02 16:05 UTC")."""
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def register(app: Flask) -> None:
-    from . import account, api, cart, catalogue, checkout, ops
+    from . import account, account_sessions, api, cart, catalogue, checkout, ops
 
     app.url_map.converters["id"] = IdConverter
     register_middleware(app)
     register_error_handlers(app)
-    for blueprint in (catalogue.bp, cart.bp, account.bp, checkout.bp, api.bp, ops.bp):
+    blueprints = (catalogue.bp, cart.bp, account.bp, account_sessions.bp, checkout.bp, api.bp)
+    for blueprint in (*blueprints, ops.bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.filters["stock_state"] = stock_state
+    app.jinja_env.filters["isotime"] = format_time
     app.jinja_env.globals.update(
         csrf_token=csrf_token, cart_count=cart_count, current_user=current_user
     )

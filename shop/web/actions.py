@@ -8,8 +8,8 @@ from flask import request
 
 from ..accounts import User, authenticate, register
 from ..cart import CartOwner, PricedCart, price_cart
-from ..errors import InvalidCredentials
-from ..orders import PlacedOrder, Shipping, place_order
+from ..errors import InvalidCredentials, ReauthRequired
+from ..orders import PlacedOrder, Shipping, has_shipped_to, place_order
 from ..redis_client import RedisUnavailable
 from .context import cart_owner, require_login, require_session_store, services, shop_session
 
@@ -62,10 +62,9 @@ def remove_from_cart(product_id: int) -> None:
     services().carts.remove(cart_owner(current), product_id)
 
 
-def log_in_with_password(email: object, password: object) -> User:
-    """Check the rate rules and back-off before the (expensive) hash, count a failure after
-    it, then sign in."""
-    require_session_store()
+def check_password(email: object, password: object) -> User:
+    """Check the rate rules and back-off before the (expensive) hash, and count a failure
+    after it: the one way a password is checked, for logging in and for confirming it."""
     throttle, address = services().throttle, client_address()
     throttle.hit("login", address)
     account = email if isinstance(email, str) else ""
@@ -77,8 +76,36 @@ def log_in_with_password(email: object, password: object) -> User:
             throttle.login_failed(account, address)
             raise
     throttle.login_succeeded(account)
+    return user
+
+
+def log_in_with_password(email: object, password: object) -> User:
+    require_session_store()
+    user = check_password(email, password)
     sign_in(user)
     return user
+
+
+def confirm_password(password: object) -> None:
+    """The signed-in shopper enters their password again (a sensitive change)."""
+    current = require_session_store()
+    require_login()
+    try:
+        check_password(current.get("email"), password)
+    except InvalidCredentials:
+        raise InvalidCredentials("That is not your password.", field="password") from None
+    current.confirm_password(services().sessions.clock())
+
+
+def require_recent_password() -> None:
+    """Refuse until the password has been entered within ``SHOP_REAUTH_SECONDS``."""
+    current = shop_session()
+    age = current.password_age(services().sessions.clock())
+    if age > services().settings.reauth_seconds:
+        raise ReauthRequired(
+            "For your security, enter your password again to ship to a new address.",
+            field="password",
+        )
 
 
 def sign_up(email: object, password: object) -> User:
@@ -112,14 +139,20 @@ def sign_out() -> None:
     current.log_out()
 
 
-def checkout(shipping: Shipping, idempotency_key: str) -> PlacedOrder:
-    """Place the order; the cart is cleared and the catalogue refreshed only after the commit."""
+def checkout(shipping: Shipping, idempotency_key: str, *, password: object = None) -> PlacedOrder:
+    """Place the order; the cart is cleared and the catalogue refreshed only after the commit.
+    A new shipping address needs a recently entered password (``password`` confirms it)."""
     user_id = require_login()
     current = shop_session()
+    primary = services().engines.primary
+    if not has_shipped_to(primary, user_id=user_id, address=shipping.address):
+        if password:
+            confirm_password(password)
+        require_recent_password()
     owner = cart_owner(current)
     quantities = services().carts.get(owner)
     placed = place_order(
-        services().engines.primary,
+        primary,
         user_id=user_id,
         cart=quantities,
         shipping=shipping,

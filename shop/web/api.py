@@ -121,6 +121,7 @@ def create_order():
     placed = checkout(
         Shipping.parse(shipping.get("name"), shipping.get("address")),
         request.headers.get("Idempotency-Key", ""),
+        password=body.get("password"),
     )
     return jsonify(placed.order.as_json()), 201 if placed.created else 200
 

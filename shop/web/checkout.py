@@ -37,7 +37,7 @@ def checkout():
     key = request.form.get("idempotency_key", "")
     try:
         shipping = Shipping.parse(form["name"], form["address"])
-        placed = place_checkout(shipping, key)
+        placed = place_checkout(shipping, key, password=request.form.get("password"))
     except ShopError as exc:
         if exc.status == 503:
             raise

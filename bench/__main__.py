@@ -24,7 +24,7 @@ from pathlib import Path
 import redis
 import requests
 
-from shop.sessions import session_ref
+from shop.session_ids import session_ref
 
 from . import mix, profiling, report, scale, servers, throughput, visitors, wrk
 from .servers import BenchError, Process

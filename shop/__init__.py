@@ -12,7 +12,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings
 from .services import Services, build_services
-from .sessions import RedisSessionInterface, SessionIds
+from .session_ids import SessionIds
+from .web.session_interface import RedisSessionInterface
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("shop")

@@ -26,7 +26,7 @@ from shop.catalogue import recount_categories
 from shop.config import Settings
 from shop.migrate import upgrade
 from shop.models import categories, products
-from shop.sessions import csrf_token_for
+from shop.session_ids import csrf_token_for
 
 SECRET = "test-secret-key-0123456789"
 POSTGRES_URL = os.environ.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from shop.sessions import session_ref
+from shop.session_ids import session_ref
 from shop.web.account_sessions import describe_device
 from tests.conftest import KETTLE, Shopper
 

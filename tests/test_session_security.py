@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from shop.sessions import SessionStore, new_session_id, session_ref
+from shop.session_ids import new_session_id, session_ref
+from shop.sessions import SessionStore
 from tests.conftest import KETTLE, SECRET, Shopper, fake_client, shopper_on
 
 
@@ -21,7 +22,7 @@ def test_a_made_up_id_is_never_adopted(app, shopper):
     assert shopper.client.get("/").status_code == 200
     assert shopper.session_id != made_up
     # Even one that looks like ours: a real id signed with another key.
-    from shop.sessions import SessionIds
+    from shop.session_ids import SessionIds
 
     forged = SessionIds("another-secret-key-0123", max_age=3600).issue(new_session_id())
     shopper.client.set_cookie("shop_sid", forged)
@@ -34,7 +35,7 @@ def test_a_planted_cookie_cannot_fill_a_victims_cart(app):
     planted = new_session_id()
     attacker = Shopper(app.test_client(), app)
     attacker.client.set_cookie("shop_sid", planted)
-    from shop.sessions import csrf_token_for
+    from shop.session_ids import csrf_token_for
 
     refused = attacker.client.post(
         "/cart/add",

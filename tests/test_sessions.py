@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from shop.sessions import SessionStore, csrf_token_for
+from shop.session_ids import csrf_token_for
+from shop.sessions import SessionStore
 from tests.conftest import KETTLE, SECRET, StatementCounter, redis_snapshot
 
 

@@ -9,7 +9,8 @@ from flask import current_app, g, session
 from ..cart import CartOwner
 from ..errors import LoginRequired, ServiceUnavailable
 from ..services import Services
-from ..sessions import ShopSession, csrf_token_for
+from ..session_ids import csrf_token_for
+from .session_interface import ShopSession
 
 SESSIONS_DOWN = (
     "Carts and sign-in are unavailable for a moment (the session store cannot be reached). "

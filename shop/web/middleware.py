@@ -12,7 +12,7 @@ from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.wrappers import Response
 
 from ..errors import CrossOriginRefused, CsrfFailure
-from ..sessions import csrf_token_valid
+from ..session_ids import csrf_token_valid
 from .context import services, shop_session
 from .inputs import check_text
 

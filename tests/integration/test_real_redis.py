@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from shop.cart import CartOwner, CartStore
 from shop.catalogue_cache import CacheAside
 from shop.redis_client import connect
-from shop.sessions import session_ref
+from shop.session_ids import session_ref
 from tests.conftest import KETTLE, REDIS_URL, Shopper, wait_for_local_tier
 from tests.tcp_proxy import TcpProxy
 

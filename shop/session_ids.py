@@ -1,0 +1,76 @@
+"""Session ids: random, signed by the server that issued them, known to Redis only by a hash.
+
+The cookie holds the id signed with its issue time (itsdangerous, under ``SHOP_SECRET_KEY``), so
+an id the server did not issue, or one older than the absolute lifetime, is never used. The CSRF
+token is an HMAC of the id, so it needs no storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+
+from itsdangerous import BadSignature, TimestampSigner
+
+SESSION_ID_BYTES = 32  # 256 bits from secrets
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+class SessionIds:
+    """Issues cookie values (``id.timestamp.signature``) and reads back only those it issued
+    within ``max_age`` seconds; itsdangerous does the signing."""
+
+    def __init__(self, secret_key: str, *, max_age: int, clock: Callable[[], float] = time.time):
+        self.max_age = max_age
+        self.clock = clock
+        self._signer = TimestampSigner(
+            secret_key, salt="shop.session-id", digest_method=hashlib.sha256
+        )
+        self._signer.get_timestamp = lambda: int(self.clock())  # type: ignore[method-assign]
+
+    def issue(self, session_id: str) -> str:
+        return self._signer.sign(session_id).decode()
+
+    def read(self, cookie: str | None) -> tuple[str, float] | None:
+        """The id and when it was issued, or None for anything the server did not issue."""
+        if not cookie or len(cookie) > 200 or not cookie.isascii():
+            return None
+        try:
+            value, issued = self._signer.unsign(cookie, max_age=self.max_age, return_timestamp=True)
+        except BadSignature:
+            return None
+        session_id = value.decode()
+        if len(session_id) != 43:
+            return None
+        return session_id, issued.timestamp()
+
+
+def csrf_token_for(secret_key: str, session_id: str) -> str:
+    """A CSRF token bound to the session id; nothing needs storing to check it."""
+    digest = hmac.new(secret_key.encode(), b"csrf:" + session_id.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def csrf_token_valid(secret_key: str, session_id: str | None, token: str | None) -> bool:
+    if not session_id or not token or not token.isascii():
+        return False
+    return hmac.compare_digest(csrf_token_for(secret_key, session_id), token)
+
+
+# KEYS: record, tombstone. ARGV: cart key prefix, ref, now, idle, absolute, refresh_after,
+# user index prefix. Returns {record fields, cart fields, ended}: an expired record is deleted
+# and tombstoned; ``ended`` is 1 when the id was ended (logout, rotation, "end session").
+
+
+def session_ref(session_id: str) -> str:
+    """The name a session goes by in Redis: a hash of its id, so that reading Redis (a backup,
+    a replica, ``MONITOR``) yields no id that could be sent as a cookie."""
+    digest = hashlib.sha256(session_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

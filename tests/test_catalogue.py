@@ -266,3 +266,20 @@ def test_a_value_read_before_an_invalidation_is_not_kept_after_it(fake_redis_ser
     assert tier.get("t:l:1") is MISSING and tier.get("t:l:2") == {"items": [8]}
     tier.drop([], [], structural=True)
     assert tier.get("t:l:2") is MISSING
+
+
+def test_a_store_lost_to_a_redis_outage_still_reads_the_database_once(fake_redis_server):
+    import redis
+
+    from shop.catalogue_cache import CacheAside
+    from tests.conftest import fake_client
+
+    cache = CacheAside(fake_client(fake_redis_server), "t:", ttl=60)
+
+    def store_fails(**_kwargs):
+        raise redis.ConnectionError("Redis went away after the query")
+
+    cache._store = store_fails
+    loads: list[int] = []
+    value = cache.get_or_load(cache.key("p", 1), lambda _position: loads.append(1) or {"v": 1})
+    assert value == {"v": 1} and loads == [1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +31,7 @@ from .catalogue_cache import CacheAside
 from .db import Engines
 from .errors import InvalidInput, NotFound
 from .models import MAX_ID, SEARCH_VECTOR, categories, products
+from .paging import Paging
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ def recount_categories(conn: Connection) -> None:
 class Catalogue:
     engines: Engines
     cache: CacheAside
+    paging: Paging = field(default_factory=Paging)
 
     def categories(self) -> list[dict[str, Any]]:
         return self.cache.get_or_load(
@@ -227,7 +229,10 @@ class Catalogue:
     def page(
         self, *, category: str | None, q: str | None, page: int, per_page: int
     ) -> dict[str, Any]:
-        """One grid page of a category and/or a search; 404 past the last page."""
+        """One grid page of a category and/or a search; 404 past the last page. Only the
+        allowed page sizes and pages within the result window are read (400 otherwise), and
+        the cache key holds only canonical values: the category's id, the normalised text."""
+        self.paging.check(page, per_page)
         category_id = self.category(category)["id"] if category else None
         text = normalise_query(q)
         digest = hashlib.sha1(text.encode()).hexdigest()[:16] if text else "-"

@@ -28,8 +28,8 @@ def test_product_page_shows_price_description_and_stock_state(client):
 
 
 def test_grid_paginates_filters_and_searches(client):
-    first = client.get("/api/v1/products?per_page=10").get_json()
-    assert first["total"] == 33 and len(first["items"]) == 10 and first["page"] == 1
+    first = client.get("/api/v1/products?per_page=12").get_json()
+    assert first["total"] == 33 and len(first["items"]) == 12 and first["page"] == 1
     assert set(first["items"][0]) == {
         "id",
         "name",
@@ -38,8 +38,8 @@ def test_grid_paginates_filters_and_searches(client):
         "stock",
         "category",
     }
-    last = client.get("/api/v1/products?per_page=10&page=4").get_json()
-    assert [p["id"] for p in last["items"]] == [31, 32, 33]
+    last = client.get("/api/v1/products?per_page=12&page=3").get_json()
+    assert [p["id"] for p in last["items"]] == list(range(25, 34))
     kitchen = client.get("/api/v1/products?category=kitchen").get_json()
     assert [p["name"] for p in kitchen["items"]] == ["Blue Kettle", "Red Mug", "Sold Out Teapot"]
     found = client.get("/api/v1/products?q=tea").get_json()  # name or description

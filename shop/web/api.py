@@ -64,10 +64,7 @@ def categories():
 
 @bp.get("/products")
 def products():
-    settings = services().settings
-    page, per_page = page_args(
-        request.args, per_page_default=settings.per_page_default, per_page_max=settings.per_page_max
-    )
+    page, per_page = page_args(request.args, services().catalogue.paging)
     result = services().catalogue.page(
         category=request.args.get("category") or None,
         q=request.args.get("q", ""),

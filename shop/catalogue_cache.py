@@ -155,9 +155,12 @@ class CacheAside:
         *,
         tags: Callable[[Any], Iterable[int]] | None = None,
         is_list: bool = False,
+        admit: Callable[[], None] | None = None,
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
-        reader."""
+        reader. ``admit`` is called once before this request would read the database (a miss,
+        before the rebuild lock is taken, or Redis down), never on a hit: whatever it raises
+        propagates, with no lock taken and nothing stored."""
         generation = 0
         if self.local is not None:
             value = self.local.get(key)
@@ -168,10 +171,14 @@ class CacheAside:
             cached, redis_key = self._read(key, is_list)
         except RedisUnavailable as exc:
             self._log_outage(exc)
+            if admit is not None:
+                admit()
             return loader(0)
         if cached is not None:
             value = json.loads(cached)
         else:
+            if admit is not None:
+                admit()
             try:
                 value = self._rebuild(redis_key, loader, tags)
             except RedisUnavailable as exc:  # before the loader ran: read it now

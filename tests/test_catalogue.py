@@ -283,3 +283,44 @@ def test_a_store_lost_to_a_redis_outage_still_reads_the_database_once(fake_redis
     loads: list[int] = []
     value = cache.get_or_load(cache.key("p", 1), lambda _position: loads.append(1) or {"v": 1})
     assert value == {"v": 1} and loads == [1]
+
+
+class TooManySearches(Exception):
+    """What a rate limit raises from ``admit``."""
+
+
+def refuse() -> None:
+    raise TooManySearches
+
+
+def test_a_listing_asks_admit_only_before_reading_the_database(app):
+    catalogue = app.extensions["shop"].catalogue
+    asked: list[str] = []
+
+    def search(q: str, admit) -> dict:
+        return catalogue.page(category=None, q=q, page=1, per_page=24, admit=admit)
+
+    with pytest.raises(TooManySearches):
+        search("tea", refuse)
+    assert search("tea", lambda: asked.append("tea"))["total"] == 2
+    assert search("tea", refuse)["total"] == 2  # a hit: not asked
+    assert search("  TEA ", refuse)["total"] == 2  # the same search, spelt otherwise
+    assert asked == ["tea"]
+
+
+def test_admit_is_asked_once_when_redis_is_down():
+    from shop.catalogue_cache import CacheAside
+
+    cache = CacheAside(connect("redis://127.0.0.1:1/0", socket_timeout=0.2), "x:", ttl=60)
+    steps: list[str] = []
+
+    def load(_position: int) -> dict:
+        steps.append("load")
+        return {"items": []}
+
+    key = cache.key("l", "-", "tea", 1, 24)
+    admitted = cache.get_or_load(key, load, is_list=True, admit=lambda: steps.append("admit"))
+    assert admitted == {"items": []} and steps == ["admit", "load"]
+    with pytest.raises(TooManySearches):
+        cache.get_or_load(key, load, is_list=True, admit=refuse)
+    assert steps == ["admit", "load"]  # refused: not read

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import redis
 from flask import Flask
 
@@ -214,3 +215,62 @@ def test_every_catalogue_key_expires_except_three_counters(make_real_app, real_r
     assert len(keys - counters) > 5
     assert {key for key in keys - counters if client.ttl(key) < 0} == set()
     assert all(len(client.get(key)) < 20 for key in counters & keys)
+
+
+class TooManySearches(Exception):
+    """What a rate limit raises from ``admit``."""
+
+
+def test_admit_is_asked_once_before_a_miss_reads_the_database_and_never_on_a_hit(real_redis):
+    client, prefix = real_redis
+    cache = CacheAside(client, f"{prefix}cat:", ttl=60, local_ttl=30)
+    cache.local.get("-")  # start the listener: a value can then be served from memory
+    deadline = time.monotonic() + 3
+    while not cache.local.live:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    key = cache.key("l", "-", "tea", 1, 24)
+    stored = cache.list_key(key, 0)
+    steps: list[str] = []
+
+    def load(_position: int) -> dict:
+        steps.append("load")
+        return {"items": [{"id": 2}]}
+
+    def admit() -> None:
+        assert client.exists(stored + ":lock") == 0  # never asked holding the rebuild lock
+        steps.append("admit")
+
+    def refuse() -> None:
+        steps.append("refused")
+        raise TooManySearches
+
+    def page(admit) -> dict:
+        return cache.get_or_load(
+            key, load, tags=lambda v: [i["id"] for i in v["items"]], is_list=True, admit=admit
+        )
+
+    with pytest.raises(TooManySearches):  # a miss refused: nothing read, locked or stored
+        page(refuse)
+    assert steps == ["refused"]
+    assert client.exists(stored, stored + ":lock", cache.tag_key(2)) == 0
+
+    steps.clear()
+    assert page(admit) == {"items": [{"id": 2}]}  # a miss admitted: asked once, then read
+    assert steps == ["admit", "load"]
+
+    steps.clear()
+    assert page(refuse) == {"items": [{"id": 2}]}  # a hit in this process's memory
+    cache.local.stop()
+    assert page(refuse) == {"items": [{"id": 2}]}  # a hit in Redis
+    assert steps == []
+
+    def redis_goes_away() -> None:  # a limiter on the same Redis, failing: its error, not ours
+        steps.append("admit")
+        raise redis.ConnectionError("the limiter's Redis is down")
+
+    cache.invalidate([2])
+    with pytest.raises(redis.ConnectionError):
+        page(redis_goes_away)
+    assert steps == ["admit"]
+    assert client.exists(stored, stored + ":lock") == 0

@@ -274,3 +274,25 @@ def test_admit_is_asked_once_before_a_miss_reads_the_database_and_never_on_a_hit
         page(redis_goes_away)
     assert steps == ["admit"]
     assert client.exists(stored, stored + ":lock") == 0
+
+
+def test_a_cached_list_costs_one_redis_round_trip_and_no_write_without_the_memory_tier(
+    make_real_app, real_redis
+):
+    client, prefix = real_redis
+    app = make_real_app(instrument=True, catalogue_local_ttl=0)
+    browser = app.test_client(use_cookies=False)
+    paths = ["/api/v1/products?page=2", "/api/v1/products?q=tea", "/api/v1/categories"]
+    for path in paths:
+        browser.get(path)
+    before = {key: client.get(key) for key in client.scan_iter(f"{prefix}*") if ":l:" in key}
+    for path in paths:
+        response = browser.get(path)
+        assert (response.headers["X-Shop-SQL"], response.headers["X-Shop-Redis"]) == ("0", "1")
+    after = {key: client.get(key) for key in client.scan_iter(f"{prefix}*") if ":l:" in key}
+    assert after == before
+    add_product(app, "Green Whisk", "kitchen")  # a new list generation: this process
+    for path in paths:  # reads each list once more, then is back to one round trip
+        browser.get(path)
+        response = browser.get(path)
+        assert (response.headers["X-Shop-SQL"], response.headers["X-Shop-Redis"]) == ("0", "1")

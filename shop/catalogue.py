@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +32,7 @@ from .catalogue_cache import CacheAside
 from .db import Engines
 from .errors import InvalidInput, NotFound
 from .models import MAX_ID, SEARCH_VECTOR, categories, products
+from .paging import Paging
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,7 @@ def recount_categories(conn: Connection) -> None:
 class Catalogue:
     engines: Engines
     cache: CacheAside
+    paging: Paging = field(default_factory=Paging)
 
     def categories(self) -> list[dict[str, Any]]:
         return self.cache.get_or_load(
@@ -225,9 +228,20 @@ class Catalogue:
         return found
 
     def page(
-        self, *, category: str | None, q: str | None, page: int, per_page: int
+        self,
+        *,
+        category: str | None,
+        q: str | None,
+        page: int,
+        per_page: int,
+        admit: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """One grid page of a category and/or a search; 404 past the last page."""
+        """One grid page of a category and/or a search; 404 past the last page. Only the
+        allowed page sizes and pages within the result window are read (400 otherwise), and
+        the cache key holds only canonical values: the category's id, the normalised text.
+        ``admit`` is asked before the page is read from the database (see
+        :meth:`CacheAside.get_or_load`): a rate limit raises from it."""
+        self.paging.check(page, per_page)
         category_id = self.category(category)["id"] if category else None
         text = normalise_query(q)
         digest = hashlib.sha1(text.encode()).hexdigest()[:16] if text else "-"
@@ -242,6 +256,7 @@ class Catalogue:
             ),
             tags=lambda value: [item["id"] for item in value["items"]],
             is_list=True,
+            admit=admit,
         )
         if page > 1 and not result["items"]:
             last = max(1, -(-result["total"] // per_page))

@@ -1,9 +1,14 @@
 """Cache-aside (lazy loading) through Redis, with one rebuild per missing key and invalidation
 by product.
 
-A hit is one GET and no write. On a miss one request takes a short lock and rebuilds; the others
-wait for its value instead of all querying the database (no stampede). Each cached list is tagged
-with the products it shows, so a change to a product deletes exactly the entries that show it.
+A hit is one read command and no write. On a miss one request takes a short lock and rebuilds;
+the others wait for its value instead of all querying the database (no stampede). Every entry
+expires. Each cached list is tagged with the products it shows, so a change to a product deletes
+exactly the entries that show it; a tag expires with the longest-lived entry it names and drops
+the names of expired ones as entries are added. Lists live under a generation number (read with
+the list in the same round trip), and a structural change (a product added, a category changed)
+starts a new generation: one INCR orphans every cached list at once, however many there are, and
+the orphans expire by their TTL.
 A rebuild stores its value only if no invalidation happened while it read the database (an
 epoch counter checked atomically with the write), so a stale read can never be cached after an
 invalidation. An invalidation may also record the writer's position in the primary's log
@@ -35,46 +40,51 @@ from .redis_client import RedisUnavailable
 
 log = logging.getLogger(__name__)
 
-# KEYS: value, lock, epoch, list index (or ''), then tag keys. ARGV: token, epoch, value, ttl.
+# KEYS: value, lock, epoch, then tag keys. ARGV: token, epoch, value, ttl.
+# A tag is a sorted set of the keys that show its product, each scored by the second it expires:
+# members past it are pruned here, and the tag itself lives as long as its longest member.
 _STORE_SCRIPT = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then
   redis.call('DEL', KEYS[2])
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+local ttl = tonumber(ARGV[4])
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl)
 redis.call('DEL', KEYS[2])
-if KEYS[4] ~= '' then redis.call('SADD', KEYS[4], KEYS[1]) end
-for i = 5, #KEYS do
-  redis.call('SADD', KEYS[i], KEYS[1])
-  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4]) * 2)
+local now = tonumber(redis.call('TIME')[1])
+for i = 4, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. now)
+  redis.call('ZADD', KEYS[i], now + ttl + 1, KEYS[1])
+  if redis.call('TTL', KEYS[i]) < ttl + 1 then redis.call('EXPIRE', KEYS[i], ttl + 1) end
 end
 return 1
 """
 
-# KEYS: epoch, list index, write position, then tag keys, then plain keys. ARGV: number of tag
-# keys, structural, the writer's position in the primary's log (0: none), the channel and the
-# message for the in-process tiers ('' when there are none).
+# KEYS: epoch, write position, list generation, then tag keys, then plain keys. ARGV: number
+# of tag keys, structural, the writer's position in the primary's log (0: none), the channel
+# and the message for the in-process tiers ('' when there are none). Structural: one INCR of
+# the list generation orphans every cached list, whatever their number (they expire by their
+# TTL); the tags are left alone, as everything they point to is a list.
 _INVALIDATE_SCRIPT = """
 redis.call('INCR', KEYS[1])
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
-if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[3]) or '0') then
-  redis.call('SET', KEYS[3], ARGV[3])
+if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[3])
 end
 local ntags = tonumber(ARGV[1])
-for i = 4, 3 + ntags do
-  for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do
-    redis.call('DEL', member, member .. ':lock')
+if ARGV[2] == '1' then
+  redis.call('INCR', KEYS[3])
+else
+  local now = tonumber(redis.call('TIME')[1])
+  for i = 4, 3 + ntags do
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], now, '+inf')) do
+      redis.call('DEL', member, member .. ':lock')
+    end
+    redis.call('DEL', KEYS[i])
   end
-  redis.call('DEL', KEYS[i])
 end
 for i = 4 + ntags, #KEYS do redis.call('DEL', KEYS[i], KEYS[i] .. ':lock') end
-if ARGV[2] == '1' then
-  for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    redis.call('DEL', member, member .. ':lock')
-  end
-  redis.call('DEL', KEYS[2])
-end
 return 1
 """
 
@@ -117,7 +127,8 @@ class CacheAside:
         )
         self.epoch_key = f"{prefix}epoch"
         self.position_key = f"{prefix}position"
-        self.list_index_key = f"{prefix}lists"
+        self.generation_key = f"{prefix}generation"
+        self._generation = 0  # the list generation this process saw last
         self._store = client.register_script(_STORE_SCRIPT)
         self._invalidate = client.register_script(_INVALIDATE_SCRIPT)
         self._last_outage_log = 0.0
@@ -126,7 +137,12 @@ class CacheAside:
         return self.prefix + ":".join(str(part) for part in parts)
 
     def tag_key(self, product_id: int) -> str:
-        return f"{self.prefix}tag:{product_id}"
+        return f"{self.prefix}shows:{product_id}"
+
+    @staticmethod
+    def list_key(key: str, generation: int) -> str:
+        """Where a list lives in Redis: its key in the current list generation."""
+        return f"{key}:g{generation}"
 
     def jittered_ttl(self) -> int:
         spread = self.ttl * self.jitter
@@ -139,9 +155,12 @@ class CacheAside:
         *,
         tags: Callable[[Any], Iterable[int]] | None = None,
         is_list: bool = False,
+        admit: Callable[[], None] | None = None,
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
-        reader."""
+        reader. ``admit`` is called once before this request would read the database (a miss,
+        before the rebuild lock is taken, or Redis down), never on a hit: whatever it raises
+        propagates, with no lock taken and nothing stored."""
         generation = 0
         if self.local is not None:
             value = self.local.get(key)
@@ -149,14 +168,22 @@ class CacheAside:
                 return value
             generation = self.local.generation
         try:
-            cached = self.client.get(key)
-            if cached is not None:
-                value = json.loads(cached)
-            else:
-                value = self._rebuild(key, loader, tags, is_list)
+            cached, redis_key = self._read(key, is_list)
         except RedisUnavailable as exc:
             self._log_outage(exc)
+            if admit is not None:
+                admit()
             return loader(0)
+        if cached is not None:
+            value = json.loads(cached)
+        else:
+            if admit is not None:
+                admit()
+            try:
+                value = self._rebuild(redis_key, loader, tags)
+            except RedisUnavailable as exc:  # before the loader ran: read it now
+                self._log_outage(exc)
+                return loader(0)
         if self.local is not None:
             self.local.put(
                 key,
@@ -167,7 +194,22 @@ class CacheAside:
             )
         return value
 
-    def _rebuild(self, key, loader, tags, is_list) -> Any:
+    def _read(self, key: str, is_list: bool) -> tuple[str | None, str]:
+        """The cached text (or None) and the Redis key it lives under, in one round trip:
+        a list is read together with the list generation, and again only when that changed
+        since this process last looked."""
+        if not is_list:
+            return self.client.get(key), key
+        seen = self._generation
+        current, cached = self.client.mget(self.generation_key, self.list_key(key, seen))
+        current = int(current or 0)
+        if current == seen:
+            return cached, self.list_key(key, seen)
+        self._generation = current
+        redis_key = self.list_key(key, current)
+        return self.client.get(redis_key), redis_key
+
+    def _rebuild(self, key, loader, tags) -> Any:
         lock_key = key + ":lock"
         token = secrets.token_hex(8)
         pipe = self.client.pipeline(transaction=False)
@@ -182,11 +224,14 @@ class CacheAside:
                 return json.loads(waited)
             return loader(min_position)  # the builder is slow or gone: serve, don't store
         value = loader(min_position)
-        keys = [key, lock_key, self.epoch_key, self.list_index_key if is_list else ""]
+        keys = [key, lock_key, self.epoch_key]
         if tags is not None:
             keys += [self.tag_key(pid) for pid in set(tags(value))]
         encoded = json.dumps(value, separators=(",", ":"))
-        self._store(keys=keys, args=[token, epoch or "0", encoded, self.jittered_ttl()])
+        try:
+            self._store(keys=keys, args=[token, epoch or "0", encoded, self.jittered_ttl()])
+        except RedisUnavailable as exc:  # served all the same; the lock expires by itself
+            self._log_outage(exc)
         return value
 
     def _wait_for(self, key: str) -> str | None:
@@ -210,8 +255,9 @@ class CacheAside:
         structural: bool = False,
         min_position: int = 0,
     ) -> None:
-        """Drop what shows these products; ``structural`` also drops every cached list.
-        ``min_position``: the write's position in the primary's log, for rebuilds to honour."""
+        """Drop what shows these products; ``structural`` also drops every cached list, in a
+        constant number of commands (a new list generation). ``min_position``: the write's
+        position in the primary's log, for rebuilds to honour."""
         product_ids, keys = list(product_ids), list(keys)
         tag_keys = [self.tag_key(pid) for pid in product_ids]
         channel, message = "", ""
@@ -219,7 +265,7 @@ class CacheAside:
             self.local.drop(product_ids, keys, structural)  # this process: at once
             channel, message = self.local.channel, LocalTier.message(product_ids, keys, structural)
         self._invalidate(
-            keys=[self.epoch_key, self.list_index_key, self.position_key, *tag_keys, *keys],
+            keys=[self.epoch_key, self.position_key, self.generation_key, *tag_keys, *keys],
             args=[len(tag_keys), "1" if structural else "0", int(min_position), channel, message],
         )
 

@@ -73,8 +73,12 @@ class Settings:
     # Changes reach every instance's memory at once by Redis pub/sub; this only bounds an entry
     # should that fail silently.
     catalogue_local_ttl: float = 30.0
+    # Grid pages: the page sizes a client may ask for (anything else is refused, so each page
+    # has one cache entry), the size when none is asked for, and how deep a listing can be
+    # paged (page x per_page at most this many results; deeper OFFSETs are refused).
+    per_page_choices: tuple[int, ...] = (12, 24, 48, 96)
     per_page_default: int = 24
-    per_page_max: int = 100
+    max_result_window: int = 10_000
 
     # Rate rules per client address, shared by all instances through Redis (the `limits`
     # notation: "10/minute;60/hour"; "" turns a rule off). Checked before any password hash.
@@ -155,6 +159,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``SHOP_*`` variables; ``overrides`` win over the environment."""
         environ = os.environ if environ is None else environ
+        for name, instead in _REMOVED.items():
+            if name in environ:
+                raise ConfigError(f"{name} is no longer read: {instead}")
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = environ.get(f"SHOP_{f.name.upper()}")
@@ -189,13 +196,23 @@ class Settings:
             [ipaddress.ip_network(net) for net in self.readyz_allow]
         except ValueError as exc:
             raise ConfigError(f"SHOP_READYZ_ALLOW: {exc}") from None
-        if self.per_page_default > self.per_page_max:
-            raise ConfigError("SHOP_PER_PAGE_DEFAULT exceeds SHOP_PER_PAGE_MAX")
+        if not self.per_page_choices or min(self.per_page_choices) < 1:
+            raise ConfigError("SHOP_PER_PAGE_CHOICES must list positive page sizes")
+        if self.per_page_default not in self.per_page_choices:
+            raise ConfigError("SHOP_PER_PAGE_DEFAULT must be one of SHOP_PER_PAGE_CHOICES")
+        if self.max_result_window < max(self.per_page_choices):
+            raise ConfigError("SHOP_MAX_RESULT_WINDOW must hold at least one page of each size")
         if self.redis_password is not None and self.redis_url is None:
             raise ConfigError(
                 "SHOP_REDIS_PASSWORD needs SHOP_REDIS_URL (the in-process fakeredis has none)"
             )
         return self
+
+
+# Settings that were removed, with what replaces them: refused rather than silently ignored.
+_REMOVED = {
+    "SHOP_PER_PAGE_MAX": "set the allowed page sizes with SHOP_PER_PAGE_CHOICES (e.g. 12,24,48,96)",
+}
 
 
 def redis_url_with_password(url: str, password: str) -> str:
@@ -231,7 +248,10 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
     type_name = str(type_name)
     try:
         if type_name.startswith("tuple"):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
+            parts = tuple(part.strip() for part in raw.split(",") if part.strip())
+            return (
+                tuple(int(part) for part in parts) if type_name.startswith("tuple[int") else parts
+            )
         if type_name.startswith("bool"):
             if type_name.endswith("None") and raw.strip() == "":
                 return None

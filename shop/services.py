@@ -12,6 +12,7 @@ from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
 from .db import Engines
+from .paging import Paging
 from .redis_client import connect
 from .sessions import SessionStore
 from .throttle import RULES, HashSlots, Throttle
@@ -81,6 +82,11 @@ def build_services(
                 ttl=settings.catalogue_cache_ttl,
                 jitter=settings.catalogue_cache_jitter,
                 local_ttl=settings.catalogue_local_ttl,
+            ),
+            Paging(
+                per_page_choices=settings.per_page_choices,
+                per_page_default=settings.per_page_default,
+                max_result_window=settings.max_result_window,
             ),
         ),
         throttle=Throttle(

@@ -22,7 +22,7 @@ from sqlalchemy import event, func, select
 from werkzeug.test import TestResponse
 
 from shop.models import order_lines, orders, users
-from tests.conftest import KETTLE, MUG, TEAPOT, Shopper, fake_client
+from tests.conftest import KETTLE, MUG, TEAPOT, Shopper, StatementCounter, fake_client
 
 SHIPPING = {"name": "Ada Lovelace", "address": "1 Analytical St"}
 KEY = {"Idempotency-Key": "order-1"}
@@ -30,6 +30,8 @@ JSON = {"Content-Type": "application/json"}
 OVER_LIMIT = "x" * (64 * 1024)  # settings.max_body_bytes is 64 KiB
 CSRF_MESSAGE = "CSRF token missing or invalid"
 CREDENTIALS = "Wrong email or password."
+PER_PAGE = "Per page must be 12, 24, 48 or 96."  # the default SHOP_PER_PAGE_CHOICES
+WINDOW = "Only the first 10,000 results can be shown"  # the default SHOP_MAX_RESULT_WINDOW
 
 
 @dataclass(frozen=True)
@@ -371,13 +373,21 @@ CATALOGUE = [
         ("page=x", 400, "invalid_input", "Page must be a whole number."),
         ("page=1.5", 400, "invalid_input", "Page must be a whole number."),
         ("page=", 400, "invalid_input", "Page must be a whole number."),
-        ("page=99999999999999999999", 400, "invalid_input", "Page must be at most"),
-        ("per_page=0", 400, "invalid_input", "Per page must be at least 1."),
+        ("page=99999999999999999999", 400, "invalid_input", WINDOW + " (up to page 416 at 24"),
+        ("page=417", 400, "invalid_input", WINDOW + " (up to page 416 at 24 per page). Narrow"),
+        ("per_page=96&page=105", 400, "invalid_input", WINDOW + " (up to page 104 at 96"),
+        ("per_page=12&page=834", 400, "invalid_input", "up to page 833 at 12 per page"),
+        ("per_page=0", 400, "invalid_input", PER_PAGE),
         ("per_page=-1", 400, "invalid_input", "Per page must be a whole number."),
         ("per_page=x", 400, "invalid_input", "Per page must be a whole number."),
-        ("per_page=101", 400, "invalid_input", "Per page must be at most 100."),
+        ("per_page=10", 400, "invalid_input", PER_PAGE),
+        ("per_page=25", 400, "invalid_input", PER_PAGE),
+        ("per_page=100", 400, "invalid_input", PER_PAGE),
+        ("per_page=101", 400, "invalid_input", PER_PAGE),
+        ("per_page=99999999999999999999", 400, "invalid_input", PER_PAGE),
         ("page=99", 404, "not_found", "Page 99 does not exist; the last page is 2."),
-        ("per_page=10&page=5", 404, "not_found", "the last page is 4"),
+        ("per_page=12&page=5", 404, "not_found", "the last page is 3"),
+        ("per_page=96&page=104", 404, "not_found", "Page 104 does not exist; the last page is 1."),
         ("category=garden", 404, "not_found", "There is no category 'garden'."),
         ("q=" + "a" * 101, 400, "invalid_input", "limited to 100 characters"),
         ("q=" + "+".join("abcdefghi"), 400, "invalid_input", "at most 8 words"),
@@ -754,3 +764,57 @@ def test_refused_input_is_one_log_line_without_a_traceback(app, caplog):
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].exc_info is None
     assert lines[0].getMessage() == "refused POST /api/v1/users: 400 invalid_input"
+
+
+# -- paging: canonical page sizes, a result window ----------------------------------------------
+
+
+def test_a_refused_page_names_the_field_and_costs_no_query_and_no_cache_entry(
+    app, fake_redis_server
+):
+    redis = fake_client(fake_redis_server)
+    client = app.test_client(use_cookies=False)
+    client.get("/api/v1/categories")  # the grid's navigation, shown with the error
+    keys = set(redis.scan_iter("*"))
+    counter = StatementCounter(app.extensions["shop"].engines.primary)
+    for query, named in [
+        ("per_page=10", "per_page"),
+        ("per_page=100&q=tea", "per_page"),
+        ("page=417", "page"),
+        ("per_page=96&page=105&category=kitchen", "page"),
+    ]:
+        refused = client.get(f"/api/v1/products?{query}")
+        assert refused.status_code == 400
+        assert refused.get_json()["error"]["field"] == named
+        assert client.get(f"/?{query}").status_code == 400
+    assert counter.count == 0
+    assert set(redis.scan_iter("*")) == keys
+
+
+def test_two_spellings_of_one_page_share_one_cache_entry(app, fake_redis_server):
+    redis = fake_client(fake_redis_server)
+    client = app.test_client(use_cookies=False)
+    counter = StatementCounter(app.extensions["shop"].engines.primary)
+    first = client.get("/api/v1/products?q=Blue%20%20KETTLE&category=kitchen&page=01&per_page=024")
+    queries = counter.count
+    again = client.get("/api/v1/products?q=+blue+kettle+&category=kitchen&page=1")
+    assert first.status_code == again.status_code == 200
+    assert first.get_json() == again.get_json()
+    assert counter.count == queries  # the second spelling was a hit
+    lists = [key for key in redis.scan_iter("*cat:l:*") if not key.endswith(":lock")]
+    assert len(lists) == 1, lists
+
+
+def test_the_pager_stops_at_the_result_window_and_says_how_to_see_the_rest(make_app):
+    app = make_app(per_page_choices=(12, 24), per_page_default=12, max_result_window=24)
+    client = app.test_client()
+    first = client.get("/?per_page=012").get_data(as_text=True)  # 33 products: 3 pages of 12
+    assert 'href="/?page=2&amp;per_page=12"' in first and "Narrow the search" not in first
+    last = client.get("/?page=2").get_data(as_text=True)
+    assert 'rel="next"' not in last and "Page 2 of" not in last
+    assert "Only the first 24 results can be shown (up to page 2 at 12 per page)." in last
+    refused = client.get("/?page=3")
+    assert refused.status_code == 400
+    assert "Narrow the search" in " ".join(error_texts(refused))
+    assert client.get("/?per_page=24&page=1").status_code == 200
+    assert client.get("/api/v1/products?per_page=24&page=2").status_code == 400

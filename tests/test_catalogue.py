@@ -28,8 +28,8 @@ def test_product_page_shows_price_description_and_stock_state(client):
 
 
 def test_grid_paginates_filters_and_searches(client):
-    first = client.get("/api/v1/products?per_page=10").get_json()
-    assert first["total"] == 33 and len(first["items"]) == 10 and first["page"] == 1
+    first = client.get("/api/v1/products?per_page=12").get_json()
+    assert first["total"] == 33 and len(first["items"]) == 12 and first["page"] == 1
     assert set(first["items"][0]) == {
         "id",
         "name",
@@ -38,8 +38,8 @@ def test_grid_paginates_filters_and_searches(client):
         "stock",
         "category",
     }
-    last = client.get("/api/v1/products?per_page=10&page=4").get_json()
-    assert [p["id"] for p in last["items"]] == [31, 32, 33]
+    last = client.get("/api/v1/products?per_page=12&page=3").get_json()
+    assert [p["id"] for p in last["items"]] == list(range(25, 34))
     kitchen = client.get("/api/v1/products?category=kitchen").get_json()
     assert [p["name"] for p in kitchen["items"]] == ["Blue Kettle", "Red Mug", "Sold Out Teapot"]
     found = client.get("/api/v1/products?q=tea").get_json()  # name or description
@@ -266,3 +266,61 @@ def test_a_value_read_before_an_invalidation_is_not_kept_after_it(fake_redis_ser
     assert tier.get("t:l:1") is MISSING and tier.get("t:l:2") == {"items": [8]}
     tier.drop([], [], structural=True)
     assert tier.get("t:l:2") is MISSING
+
+
+def test_a_store_lost_to_a_redis_outage_still_reads_the_database_once(fake_redis_server):
+    import redis
+
+    from shop.catalogue_cache import CacheAside
+    from tests.conftest import fake_client
+
+    cache = CacheAside(fake_client(fake_redis_server), "t:", ttl=60)
+
+    def store_fails(**_kwargs):
+        raise redis.ConnectionError("Redis went away after the query")
+
+    cache._store = store_fails
+    loads: list[int] = []
+    value = cache.get_or_load(cache.key("p", 1), lambda _position: loads.append(1) or {"v": 1})
+    assert value == {"v": 1} and loads == [1]
+
+
+class TooManySearches(Exception):
+    """What a rate limit raises from ``admit``."""
+
+
+def refuse() -> None:
+    raise TooManySearches
+
+
+def test_a_listing_asks_admit_only_before_reading_the_database(app):
+    catalogue = app.extensions["shop"].catalogue
+    asked: list[str] = []
+
+    def search(q: str, admit) -> dict:
+        return catalogue.page(category=None, q=q, page=1, per_page=24, admit=admit)
+
+    with pytest.raises(TooManySearches):
+        search("tea", refuse)
+    assert search("tea", lambda: asked.append("tea"))["total"] == 2
+    assert search("tea", refuse)["total"] == 2  # a hit: not asked
+    assert search("  TEA ", refuse)["total"] == 2  # the same search, spelt otherwise
+    assert asked == ["tea"]
+
+
+def test_admit_is_asked_once_when_redis_is_down():
+    from shop.catalogue_cache import CacheAside
+
+    cache = CacheAside(connect("redis://127.0.0.1:1/0", socket_timeout=0.2), "x:", ttl=60)
+    steps: list[str] = []
+
+    def load(_position: int) -> dict:
+        steps.append("load")
+        return {"items": []}
+
+    key = cache.key("l", "-", "tea", 1, 24)
+    admitted = cache.get_or_load(key, load, is_list=True, admit=lambda: steps.append("admit"))
+    assert admitted == {"items": []} and steps == ["admit", "load"]
+    with pytest.raises(TooManySearches):
+        cache.get_or_load(key, load, is_list=True, admit=refuse)
+    assert steps == ["admit", "load"]  # refused: not read

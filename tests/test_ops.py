@@ -85,6 +85,31 @@ def test_settings_come_from_the_environment():
         Settings.from_env({"SHOP_SESSION_IDLE_TIMEOUT": "soon"})
 
 
+def test_page_sizes_and_the_result_window_come_from_the_environment():
+    base = {"SHOP_DATABASE_URL": "postgresql://db/shop", "SHOP_SECRET_KEY": "x" * 32}
+    defaults = Settings.from_env(base)
+    assert defaults.per_page_choices == (12, 24, 48, 96) and defaults.per_page_default == 24
+    assert defaults.max_result_window == 10_000
+    settings = Settings.from_env(
+        {
+            **base,
+            "SHOP_PER_PAGE_CHOICES": "10, 20,50",
+            "SHOP_PER_PAGE_DEFAULT": "20",
+            "SHOP_MAX_RESULT_WINDOW": "500",
+        }
+    )
+    assert settings.per_page_choices == (10, 20, 50) and settings.max_result_window == 500
+    for wrong, message in [
+        ({"SHOP_PER_PAGE_DEFAULT": "30"}, "SHOP_PER_PAGE_DEFAULT must be one of"),
+        ({"SHOP_PER_PAGE_CHOICES": "0,24"}, "SHOP_PER_PAGE_CHOICES"),
+        ({"SHOP_PER_PAGE_CHOICES": "twelve"}, "SHOP_PER_PAGE_CHOICES"),
+        ({"SHOP_MAX_RESULT_WINDOW": "50"}, "SHOP_MAX_RESULT_WINDOW"),
+        ({"SHOP_PER_PAGE_MAX": "100"}, "SHOP_PER_PAGE_MAX is no longer read"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env({**base, **wrong})
+
+
 def test_prices_show_two_decimals_and_the_configured_currency(make_app):
     page = make_app(currency="USD").test_client().get("/products/1").get_data(as_text=True)
     assert "$19.99" in page

@@ -215,3 +215,32 @@ def test_failures_are_shared_by_every_instance(make_real_app):
     elsewhere = Shopper(second.test_client(), second)
     assert _login(elsewhere).status_code == 401
     assert _login(Shopper(first.test_client(), first)).status_code == 429
+
+
+def test_searches_that_miss_the_cache_are_limited_per_address(make_app, fake_redis_server):
+    app = make_app(limit_search="3/minute")
+    client = app.test_client()
+    for word in ("kettle", "mug", "tea"):
+        assert client.get(f"/?q={word}").status_code == 200
+    refused = client.get("/?q=guide")  # a fourth new search: it would read the database
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    api = client.get("/api/v1/products?q=birds")
+    assert api.status_code == 429 and api.get_json()["error"]["code"] == "rate_limited"
+    # Searches someone made a moment ago are served from the cache, uncounted, and browsing
+    # without a search is never counted.
+    assert client.get("/?q=kettle").status_code == 200
+    assert client.get("/?page=2").status_code == 200
+    assert client.get("/?category=books").status_code == 200
+    other = app.test_client()  # the same address: the same rule
+    assert other.get("/?q=field").status_code == 429
+
+
+def test_a_search_is_not_refused_when_redis_is_down(make_app):
+    from shop.redis_client import connect
+
+    app = make_app(
+        limit_search="1/minute",
+        redis_client=connect("redis://127.0.0.1:1/0", socket_timeout=0.2),
+    )
+    client = app.test_client()
+    assert [client.get(f"/?q={w}").status_code for w in ("kettle", "mug")] == [200, 200]

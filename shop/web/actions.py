@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 
 from flask import request
 
@@ -29,6 +31,20 @@ def _count_cart_write() -> None:
     throttle.hit("cart", client_address())
     if not current.stored:
         throttle.hit("new_cart", client_address())
+
+
+def search_admission(q: str | None) -> Callable[[], None] | None:
+    """For a search: counts it against the client's search rule, asked only when the page
+    misses the cache (a search someone made a moment ago costs nothing to repeat)."""
+    if not (q or "").strip():
+        return None
+
+    def admit() -> None:
+        # Redis down: the catalogue is read from the database, uncounted.
+        with contextlib.suppress(*RedisUnavailable):
+            services().throttle.hit("search", client_address())
+
+    return admit
 
 
 def current_cart() -> PricedCart:

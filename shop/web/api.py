@@ -13,6 +13,7 @@ from .actions import (
     current_cart,
     log_in_with_password,
     remove_from_cart,
+    search_admission,
     set_cart_quantity,
     sign_out,
     sign_up,
@@ -60,13 +61,12 @@ def categories():
 
 @bp.get("/products")
 def products():
-    settings = services().settings
-    page, per_page = page_args(
-        request.args, per_page_default=settings.per_page_default, per_page_max=settings.per_page_max
-    )
+    page, per_page = page_args(request.args, services().catalogue.paging)
+    q = request.args.get("q", "")
     result = services().catalogue.page(
         category=request.args.get("category") or None,
-        q=request.args.get("q", ""),
+        q=q,
+        admit=search_admission(q),
         page=page,
         per_page=per_page,
     )

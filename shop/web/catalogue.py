@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from ..errors import ShopError
+from .actions import search_admission
 from .context import services
 from .inputs import page_args
 
@@ -13,17 +14,14 @@ bp = Blueprint("catalogue", __name__)
 
 @bp.get("/")
 def grid():
-    settings = services().settings
     catalogue = services().catalogue
     category = request.args.get("category") or None
     q = request.args.get("q", "")
     try:
-        page, per_page = page_args(
-            request.args,
-            per_page_default=settings.per_page_default,
-            per_page_max=settings.per_page_max,
+        page, per_page = page_args(request.args, catalogue.paging)
+        result = catalogue.page(
+            category=category, q=q, page=page, per_page=per_page, admit=search_admission(q)
         )
-        result = catalogue.page(category=category, q=q, page=page, per_page=per_page)
     except ShopError as exc:
         return (
             render_template(
@@ -40,10 +38,15 @@ def grid():
     pages = max(1, -(-result["total"] // result["per_page"]))
     if result.get("total_capped"):
         pages = result["page"] + (len(result["items"]) == result["per_page"])
+    # The pager stops at the result window; its last page says how to see the rest.
+    reachable = catalogue.paging.last_page(result["per_page"])
+    beyond_window = pages > reachable
     return render_template(
         "catalogue/grid.html",
         result=result,
-        pages=pages,
+        pages=min(pages, reachable),
+        beyond_window=beyond_window,
+        narrow=catalogue.paging.narrow_message(result["per_page"]) if beyond_window else None,
         category=catalogue.category(category) if category else None,
         q=q,
         categories=catalogue.categories(),

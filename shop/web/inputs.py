@@ -10,20 +10,22 @@ from flask import request
 
 from ..errors import InvalidInput, InvalidQuantity
 from ..models import MAX_ID
+from ..paging import Paging
 
 _DIGITS = re.compile(r"^\s*(\d+)\s*$")
 _MAX_DIGITS = 12  # more than any limit here needs
 
 
-def form_int(value: str | None, field: str, *, minimum: int = 0, maximum: int) -> int:
-    """A whole number typed into a form."""
+def form_int(value: str | None, field: str, *, minimum: int = 0, maximum: int | None) -> int:
+    """A whole number typed into a form (``maximum`` None: the caller checks the top)."""
     error = InvalidQuantity if field == "quantity" else InvalidInput
     match = _DIGITS.match(value) if value is not None else None
     if match is None:
         raise error(f"{field.replace('_', ' ').capitalize()} must be a whole number.", field=field)
     digits = match.group(1).lstrip("0") or "0"
     # Longer is simply too large (and int() of long enough text is refused or slow).
-    number = int(digits) if len(digits) <= _MAX_DIGITS else maximum + 1
+    too_large = 10**_MAX_DIGITS if maximum is None else maximum + 1
+    number = int(digits) if len(digits) <= _MAX_DIGITS else too_large
     return _in_range(number, field, minimum, maximum)
 
 
@@ -37,13 +39,13 @@ def json_int(value: Any, field: str, *, minimum: int = 0, maximum: int) -> int:
     return _in_range(value, field, minimum, maximum)
 
 
-def _in_range(value: int, field: str, minimum: int, maximum: int) -> int:
+def _in_range(value: int, field: str, minimum: int, maximum: int | None) -> int:
     error = InvalidQuantity if field == "quantity" else InvalidInput
     if value < minimum:
         raise error(
             f"{field.replace('_', ' ').capitalize()} must be at least {minimum}.", field=field
         )
-    if value > maximum:
+    if maximum is not None and value > maximum:
         raise error(
             f"{field.replace('_', ' ').capitalize()} must be at most {maximum}.", field=field
         )
@@ -99,10 +101,12 @@ def check_text(value: str, field: str | None = None) -> None:
         raise InvalidInput("Text must be valid Unicode (UTF-8).", field=field) from None
 
 
-def page_args(args, *, per_page_default: int, per_page_max: int) -> tuple[int, int]:
-    page = form_int(args.get("page", "1"), "page", minimum=1, maximum=100_000)
+def page_args(args, paging: Paging) -> tuple[int, int]:
+    """``page`` and ``per_page`` as whole numbers; which ones may be read is the catalogue's
+    rule (:meth:`Paging.check`, applied by :meth:`Catalogue.page`)."""
+    page = form_int(args.get("page", "1"), "page", minimum=1, maximum=None)
     per_page = form_int(
-        args.get("per_page", str(per_page_default)), "per_page", minimum=1, maximum=per_page_max
+        args.get("per_page", str(paging.per_page_default)), "per_page", maximum=None
     )
     return page, per_page
 

@@ -173,7 +173,7 @@ def shopper(healthy_stack) -> Shopper:
 
 
 def in_stock_products(topology: dict, count: int, minimum: int = 20) -> list[dict]:
-    listing = requests.get(topology["url"] + "/api/v1/products?per_page=100", timeout=10).json()
+    listing = requests.get(topology["url"] + "/api/v1/products?per_page=96", timeout=10).json()
     chosen = [p for p in listing["items"] if p["stock"] >= minimum][:count]
     assert len(chosen) == count, "the seeded catalogue has too few products in stock"
     return chosen

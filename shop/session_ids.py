@@ -58,15 +58,29 @@ def csrf_token_for(secret_key: str, session_id: str) -> str:
     return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
+def masked_csrf_token(secret_key: str, session_id: str) -> str:
+    """The token as a page carries it: XORed with fresh random bytes that travel with it, so
+    no two responses carry the same bytes (a compressed page cannot leak it, BREACH-style)."""
+    raw = base64.urlsafe_b64decode(csrf_token_for(secret_key, session_id) + "=")
+    mask = secrets.token_bytes(len(raw))
+    masked = mask + bytes(a ^ b for a, b in zip(mask, raw, strict=True))
+    return base64.urlsafe_b64encode(masked).rstrip(b"=").decode()
+
+
 def csrf_token_valid(secret_key: str, session_id: str | None, token: str | None) -> bool:
-    if not session_id or not token or not token.isascii():
+    """Either form of the session's token: masked (pages, the API) or plain."""
+    if not session_id or not token or not token.isascii() or len(token) > 100:
         return False
-    return hmac.compare_digest(csrf_token_for(secret_key, session_id), token)
-
-
-# KEYS: record, tombstone. ARGV: cart key prefix, ref, now, idle, absolute, refresh_after,
-# user index prefix. Returns {record fields, cart fields, ended}: an expired record is deleted
-# and tombstoned; ``ended`` is 1 when the id was ended (logout, rotation, "end session").
+    expected = csrf_token_for(secret_key, session_id)
+    if len(token) == 86:  # 64 bytes: a mask and the masked token
+        try:
+            masked = base64.urlsafe_b64decode(token + "==")
+        except ValueError:
+            return False
+        mask, hidden = masked[:32], masked[32:]
+        token = base64.urlsafe_b64encode(bytes(a ^ b for a, b in zip(mask, hidden, strict=True)))
+        token = token.rstrip(b"=").decode()
+    return hmac.compare_digest(expected, token)
 
 
 def session_ref(session_id: str) -> str:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from shop.session_ids import csrf_token_for
+from shop.session_ids import csrf_token_for, csrf_token_valid
 from shop.sessions import SessionStore
 from tests.conftest import KETTLE, SECRET, StatementCounter, redis_snapshot
 
@@ -60,7 +60,14 @@ def test_browsing_writes_nothing_to_redis_and_runs_no_sql_when_warm(app, shopper
 def test_csrf_token_is_an_hmac_of_the_id_and_needs_no_storage(app, shopper):
     body = shopper.client.get("/api/v1/session").get_json()
     assert body["user"] is None
-    assert body["csrf_token"] == csrf_token_for(SECRET, shopper.session_id)
+    token = body["csrf_token"]
+    assert csrf_token_valid(SECRET, shopper.session_id, token)
+    # Masked afresh for each response (BREACH), and each form of it is accepted.
+    again = shopper.client.get("/api/v1/session").get_json()["csrf_token"]
+    assert again != token and csrf_token_valid(SECRET, shopper.session_id, again)
+    assert csrf_token_valid(SECRET, shopper.session_id, csrf_token_for(SECRET, shopper.session_id))
+    assert not csrf_token_valid(SECRET, "x" * 43, token)
+    assert not csrf_token_valid(SECRET, shopper.session_id, token[:-2] + "AA")
     assert not app.extensions["shop"].redis.keys("*:s:*")
 
 

@@ -9,7 +9,7 @@ from flask import current_app, g, session
 from ..cart import CartOwner
 from ..errors import LoginRequired, ServiceUnavailable
 from ..services import Services
-from ..session_ids import csrf_token_for
+from ..session_ids import masked_csrf_token
 from .session_interface import ShopSession
 
 SESSIONS_DOWN = (
@@ -54,7 +54,7 @@ def csrf_token() -> str:
     session_id = current.use_id()
     cached = g.get("csrf_token")
     if cached is None or cached[0] != session_id:
-        cached = (session_id, csrf_token_for(current_app.config["SECRET_KEY"], session_id))
+        cached = (session_id, masked_csrf_token(current_app.config["SECRET_KEY"], session_id))
         g.csrf_token = cached
     return cached[1]
 

@@ -1,9 +1,15 @@
-"""The edge rules, through the stack's running HAProxy: what it answers itself (413) and what
-it holds back from the instances (slow request bodies)."""
+"""The edge rules, through the stack's running HAProxy: what it answers itself (429 over a rate
+limit, 413 over the body limit) and what it holds back from the instances (slow bodies).
+
+The stack exempts its own tools on 127.0.0.1 from the rate limits (make bench and the other
+stack tests drive far more than a shopper); the rate tests here connect from other loopback
+addresses, a fresh one each, which the rules treat like any client.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
 import time
@@ -12,11 +18,91 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from shop.config import Settings
+from tests.stack.conftest import Shopper, in_stock_products
 
 BODY_LIMIT = Settings.__dataclass_fields__["max_body_bytes"].default
 JSON = {"Content-Type": "application/json"}
+
+
+class _FromAddress(HTTPAdapter):
+    """Connections from one local address, as a client of its own would make them."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def client_from_new_address() -> requests.Session:
+    """A session connecting from a loopback address no other test uses (not 127.0.0.1)."""
+    address = f"127.{random.randrange(1, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    http = requests.Session()
+    http.mount("http://", _FromAddress(address))
+    return http
+
+
+def _answered_by(response: requests.Response) -> str:
+    return response.headers.get("X-Served-By", "edge")
+
+
+def _rate_limited(response: requests.Response, retry_after: str) -> bool:
+    return (
+        response.status_code == 429
+        and _answered_by(response) == "edge"
+        and response.headers.get("Retry-After") == retry_after
+        and response.json()["error"]["code"] == "rate_limited"
+    )
+
+
+def test_a_burst_of_logins_gets_429_at_the_edge_while_browsing_goes_on(healthy_stack):
+    shopper = Shopper(healthy_stack["url"], http=client_from_new_address())
+    token = shopper.get("/api/v1/session").json()["csrf_token"]
+    attempts = [
+        shopper.request(
+            "POST",
+            "/api/v1/session/login",
+            json={"email": "nobody@example.com", "password": "a wrong guess"},
+            headers={"X-CSRF-Token": token},
+        )
+        for _ in range(25)
+    ]
+    # 20 a minute reach an instance (a wrong password: 401), then the edge answers.
+    assert [_answered_by(r) == "edge" for r in attempts] == [False] * 20 + [True] * 5
+    assert all(_rate_limited(r, "60") for r in attempts[20:]), attempts[-1].text
+
+    # Every credential endpoint shares the limit, pages and API, however the path is spelt.
+    for path in ("/login", "/register", "/api/v1/users", "/password/reset", "/api/v1/password/x"):
+        assert _rate_limited(shopper.request("POST", path, data={"email": "x"}), "60"), path
+    assert _rate_limited(shopper.request("POST", "/%6Cogin", data={}), "60")
+
+    # Browsing and shopping from the same address go on, and the login form still shows.
+    product = in_stock_products(healthy_stack, 1)[0]
+    for path in ("/", "/?page=2", f"/products/{product['id']}", "/login", "/api/v1/session"):
+        page = shopper.get(path)
+        assert page.status_code == 200 and _answered_by(page) != "edge", (path, page.text[:200])
+    shopper.get(f"/products/{product['id']}")
+    added = shopper.submit("/cart/add", {"product_id": product["id"], "quantity": 1})
+    assert added.status_code == 200 and shopper.cart_count == "1"
+
+
+def test_the_general_limit_counts_every_request_and_then_refuses_any_page(healthy_stack):
+    """1,000 requests per 10 s per address. The quickest way there from one Python client is
+    requests the edge refuses itself (past the credential limit), so the test takes about two
+    seconds rather than ten; the limit counts them like any other."""
+    url = healthy_stack["url"]
+    http = client_from_new_address()
+    sent = Counter(_answered_by(http.post(url + "/register")) for _ in range(1000))
+    assert sent["edge"] == 980, sent  # 20 reached an instance (no CSRF token: 403)
+    for path in ("/", "/healthz", "/api/v1/products"):
+        assert _rate_limited(http.get(url + path), "10"), path
+    # Other clients are not held back (here the stack's own, exempt, address).
+    assert requests.get(url + "/", timeout=10).status_code == 200
 
 
 def _outcome(send) -> str:

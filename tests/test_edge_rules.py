@@ -3,7 +3,8 @@
 ``deploy/stack/haproxy.cfg.tmpl`` (``make stack`` and the stack tests) and
 ``deploy/compose/haproxy.cfg`` (docker-compose.yml) must apply the same edge rules: rate limits
 per client address (a general one and a much tighter one on credential POSTs) answered with 429
-and Retry-After, whole bodies buffered and oversized ones answered with 413. The stack tests show
+and Retry-After, whole bodies buffered and oversized ones answered with 413, and HSTS on every
+answer over TLS. The stack tests show
 them working through a running HAProxy (``tests/stack/test_edge.py``); these checks keep both
 files honest, and the same, without one.
 
@@ -45,6 +46,10 @@ TRACKING = {
     ],
 }  # fmt: skip
 COUNTER = {GENERAL: "0", CREDENTIAL: "1"}
+HSTS = [
+    "http-after-response", "set-header", "Strict-Transport-Security",
+    "max-age=63072000; includeSubDomains", "if", "{", "ssl_fc", "}",
+]  # fmt: skip
 
 Directives = list[list[str]]
 
@@ -199,6 +204,16 @@ def check_rate_rules(text: str, label: str) -> list[str]:
     return problems
 
 
+def check_hsts(text: str, label: str) -> list[str]:
+    """HSTS (two years, subdomains) on every answer that went out over TLS, HAProxy's own
+    included (http-after-response, not http-response), and never over plain HTTP."""
+    frontend = section(text, "frontend")
+    hsts = [w for w in frontend if "Strict-Transport-Security" in w]
+    if hsts != [HSTS]:
+        return [f"{label}: HSTS must be exactly `{' '.join(HSTS)}`, found {hsts}"]
+    return []
+
+
 def edge_rules(text: str) -> list[str]:
     """The edge rules of a config, one line each, in order: what must be the same in both
     (the frontend's only difference is who ``rate_exempt`` names)."""
@@ -209,6 +224,7 @@ def edge_rules(text: str) -> list[str]:
             or (words[0] == "acl" and words[1] != "rate_exempt")
             or words[:2] == ["http-request", "return"]
             or words[1].startswith("track-sc")
+            or words[0] == "http-after-response"
         ):
             rules.append(" ".join(words))
     rules += [f"backend {name}: {' '.join(words)}" for name, words in tables(text).items()]
@@ -257,6 +273,11 @@ def test_rate_rules_per_client_address_answer_429_with_retry_after(config):
     assert not (problems := check_rate_rules(text, label)), problems
 
 
+def test_hsts_goes_on_every_answer_over_tls(config):
+    label, text = config
+    assert not (problems := check_hsts(text, label)), problems
+
+
 def test_both_balancers_apply_the_same_edge_rules():
     stack, compose = (edge_rules(CONFIGS[name].read_text()) for name in ("stack", "compose"))
     assert any("track-sc0" in rule for rule in stack), "edge_rules() found no rate rules"
@@ -291,6 +312,20 @@ MUTATIONS = [
     ("any-method", "acl credential_post method POST", "acl credential_post always_true", "POST"),
     ("path-missing", " /api/v1/users\n", "\n", "credential_path"),
     ("raw-path", "credential_path path,url_dec -m beg", "credential_path path -m beg", "url_dec"),
+    ("hsts-always", 'includeSubDomains" if { ssl_fc }', 'includeSubDomains"', "HSTS"),
+    (
+        "hsts-by-header",
+        'includeSubDomains" if { ssl_fc }',
+        'includeSubDomains" if { req.hdr(x-forwarded-proto) -m str https }',
+        "HSTS",
+    ),
+    (
+        "hsts-not-on-edge-answers",
+        "http-after-response set-header",
+        "http-response set-header",
+        "HSTS",
+    ),
+    ("hsts-short", "max-age=63072000", "max-age=300", "HSTS"),
     ("no-buffering", "    option http-buffer-request\n", "", "http-buffer-request"),
     ("no-request-timeout", "    timeout http-request 10s\n", "", "timeout http-request"),
     ("small-buffers", "tune.bufsize 81920", "tune.bufsize 65536", "tune.bufsize"),
@@ -310,7 +345,9 @@ def test_edge_checks_flag_a_broken_config(config, before: str, after: str, culpr
     label, text = config
 
     def check(text: str) -> list[str]:
-        return check_rate_rules(text, label) + check_body_limit(text, label)
+        return (
+            check_rate_rules(text, label) + check_body_limit(text, label) + check_hsts(text, label)
+        )
 
     assert check(text) == [], "the check fails on the real file already"
     assert before in text, f"the mutation no longer applies to {label}: {before!r} is gone"

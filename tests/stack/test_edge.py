@@ -105,6 +105,25 @@ def test_the_general_limit_counts_every_request_and_then_refuses_any_page(health
     assert requests.get(url + "/", timeout=10).status_code == 200
 
 
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+def test_hsts_on_every_answer_over_tls_and_never_over_plain_http(healthy_stack):
+    """The stack's HTTPS port (a self-signed certificate): HSTS on the instances' answers and
+    on HAProxy's own (here a 413); the same requests over plain HTTP carry none."""
+    balancer = healthy_stack["balancer"]
+    for base, expected in ((balancer["tls_url"], HSTS), (balancer["url"], None)):
+        trust = balancer["tls_pem"]  # the stack's own self-signed certificate
+        page = requests.get(base + "/", timeout=10, verify=trust)
+        refused = requests.post(
+            base + "/api/v1/cart/items", data=b"x" * 70_000, headers=JSON, timeout=10, verify=trust
+        )
+        assert page.status_code == 200 and _answered_by(page) != "edge", page.status_code
+        assert (refused.status_code, _answered_by(refused)) == (413, "edge")
+        for answer in (page, refused):
+            assert answer.headers.get("Strict-Transport-Security") == expected, (base, answer)
+
+
 def _outcome(send) -> str:
     """What one request got: its status and who answered ("edge" when HAProxy did), or the
     error that stood in for an answer (a connection reset)."""

@@ -1152,6 +1152,9 @@ def _parallel(*steps: Callable[[], Any]) -> None:
 
 def _summary(topology: Topology, echo: Echo) -> None:
     echo(f"shop      {topology['url']}")
+    balancer = topology["balancer"]
+    if "tls_url" in balancer:
+        echo(f"          {balancer['tls_url']}  (certificate: {balancer['tls_pem']})")
     rows = [("balancer", topology["balancer"]["log"])]
     rows += [(name, topology[name]["log"]) for name in ("primary", "replica", "redis")]
     rows += [(name, app["log"]) for name, app in topology["apps"].items()]

@@ -284,6 +284,32 @@ def test_both_balancers_apply_the_same_edge_rules():
     assert stack == compose
 
 
+def test_the_readme_states_the_figures_the_configs_apply():
+    """The README's description of the edge is read against the stack's config."""
+    text = STACK_TEMPLATE.read_text()
+    found = tables(text)
+    general, credential = (limit_of(text, name)[1] for name in (GENERAL, CREDENTIAL))
+    seconds = {name: period_seconds(found[name]) for name in (GENERAL, CREDENTIAL)}
+    retry = {
+        name: returned(limit_of(text, name)[0][0])["hdr retry-after"]
+        for name in (GENERAL, CREDENTIAL)
+    }
+    bufsize = next(int(w[1]) for w in section(text, "global") if w[0] == "tune.bufsize")
+    timeout = next(w[2] for w in section(text, "defaults") if w[:2] == ["timeout", "http-request"])
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert seconds[CREDENTIAL] == 60, "the README says 'a minute'"
+    for phrase in (
+        f"{general:,} requests per {seconds[GENERAL]:g} s",
+        f"and {credential} a minute for a `POST`",
+        f"`Retry-After` ({retry[GENERAL]} or {retry[CREDENTIAL]} s)",
+        f"{bufsize // 1024} KiB buffers",
+        f"`timeout http-request` ({timeout.removesuffix('s')} s)",
+        f"`SHOP_MAX_BODY_BYTES` ({BODY_LIMIT // 1024} KiB)",
+        f"HSTS** (`{HSTS[3]}`)",
+    ):
+        assert phrase in readme, phrase
+
+
 def test_compose_config_is_valid_for_haproxy():
     """The stack's config is checked by ``haproxy -c`` at every start; compose's only here."""
     if shutil.which("haproxy") is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -522,6 +523,18 @@ def test_the_common_rule_set_counts_or_blocks_as_the_parameter_says(template):
         ((_, acl),) = stack.resources("AWS::WAFv2::WebACL").items()
         (common,) = [r for r in acl["Rules"] if "ManagedRuleGroupStatement" in r["Statement"]]
         assert common["OverrideAction"] == expected
+
+
+def test_the_deploy_guide_states_the_edge_figures_the_template_applies(template):
+    guide = " ".join((TEMPLATE.parents[2] / "docs" / "deploy.md").read_text().split())
+    parameters = template["Parameters"]
+    for name in ("WafRequestsPerMinute", "WafCredentialPostsPerMinute"):
+        assert re.search(rf"`{name}` \({parameters[name]['Default']}\b", guide), name
+    common = parameters["WafCommonRulesAction"]["Default"]
+    assert f"in `{common}` mode by default (`WafCommonRulesAction`)" in guide
+    assert f"`Strict-Transport-Security: {HSTS}`" in guide
+    for prefix in CREDENTIAL_PREFIXES:
+        assert f"`{prefix}`" in guide, prefix
 
 
 def test_replica_urls_name_exactly_the_replicas_created(template):

@@ -4,9 +4,8 @@
 ``deploy/compose/haproxy.cfg`` (docker-compose.yml) must apply the same edge rules: rate limits
 per client address (a general one and a much tighter one on credential POSTs) answered with 429
 and Retry-After, whole bodies buffered and oversized ones answered with 413, and HSTS on every
-answer over TLS. The stack tests show
-them working through a running HAProxy (``tests/stack/test_edge.py``); these checks keep both
-files honest, and the same, without one.
+answer over TLS. The stack tests show them working through a running HAProxy
+(``tests/stack/test_edge.py``); these checks keep both files honest, and the same, without one.
 
 Each ``check_*`` returns the problems it finds; the tests at the end break a copy of a file on
 purpose and expect a complaint, so every check is shown to bite.
@@ -36,7 +35,7 @@ HEADER_ROOM = 8 * 1024 + 1024
 # The credential endpoints (a POST to them): exact paths, and prefixes.
 CREDENTIAL_PATHS = {"/login", "/register", "/api/v1/session/login", "/api/v1/users"}
 CREDENTIAL_PREFIXES = {"/password/", "/api/v1/password/"}
-# Each counter: its table, the rule that tracks it, and what is counted.
+# Each counter's table and the rule that tracks a request in it.
 GENERAL, CREDENTIAL = "per_src_requests", "per_src_credential_posts"
 TRACKING = {
     GENERAL: ["http-request", "track-sc0", "src", "table", GENERAL, "unless", "rate_exempt"],

@@ -33,6 +33,14 @@ Every number must be a whole number of at least 1 (``SHOP_MAX_REQUESTS`` and its
 anything else stops gunicorn at start with a message naming the variable, rather than running
 with a setting nobody asked for.
 
+Not from the environment: gunicorn's own request limits, stated here so that an upgrade cannot
+loosen them (a request line of at most 4094 bytes, 100 header fields of at most 8190 bytes each;
+a request over them gets a 4xx from gunicorn before the app runs). They are defence in depth:
+the balancer in front (HAProxy, the ALB) already bounds headers and bodies. And no control
+socket: gunicorn 25.1+ opens one by default (``gunicornc``, in ``$XDG_RUNTIME_DIR`` or
+``~/.gunicorn/``), at one path per user, which every master on a host would share; nothing here
+uses it.
+
 The access log goes to stdout with the ``X-Request-ID`` the shop returns (the same id is in the
 shop's own log lines) and the request time in milliseconds; gunicorn's error log goes to stderr.
 The app is not preloaded: each worker builds its own database engines and Redis clients, so no
@@ -84,6 +92,13 @@ keepalive = env_int("SHOP_KEEPALIVE", 5)
 
 max_requests = env_int("SHOP_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = env_int("SHOP_MAX_REQUESTS_JITTER", max_requests // 10, minimum=0)
+
+# Explicit, so no gunicorn release changes them under us (these are its current defaults).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+# gunicorn 25.1+ (pyproject pins the tested range); older releases ignore the name.
+control_socket_disable = True
 
 accesslog = "-"
 errorlog = "-"

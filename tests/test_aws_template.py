@@ -3,8 +3,9 @@
 cfn-lint checks that CloudFormation would accept it; the checks here prove what the design
 needs and CloudFormation does not care about: each tier reachable only from the tier in front
 of it, nothing from a CIDR but the balancer, Multi-AZ and automatic failover on, storage and
-transit encrypted, every tier in at least two Availability Zones, no stickiness, and secrets
-that never appear in plain configuration.
+transit encrypted, every tier in at least two Availability Zones, no stickiness, secrets that
+never appear in plain configuration, HSTS at the HTTPS listener, and AWS WAF in front of the
+balancer with the same rate rules as HAProxy's in the other topologies.
 
 Each ``check_*`` function returns the violations it finds (empty: fine). They run for several
 sets of parameters (two or three AZs, zero to three replicas, with and without HTTPS), and the
@@ -15,7 +16,9 @@ complaint.
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -338,6 +341,147 @@ def check_secrets(stack: Stack) -> list[str]:
     return problems
 
 
+# -- the edge: HSTS at the HTTPS listener, AWS WAF in front of the balancer ------------------
+
+HSTS_ATTRIBUTE = "routing.http.response.strict_transport_security.header_value"
+HSTS = "max-age=63072000; includeSubDomains"
+# A POST to one of these (the path starts with it) is a credential request; the same list as
+# HAProxy's credential_path (tests/test_edge_rules.py).
+CREDENTIAL_PREFIXES = {
+    "/login", "/register", "/password/", "/api/v1/session/login", "/api/v1/users",
+    "/api/v1/password/",
+}  # fmt: skip
+METHOD_POST = {
+    "ByteMatchStatement": {
+        "FieldToMatch": {"Method": {}},
+        "PositionalConstraint": "EXACTLY",
+        "SearchString": "POST",
+        "TextTransformations": [{"Priority": 0, "Type": "NONE"}],
+    }
+}
+
+
+def check_hsts(stack: Stack) -> list[str]:
+    problems = []
+    for name, listener in stack.resources("AWS::ElasticLoadBalancingV2::Listener").items():
+        attributes = {a["Key"]: str(a["Value"]) for a in listener.get("ListenerAttributes", [])}
+        if listener.get("Protocol") == "HTTPS" and attributes.get(HSTS_ATTRIBUTE) != HSTS:
+            problems.append(f"{name}: the HTTPS listener must send HSTS, {HSTS_ATTRIBUTE}={HSTS}")
+    return problems
+
+
+def _visible(where: str, config: dict[str, Any]) -> list[str]:
+    if not (
+        is_true(config.get("CloudWatchMetricsEnabled"))
+        and is_true(config.get("SampledRequestsEnabled"))
+    ):
+        return [f"{where}: CloudWatch metrics and sampled requests must be on"]
+    return []
+
+
+def _rate_limit_answer(where: str, action: dict[str, Any], bodies: dict[str, Any]) -> list[str]:
+    """Block with 429, Retry-After and the shop's JSON error shape (code rate_limited)."""
+    response = action.get("Block", {}).get("CustomResponse", {})
+    headers = {h["Name"].lower(): h["Value"] for h in response.get("ResponseHeaders", [])}
+    body = bodies.get(response.get("CustomResponseBodyKey"), {})
+    try:
+        error = json.loads(body.get("Content", "")).get("error", {})
+    except ValueError:
+        error = {}
+    if (
+        str(response.get("ResponseCode")) != "429"
+        or not str(headers.get("retry-after", "")).isdigit()
+        or body.get("ContentType") != "APPLICATION_JSON"
+        or error.get("code") != "rate_limited"
+        or not error.get("message")
+    ):
+        return [f"{where}: must block with 429, Retry-After and the JSON error rate_limited"]
+    return []
+
+
+def check_waf(stack: Stack) -> list[str]:
+    """One regional web ACL on the balancer: a per-address rate rule, a much tighter one on
+    credential POSTs, both answering 429 in the shop's error shape with their limits as
+    parameters, AWS's common rule set, and metrics everywhere."""
+    acls = stack.resources("AWS::WAFv2::WebACL")
+    if len(acls) != 1:
+        return [f"expected one AWS::WAFv2::WebACL, found {sorted(acls)}"]
+    ((name, acl),) = acls.items()
+    problems = _visible(name, acl.get("VisibilityConfig", {}))
+    if acl.get("Scope") != "REGIONAL":
+        problems.append(f"{name}: Scope must be REGIONAL (an ALB's web ACL)")
+    if acl.get("DefaultAction") != {"Allow": {}}:
+        problems.append(f"{name}: DefaultAction must be Allow (the rules block)")
+    associations = [
+        (logical_id(a.get("ResourceArn")), logical_id(a.get("WebACLArn")))
+        for a in stack.resources("AWS::WAFv2::WebACLAssociation").values()
+    ]
+    if associations != [("LoadBalancer", name)]:
+        problems.append(f"{name} must be associated with the LoadBalancer: {associations}")
+    raw_rules = {r["Name"]: r for r in stack.template["Resources"][name]["Properties"]["Rules"]}
+    bodies = acl.get("CustomResponseBodies", {})
+    per_minute: dict[str, float] = {}
+    managed = []
+    for rule in acl.get("Rules", []):
+        where = f"{name} rule {rule.get('Name')}"
+        problems += _visible(where, rule.get("VisibilityConfig", {}))
+        statement = rule.get("Statement", {})
+        if "ManagedRuleGroupStatement" in statement:
+            managed.append((statement["ManagedRuleGroupStatement"], rule.get("OverrideAction")))
+            continue
+        rate = statement.get("RateBasedStatement")
+        if rate is None:
+            continue
+        kind = "credential" if "ScopeDownStatement" in rate else "general"
+        if rate.get("AggregateKeyType") != "IP":
+            problems.append(f"{where}: must count per client address (AggregateKeyType IP)")
+        limit = raw_rules[rule["Name"]]["Statement"]["RateBasedStatement"].get("Limit")
+        if not (isinstance(limit, dict) and limit.get("Ref") in stack.template["Parameters"]):
+            problems.append(f"{where}: its Limit must be a parameter, is {limit!r}")
+        window = int(rate.get("EvaluationWindowSec", 300))
+        per_minute[kind] = int(rate.get("Limit", 0)) * 60 / window
+        problems += _rate_limit_answer(where, rule.get("Action", {}), bodies)
+        if kind == "credential":
+            problems += _credential_scope(where, rate["ScopeDownStatement"])
+    if set(per_minute) != {"general", "credential"}:
+        problems.append(f"{name}: needs a general and a credential rate rule, has {per_minute}")
+    elif per_minute["credential"] * 10 > per_minute["general"]:
+        problems.append(f"{name}: the credential rate limit must be far tighter: {per_minute}")
+    common = [
+        action
+        for group, action in managed
+        if (group.get("VendorName"), group.get("Name")) == ("AWS", "AWSManagedRulesCommonRuleSet")
+    ]
+    if len(common) != 1 or common[0] not in ({"Count": {}}, {"None": {}}):
+        problems.append(f"{name}: AWSManagedRulesCommonRuleSet, in count or block mode")
+    return problems
+
+
+def _credential_scope(where: str, scope: dict[str, Any]) -> list[str]:
+    """POST, and the path (URL-decoded) starting with one of the credential prefixes."""
+    parts = scope.get("AndStatement", {}).get("Statements", [])
+    paths = [p for p in parts if "OrStatement" in p]
+    prefixes = set()
+    for statement in paths[0]["OrStatement"]["Statements"] if len(paths) == 1 else []:
+        match = statement.get("ByteMatchStatement", {})
+        decoded = {"Priority": 0, "Type": "URL_DECODE"} in match.get("TextTransformations", [])
+        if (
+            match.get("FieldToMatch") == {"UriPath": {}}
+            and decoded
+            and (match.get("PositionalConstraint") == "STARTS_WITH")
+        ):
+            prefixes.add(match.get("SearchString"))
+    problems = []
+    if METHOD_POST not in parts or len(parts) != 2:
+        problems.append(f"{where}: the scope must be a POST (and the paths)")
+    if prefixes != CREDENTIAL_PREFIXES:
+        problems.append(
+            f"{where}: the credential paths (URL-decoded, STARTS_WITH) must be exactly "
+            f"{sorted(CREDENTIAL_PREFIXES)}, are {sorted(prefixes)}"
+        )
+    return problems
+
+
 # -- the invariants, for every parameter set ------------------------------------------------
 
 
@@ -363,6 +507,34 @@ def test_the_balancer_has_no_stickiness_and_checks_readyz(stack):
 
 def test_secrets_come_from_secrets_manager_only(stack):
     assert check_secrets(stack) == []
+
+
+def test_the_https_listener_sends_hsts(stack):
+    assert check_hsts(stack) == []
+
+
+def test_aws_waf_guards_the_balancer_with_the_edge_rate_rules(stack):
+    assert check_waf(stack) == []
+
+
+def test_the_common_rule_set_counts_or_blocks_as_the_parameter_says(template):
+    for action, expected in (("Count", {"Count": {}}), ("Block", {"None": {}})):
+        stack = Stack.of(template, WafCommonRulesAction=action)
+        ((_, acl),) = stack.resources("AWS::WAFv2::WebACL").items()
+        (common,) = [r for r in acl["Rules"] if "ManagedRuleGroupStatement" in r["Statement"]]
+        assert common["OverrideAction"] == expected
+
+
+def test_the_deploy_guide_states_the_edge_figures_the_template_applies(template):
+    guide = " ".join((TEMPLATE.parents[2] / "docs" / "deploy.md").read_text().split())
+    parameters = template["Parameters"]
+    for name in ("WafRequestsPerMinute", "WafCredentialPostsPerMinute"):
+        assert re.search(rf"`{name}` \({parameters[name]['Default']}\b", guide), name
+    common = parameters["WafCommonRulesAction"]["Default"]
+    assert f"in `{common}` mode by default (`WafCommonRulesAction`)" in guide
+    assert f"`Strict-Transport-Security: {HSTS}`" in guide
+    for prefix in CREDENTIAL_PREFIXES:
+        assert f"`{prefix}`" in guide, prefix
 
 
 def test_replica_urls_name_exactly_the_replicas_created(template):
@@ -559,6 +731,82 @@ def _balancer_egress_anywhere(template: Template) -> None:
     group["SecurityGroupEgress"].append({"IpProtocol": "-1", "CidrIp": "0.0.0.0/0"})
 
 
+def _waf(template: Template) -> dict[str, Any]:
+    return _resources(template)["WebAcl"]["Properties"]
+
+
+def _waf_rule(template: Template, name: str) -> dict[str, Any]:
+    (rule,) = [r for r in _waf(template)["Rules"] if r["Name"] == name]
+    return rule
+
+
+def _credential_scope_parts(template: Template) -> list[dict[str, Any]]:
+    rate = _waf_rule(template, "credential-posts-per-ip")["Statement"]["RateBasedStatement"]
+    return rate["ScopeDownStatement"]["AndStatement"]["Statements"]
+
+
+def _no_hsts(template: Template) -> None:
+    del _resources(template)["HttpsListener"]["Properties"]["ListenerAttributes"]
+
+
+def _short_hsts(template: Template) -> None:
+    (attribute,) = _resources(template)["HttpsListener"]["Properties"]["ListenerAttributes"]
+    attribute["Value"] = "max-age=300"
+
+
+def _waf_not_associated(template: Template) -> None:
+    del _resources(template)["WebAclAssociation"]
+
+
+def _waf_for_cloudfront(template: Template) -> None:
+    _waf(template)["Scope"] = "CLOUDFRONT"
+
+
+def _credential_rule_on_get(template: Template) -> None:
+    (method,) = [p for p in _credential_scope_parts(template) if "ByteMatchStatement" in p]
+    method["ByteMatchStatement"]["SearchString"] = "GET"
+
+
+def _credential_path_missing(template: Template) -> None:
+    (paths,) = [p for p in _credential_scope_parts(template) if "OrStatement" in p]
+    paths["OrStatement"]["Statements"].pop()
+
+
+def _credential_path_raw(template: Template) -> None:
+    (paths,) = [p for p in _credential_scope_parts(template) if "OrStatement" in p]
+    paths["OrStatement"]["Statements"][0]["ByteMatchStatement"]["TextTransformations"] = [
+        {"Priority": 0, "Type": "NONE"}
+    ]
+
+
+def _rate_rule_plain_403(template: Template) -> None:
+    _waf_rule(template, "requests-per-ip")["Action"] = {"Block": {}}
+
+
+def _no_retry_after(template: Template) -> None:
+    block = _waf_rule(template, "credential-posts-per-ip")["Action"]["Block"]
+    del block["CustomResponse"]["ResponseHeaders"]
+
+
+def _rate_limit_written_in(template: Template) -> None:
+    _waf_rule(template, "requests-per-ip")["Statement"]["RateBasedStatement"]["Limit"] = 6000
+
+
+def _loose_credential_limit(template: Template) -> None:
+    template["Parameters"]["WafCredentialPostsPerMinute"]["Default"] = 5000
+
+
+def _waf_rule_without_metrics(template: Template) -> None:
+    config = _waf_rule(template, "credential-posts-per-ip")["VisibilityConfig"]
+    config["CloudWatchMetricsEnabled"] = False
+
+
+def _no_common_rule_set(template: Template) -> None:
+    _waf(template)["Rules"] = [
+        r for r in _waf(template)["Rules"] if "ManagedRuleGroupStatement" not in r["Statement"]
+    ]
+
+
 BREAKAGES: list[tuple[Callable[[Template], None], Callable[[Stack], list[str]], str]] = [
     (_cidr_into_database, check_security_group_chain, "open to ['CidrIp']"),
     (_cache_from_the_balancer, check_security_group_chain, "comes from LoadBalancerSecurityGroup"),
@@ -582,6 +830,19 @@ BREAKAGES: list[tuple[Callable[[Template], None], Callable[[Stack], list[str]], 
     (_stickiness_left_to_the_default, check_no_stickiness, "stickiness.enabled must be stated"),
     (_password_in_plain_env, check_secrets, "PGPASSWORD is a secret in plain env"),
     (_password_in_the_url, check_secrets, "SHOP_DATABASE_URL carries a password"),
+    (_no_hsts, check_hsts, "must send HSTS"),
+    (_short_hsts, check_hsts, "must send HSTS"),
+    (_waf_not_associated, check_waf, "associated with the LoadBalancer"),
+    (_waf_for_cloudfront, check_waf, "REGIONAL"),
+    (_credential_rule_on_get, check_waf, "must be a POST"),
+    (_credential_path_missing, check_waf, "credential paths"),
+    (_credential_path_raw, check_waf, "credential paths"),
+    (_rate_rule_plain_403, check_waf, "429"),
+    (_no_retry_after, check_waf, "Retry-After"),
+    (_rate_limit_written_in, check_waf, "must be a parameter"),
+    (_loose_credential_limit, check_waf, "far tighter"),
+    (_waf_rule_without_metrics, check_waf, "metrics"),
+    (_no_common_rule_set, check_waf, "AWSManagedRulesCommonRuleSet"),
 ]
 
 
@@ -593,7 +854,8 @@ BREAKAGES: list[tuple[Callable[[Template], None], Callable[[Stack], list[str]], 
 def test_each_check_catches_a_broken_copy(template, breakage, check, complaint):
     broken = copy.deepcopy(template)
     breakage(broken)
-    problems = check(Stack.of(broken, Image="example/shop:1"))
+    # With a certificate, so that the HTTPS listener (and its HSTS) exists.
+    problems = check(Stack.of(broken, Image="example/shop:1", CertificateArn=CERTIFICATE))
     assert any(complaint in problem for problem in problems), problems
 
 

@@ -530,6 +530,12 @@ STICKY_DIRECTIVES = {
 }
 
 
+def is_table_only(directives: list[list[str]]) -> bool:
+    """A backend that holds one stick table and nothing else (no server, no ``stick`` rule):
+    the frontend's rate rules count requests in it, and it routes nothing."""
+    return [words[0] for words in directives] == ["stick-table"]
+
+
 def haproxy_sections(text: str) -> list[tuple[list[str], list[list[str]]]]:
     """(section header words, directive word lists) in file order; comments dropped."""
     sections: list[tuple[list[str], list[list[str]]]] = []
@@ -586,6 +592,8 @@ def check_haproxy(text: str, compose: Compose) -> list[str]:
     instances that are alive, nothing sticky."""
     problems: list[str] = []
     sections = haproxy_sections(text)
+    tables = [h[1:2] for h, d in sections if h[0] == "backend" and is_table_only(d)]
+    sections = [(h, d) for h, d in sections if not (h[0] == "backend" and h[1:2] in tables)]
     every = [words for _, directives in sections for words in directives]
     for words in every:
         if words[0] in STICKY_DIRECTIVES:
@@ -796,6 +804,18 @@ HAPROXY_MUTATIONS = [
     ("sticky-cookie", "backend shop\n", "backend shop\n    cookie SRV insert\n", "stickiness"),
     ("source-hash", "balance roundrobin", "balance source", "roundrobin"),
     ("stick-table", "balance roundrobin", "balance roundrobin\n    stick on src", "stickiness"),
+    (
+        "table-in-shop",
+        "balance roundrobin",
+        "balance roundrobin\n    stick-table type ip size 1k",
+        "stickiness",
+    ),
+    (
+        "routing-table-backend",
+        "http_req_rate(10s)\n",
+        "http_req_rate(10s)\n    server app1 app1:8000 check\n",
+        "per_src_requests",
+    ),
     ("no-check", "server app2 app2:8000 check", "server app2 app2:8000", "app2"),
     ("no-fallback", "use_backend shop_alive if { nbsrv(shop) eq 0 }", "", "fall back"),
     (

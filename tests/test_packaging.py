@@ -136,6 +136,46 @@ def test_gunicorn_defaults(gunicorn_conf):
     assert "%(M)s" in conf.access_log_format
 
 
+def test_gunicorn_opens_no_control_socket_and_states_its_request_limits(gunicorn_conf):
+    conf = gunicorn_conf(SHOP_REDIS_URL="redis://redis:6379/0", SHOP_WORKERS="3")
+    assert conf.control_socket_disable is True
+    # 0 would mean unlimited; the values must be stated, not left to gunicorn's defaults.
+    assert (conf.limit_request_line, conf.limit_request_fields) == (4094, 100)
+    assert conf.limit_request_field_size == 8190
+
+
+def test_gunicorn_knows_every_setting_the_config_file_gives():
+    """gunicorn silently ignores a name it does not know (a typo, or a setting from a newer
+    release): every lower-case name in gunicorn.conf.py must be one of the installed
+    gunicorn's settings, and the installed gunicorn must be in the range pyproject pins."""
+    from gunicorn import __version__
+    from gunicorn.config import KNOWN_SETTINGS
+
+    known = {setting.name for setting in KNOWN_SETTINGS}
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    given = {
+        name
+        for name, value in vars(module).items()
+        if name.islower()
+        and not name.startswith("_")
+        and name != "annotations"  # from __future__
+        and not callable(value)
+        and not isinstance(value, ModuleType)
+    }
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    # Before 25.1 there is no control socket, so nothing to turn off: the name is ignored.
+    older = {"control_socket_disable"} if (major, minor) < (25, 1) else set()
+    assert given - known <= older
+    pinned = next(
+        line for line in (ROOT / "pyproject.toml").read_text().splitlines() if '"gunicorn' in line
+    )
+    assert pinned.strip() == '"gunicorn>=23,<28",'
+    assert 23 <= major < 28, __version__
+
+
 def test_gunicorn_default_workers_follow_the_cpus_when_redis_is_shared(gunicorn_conf, monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert gunicorn_conf(SHOP_REDIS_URL="redis://redis:6379/0").workers == 5
@@ -208,7 +248,8 @@ def test_gunicorn_itself_stops_on_an_invalid_value(tmp_path):
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """What a container gives the process: no developer variables, a database outside the repo.
 
-    HOME is the test's own directory, so gunicorn's control socket (~/.gunicorn) stays there.
+    HOME is the test's own directory, so a gunicorn control socket (~/.gunicorn) would show
+    there (gunicorn.conf.py turns it off).
     """
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -303,3 +344,6 @@ def test_gunicorn_serves_healthz_with_the_config_file(tmp_path):
     # The access log on stdout carries the request id, to find the shop's own log lines.
     assert "rid=packaging-probe-1" in stdout.read_text()
     assert "Using worker: gthread" in stderr.read_text()
+    # No control socket: nothing under HOME (~/.gunicorn/gunicorn.ctl by default).
+    assert not (tmp_path / ".gunicorn").exists()
+    assert "control socket" not in stderr.read_text().lower()

@@ -9,7 +9,9 @@ of their own, next to (never touching) any PostgreSQL or Redis already on the ma
 - Redis without persistence (stop + start gives an empty Redis);
 - three gunicorn instances of the shop (app1..app3), migrated and seeded once with 2000 demo
   products;
-- HAProxy, round robin without stickiness, health checks on ``/readyz``.
+- HAProxy, round robin without stickiness, health checks on ``/readyz``, with the edge rules
+  (rate limits, 413 for oversized bodies, HSTS over TLS); plain HTTP on the balancer port and
+  HTTPS with a self-signed certificate (made with ``openssl`` on first start) on base+14.
 
 Command line (``python deploy/stack/stack.py``)::
 
@@ -20,12 +22,13 @@ Command line (``python deploy/stack/stack.py``)::
 
 Environment: ``STACK_DIR`` (work folder, default ``.stack`` in the repo), ``STACK_PORT``
 (balancer, default 8000), ``STACK_PORT_BASE`` (default 25400: +0 primary, +1 replica, +2 Redis,
-+11..+13 app1..app3; below Linux's ephemeral range 32768-60999, so no outgoing connection can
-hold one of them), ``STACK_PG_BIN`` (default /usr/lib/postgresql/15/bin), ``STACK_PURGE``.
++11..+13 app1..app3, +14 the balancer's HTTPS; below Linux's ephemeral range 32768-60999, so
+no outgoing connection can hold one of them), ``STACK_PG_BIN`` (default
+/usr/lib/postgresql/15/bin), ``STACK_PURGE``.
 
 Data directories are kept across ``down``/``up`` (the catalogue is seeded only into an empty
-database; Redis always starts empty). ``down --purge`` deletes them, the logs, the secret key
-and the rendered HAProxy config, so the next ``up`` starts from scratch.
+database; Redis always starts empty). ``down --purge`` deletes them, the logs, the secret key,
+the TLS certificate and the rendered HAProxy config, so the next ``up`` starts from scratch.
 
 Python API. A ``topology`` is the dict saved in ``<work>/topology.json``; component names are
 ``primary``, ``replica``, ``redis``, ``app1``, ``app2``, ``app3`` and ``balancer``. Functions
@@ -122,6 +125,7 @@ class Ports:
     replica: int
     redis: int
     apps: tuple[int, ...]
+    balancer_tls: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
@@ -129,9 +133,10 @@ class Ports:
         environ = os.environ if environ is None else environ
         balancer = _port_env(environ, "STACK_PORT", DEFAULT_PORT)
         base = _port_env(environ, "STACK_PORT_BASE", DEFAULT_PORT_BASE)
-        if base + 13 > 65535:
-            raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+13")
-        ports = cls(balancer, base, base + 1, base + 2, (base + 11, base + 12, base + 13))
+        if base + 14 > 65535:
+            raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+14")
+        apps = (base + 11, base + 12, base + 13)
+        ports = cls(balancer, base, base + 1, base + 2, apps, base + 14)
         if len(set(ports.all().values())) != len(ports.all()):
             raise StackError(f"STACK_PORT={balancer} collides with a port derived from {base}")
         return ports
@@ -140,6 +145,7 @@ class Ports:
         named = {"primary": self.primary, "replica": self.replica, "redis": self.redis}
         named.update(zip(APP_NAMES, self.apps, strict=True))
         named["balancer"] = self.balancer
+        named["balancer_tls"] = self.balancer_tls
         return named
 
 
@@ -281,6 +287,9 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
             "port": ports.balancer,
             "pid": None,
             "url": f"http://{LOOPBACK}:{ports.balancer}",
+            "tls_port": ports.balancer_tls,
+            "tls_url": f"https://{LOOPBACK}:{ports.balancer_tls}",
+            "tls_pem": str(work / "tls.pem"),
             "config": str(work / "haproxy.cfg"),
             "stats_socket": str(run / "haproxy.sock"),
             "pidfile": str(run / "haproxy.pid"),
@@ -859,14 +868,38 @@ def _stop_app(entry: dict[str, Any], pid: int | None) -> None:
 
 
 def _render_haproxy(topology: Topology) -> str:
+    entry = topology["balancer"]
+    if "tls_port" not in entry:
+        raise StackError("topology.json was written by an older stack.py: make stack-down first")
     servers = "\n".join(
         f"    server {name} {LOOPBACK}:{app['port']}" for name, app in topology["apps"].items()
     )
     return Template(HAPROXY_TEMPLATE.read_text()).substitute(
-        port=topology["balancer"]["port"],
-        stats_socket=topology["balancer"]["stats_socket"],
+        port=entry["port"],
+        tls_port=entry["tls_port"],
+        tls_pem=entry["tls_pem"],
+        stats_socket=entry["stats_socket"],
         servers=servers,
     )
+
+
+def _tls_certificate(path: Path) -> None:
+    """A self-signed certificate and its key in one PEM (what HAProxy's ``crt`` takes), made
+    once: the HTTPS port exists so the rules that only apply over TLS can be seen working."""
+    if path.exists():
+        return
+    fresh = path.with_suffix(".new")
+    args = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    args += ["-nodes", "-days", "3650", "-subj", f"/CN={LOOPBACK}", "-keyout", str(fresh)]
+    args += ["-out", str(fresh), "-addext", f"subjectAltName=IP:{LOOPBACK}"]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise StackError(f"openssl is needed for the balancer's HTTPS port: {exc}") from None
+    if done.returncode != 0:
+        raise StackError(f"openssl failed:\n{(done.stdout + done.stderr).strip()}")
+    fresh.chmod(0o600)
+    os.replace(fresh, path)
 
 
 def _haproxy_binary() -> str:
@@ -877,6 +910,7 @@ def _start_balancer(topology: Topology, wait: bool = True) -> str:
     entry = topology["balancer"]
     config = Path(entry["config"])
     config.write_text(_render_haproxy(topology))
+    _tls_certificate(Path(entry["tls_pem"]))
     check = subprocess.run(
         [_haproxy_binary(), "-c", "-q", "-f", str(config)], capture_output=True, text=True
     )
@@ -1118,6 +1152,9 @@ def _parallel(*steps: Callable[[], Any]) -> None:
 
 def _summary(topology: Topology, echo: Echo) -> None:
     echo(f"shop      {topology['url']}")
+    balancer = topology["balancer"]
+    if "tls_url" in balancer:
+        echo(f"          {balancer['tls_url']}  (certificate: {balancer['tls_pem']})")
     rows = [("balancer", topology["balancer"]["log"])]
     rows += [(name, topology[name]["log"]) for name in ("primary", "replica", "redis")]
     rows += [(name, app["log"]) for name, app in topology["apps"].items()]
@@ -1251,7 +1288,7 @@ def stop_stack(
     if purge:
         for sub in ("pg", "logs", "run", "redis"):
             shutil.rmtree(work / sub, ignore_errors=True)
-        for name in ("secret_key", "haproxy.cfg", "topology.json.tmp"):
+        for name in ("secret_key", "haproxy.cfg", "tls.pem", "topology.json.tmp"):
             (work / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             work.rmdir()

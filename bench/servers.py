@@ -211,11 +211,15 @@ def ensure_database() -> None:
             f"PostgreSQL at {POSTGRES_SERVER} does not answer ({exc}); "
             "set BENCH_POSTGRES_URL to a server the benchmark may create a database on"
         ) from None
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-        if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{DATABASE}"')
-    conn.close()
+    # Not `with conn`: since psycopg2 2.9 that opens a transaction even in autocommit mode, and
+    # CREATE DATABASE cannot run inside one.
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        conn.close()
 
 
 def schema_url(schema: str) -> str:

@@ -7,6 +7,7 @@ import datetime
 from flask import Flask
 
 from ..catalogue import stock_state
+from ..password_policy import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from .context import cart_count, csrf_token, current_user, services
 from .converters import IdConverter
 from .errors import register_error_handlers
@@ -42,5 +43,9 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["stock_state"] = stock_state
     app.jinja_env.filters["isotime"] = format_time
     app.jinja_env.globals.update(
-        csrf_token=csrf_token, cart_count=cart_count, current_user=current_user
+        csrf_token=csrf_token,
+        cart_count=cart_count,
+        current_user=current_user,
+        min_password_length=MIN_PASSWORD_LENGTH,
+        max_password_length=MAX_PASSWORD_LENGTH,
     )

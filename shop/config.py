@@ -103,6 +103,16 @@ class Settings:
 
     currency: str = "EUR"
 
+    # Accounts and e-mail. No smtp_url: mails are written to the log (shop/mail.py has the
+    # URL's format). public_url makes the links in mails absolute (default: the request's host).
+    smtp_url: str | None = None
+    mail_from: str = "shop <no-reply@localhost>"
+    smtp_timeout: float = 10.0
+    public_url: str | None = None
+    # Seconds a password-reset link works, and a link that confirms an address.
+    password_reset_ttl: int = 3600
+    email_link_ttl: int = 3 * 24 * 3600
+
     # Operations.
     # X-Served-By; unset, an opaque name derived from the host name (logged at start), so a
     # response does not tell the world the host's name.
@@ -202,6 +212,22 @@ class Settings:
             raise ConfigError("SHOP_PER_PAGE_DEFAULT must be one of SHOP_PER_PAGE_CHOICES")
         if self.max_result_window < max(self.per_page_choices):
             raise ConfigError("SHOP_MAX_RESULT_WINDOW must hold at least one page of each size")
+        if self.smtp_url is not None:
+            from .mail import SmtpServer
+
+            SmtpServer.from_url(self.smtp_url)  # refuses a malformed URL at start
+        if self.public_url is not None and (
+            urlsplit(self.public_url).scheme not in {"http", "https"}
+            or not urlsplit(self.public_url).netloc
+        ):
+            raise ConfigError(
+                "SHOP_PUBLIC_URL must be an http(s) URL such as https://shop.example.com"
+            )
+        if self.password_reset_ttl <= 0 or self.email_link_ttl <= 0 or self.smtp_timeout <= 0:
+            raise ConfigError(
+                "SHOP_PASSWORD_RESET_TTL, SHOP_EMAIL_LINK_TTL and SHOP_SMTP_TIMEOUT must be "
+                "positive"
+            )
         if self.redis_password is not None and self.redis_url is None:
             raise ConfigError(
                 "SHOP_REDIS_PASSWORD needs SHOP_REDIS_URL (the in-process fakeredis has none)"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
 
@@ -12,6 +14,7 @@ from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
 from .db import Engines
+from .mail import Mailer, mailer_from_settings
 from .paging import Paging
 from .redis_client import connect
 from .sessions import SessionStore
@@ -28,6 +31,9 @@ class Services:
     catalogue: Catalogue
     throttle: Throttle
     hash_slots: HashSlots
+    mailer: Mailer
+    # Where account links read the time (their expiry); tests move it.
+    clock: Callable[[], float] = field(default=time.time)
 
     def close(self) -> None:
         """Release connections and stop background work (tests build many apps)."""
@@ -96,4 +102,5 @@ def build_services(
             free_failures=settings.login_free_failures,
         ),
         hash_slots=HashSlots(settings.password_hash_slots, settings.password_hash_queue),
+        mailer=mailer_from_settings(settings),
     )

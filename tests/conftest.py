@@ -8,8 +8,13 @@ skip into a failure.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
+import re
 import secrets
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +168,89 @@ def real_redis(redis_server: str) -> Iterator[tuple[redis.Redis, str]]:
     client.close()
 
 
+# -- mail ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    sender: str
+    recipients: list[str]
+    message: email.message.EmailMessage
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"])
+
+    @property
+    def body(self) -> str:
+        return self.message.get_content().replace("\r\n", "\n")  # as sent, not as on the wire
+
+    def link(self, path_prefix: str) -> str:
+        """The one absolute link in the body whose path starts with ``path_prefix``."""
+        found = re.findall(rf"https?://[^/\s]+{re.escape(path_prefix)}\S*", self.body)
+        assert len(found) == 1, f"expected one {path_prefix} link in:\n{self.body}"
+        return found[0]
+
+
+class Mailbox:
+    """An aiosmtpd handler: keeps what the in-process SMTP server received, in order. A reply
+    set in ``refuse`` (e.g. "554 no") is what the server answers to DATA instead."""
+
+    def __init__(self) -> None:
+        self.received: list[ReceivedMail] = []
+        self.refuse: str | None = None
+        self.lock = threading.Lock()
+        self.url = ""
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if self.refuse:
+            return self.refuse
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.received.append(ReceivedMail(envelope.mail_from, envelope.rcpt_tos, message))
+        return "250 Message accepted for delivery"
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+        self.refuse = None
+
+    def to(self, address: str) -> list[ReceivedMail]:
+        with self.lock:
+            return [mail for mail in self.received if address in mail.recipients]
+
+    def last(self, address: str) -> ReceivedMail:
+        mails = self.to(address)
+        assert mails, f"no mail to {address}; received: {[m.recipients for m in self.received]}"
+        return mails[-1]
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[Mailbox]:
+    """A real SMTP server (aiosmtpd) in this process, on a free port, for the whole run."""
+    from aiosmtpd.controller import Controller
+
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    mailbox.url = f"smtp://127.0.0.1:{controller.port}"
+    yield mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: Mailbox) -> Mailbox:
+    """The in-process SMTP server's mail, emptied for this test."""
+    smtp_server.clear()
+    return smtp_server
+
+
 # -- apps --------------------------------------------------------------------------------------
 
 
@@ -215,11 +303,11 @@ class AppFactory:
 
 
 @pytest.fixture
-def make_app(sqlite_url, fake_redis_server) -> Iterator[AppFactory]:
-    """Apps on a SQLite file and a fakeredis server. Overrides are :class:`Settings` fields;
-    ``redis_client`` swaps Redis."""
+def make_app(sqlite_url, fake_redis_server, mailbox) -> Iterator[AppFactory]:
+    """Apps on a SQLite file, a fakeredis server and the in-process SMTP server. Overrides are
+    :class:`Settings` fields; ``redis_client`` swaps Redis."""
     factory = AppFactory(
-        {"database_url": sqlite_url, "redis_url": "redis://fake"},
+        {"database_url": sqlite_url, "redis_url": "redis://fake", "smtp_url": mailbox.url},
         lambda: fake_client(fake_redis_server),
     )
     yield factory
@@ -360,13 +448,18 @@ def redis_snapshot(client: redis.Redis) -> dict[str, tuple]:
 
 
 @pytest.fixture
-def make_real_app(pg_url, real_redis) -> Iterator[AppFactory]:
+def make_real_app(pg_url, real_redis, mailbox) -> Iterator[AppFactory]:
     """Apps on the real PostgreSQL (own schema) and Redis (own prefix), as in production."""
     from shop.redis_client import connect
 
     _, prefix = real_redis
     factory = AppFactory(
-        {"database_url": pg_url, "redis_url": REDIS_URL, "redis_prefix": prefix},
+        {
+            "database_url": pg_url,
+            "redis_url": REDIS_URL,
+            "redis_prefix": prefix,
+            "smtp_url": mailbox.url,
+        },
         lambda: connect(REDIS_URL, socket_timeout=0.5),
     )
     yield factory

@@ -66,6 +66,10 @@ users = Table(
     Column("email", String(254), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # NULL until the owner of the address follows a link mailed to it (migration 0003).
+    Column("email_verified_at", DateTime(timezone=True), nullable=True),
+    # NULL until the first change or reset after registration.
+    Column("password_changed_at", DateTime(timezone=True), nullable=True),
 )
 
 orders = Table(

@@ -256,14 +256,24 @@ class Stack:
         def one(i: int) -> Shopper:
             http = requests.Session()
             token = http.get(self.url + "/api/v1/session", timeout=15).json()["csrf_token"]
+            account = {"email": f"bench-{nonce}-{i}@example.com", "password": PASSWORD}
             response = http.post(
                 self.url + "/api/v1/users",
-                json={"email": f"bench-{nonce}-{i}@example.com", "password": PASSWORD},
+                json=account,
                 headers={"X-CSRF-Token": token},
                 timeout=30,
             )
-            if response.status_code != 201:
+            if response.status_code != 202:
                 raise BenchError(f"registering a shopper: {response.status_code} {response.text}")
+            # Registration signs nobody in (the address gets a mail): log in.
+            response = http.post(
+                self.url + "/api/v1/session/login",
+                json=account,
+                headers={"X-CSRF-Token": token},
+                timeout=30,
+            )
+            if response.status_code != 200:
+                raise BenchError(f"logging a shopper in: {response.status_code} {response.text}")
             cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
             return Shopper(cookie=cookie, csrf=response.json()["csrf_token"])
 

@@ -95,8 +95,27 @@ class OutOfStock(ShopError):
 
 
 class DuplicateEmail(ShopError):
+    """An address change, confirmed, finds that the new address got an account meanwhile."""
+
     status = 409
     code = "duplicate_email"
+
+
+class InvalidToken(ShopError):
+    """A mailed link that is malformed, tampered with, expired or already used."""
+
+    code = "invalid_token"
+
+
+class WrongPassword(ShopError):
+    """The current password, asked again before a change, is wrong."""
+
+    code = "wrong_password"
+
+
+class AlreadyVerified(ShopError):
+    status = 409
+    code = "already_verified"
 
 
 class WeakPassword(InvalidInput):
@@ -159,3 +178,10 @@ class TooManyRequests(ShopError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class MailUnavailable(ServiceUnavailable):
+    """A mail the shopper needs (a link) could not be handed to the mail server. What was
+    written before it stays written; the shopper is asked to try again."""
+
+    code = "mail_unavailable"

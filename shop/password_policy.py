@@ -29,40 +29,40 @@ def is_breached(password: str) -> bool:
     return password.lower() in breached_passwords()  # the list is in lower case, as Django's
 
 
-def check_password_policy(password: object, email: str = "") -> str:
+def check_password_policy(password: object, email: str = "", *, field: str = "password") -> str:
     """The password if it may be used by the account with ``email``; raises otherwise.
 
     Lengths count characters after Unicode NFKC normalisation (what a person sees as one
     character, however it was typed); the password itself is kept as given."""
     if not isinstance(password, str):
-        raise InvalidInput("Password must be text.", field="password")
+        raise InvalidInput("Password must be text.", field=field)
     length = len(unicodedata.normalize("NFKC", password))
     if length < MIN_PASSWORD_LENGTH:
         raise WeakPassword(
             f"Use at least {MIN_PASSWORD_LENGTH} characters for your password "
             "(a few words with spaces are easy to remember).",
-            field="password",
+            field=field,
         )
     if length > MAX_PASSWORD_LENGTH:
         raise InvalidInput(
-            f"Passwords are limited to {MAX_PASSWORD_LENGTH} characters.", field="password"
+            f"Passwords are limited to {MAX_PASSWORD_LENGTH} characters.", field=field
         )
     if not password.isprintable():
         raise InvalidInput(
             "Passwords may hold any printable character, spaces included, but no control "
             "characters such as tabs or line breaks.",
-            field="password",
+            field=field,
         )
     if is_breached(password):
         raise WeakPassword(
             "That password is in a list of passwords stolen from other sites, so attackers "
             "try it first; choose another.",
-            field="password",
+            field=field,
         )
     local_part = email.split("@")[0].casefold() if email else ""
     if local_part and local_part in password.casefold():
         raise WeakPassword(
             "Your password may not contain your email address's name; choose another.",
-            field="password",
+            field=field,
         )
     return password

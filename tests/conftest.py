@@ -373,8 +373,15 @@ class Shopper:
     def add(self, product_id: int, quantity: int | str = 1):
         return self.post_form("/cart/add", {"product_id": product_id, "quantity": quantity})
 
-    def register(self, email: str = "ada@example.com", password: str = "correct horse 42"):
+    def sign_up(self, email: str = "ada@example.com", password: str = "correct horse 42"):
+        """The registration form alone: it signs nobody in (a mail goes to the address)."""
         return self.post_form("/register", {"email": email, "password": password})
+
+    def register(self, email: str = "ada@example.com", password: str = "correct horse 42"):
+        """Sign up, then log in (the login's 303): an account and a signed-in browser."""
+        signed_up = self.sign_up(email, password)
+        assert signed_up.status_code == 200, signed_up.get_data(as_text=True)[:300]
+        return self.login(email, password)
 
     def login(self, email: str = "ada@example.com", password: str = "correct horse 42", **kw):
         return self.post_form("/login", {"email": email, "password": password}, **kw)

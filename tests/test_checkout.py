@@ -38,7 +38,9 @@ def test_checkout_places_the_order_and_shows_a_confirmation(app, shopper):
 
 
 def test_api_order_is_idempotent_per_key(app, shopper):
-    shopper.api("POST", "/users", json={"email": "bo@example.com", "password": "a long passphrase"})
+    account = {"email": "bo@example.com", "password": "a long passphrase"}
+    assert shopper.api("POST", "/users", json=account).status_code == 202
+    assert shopper.api("POST", "/session/login", json=account).status_code == 200
     shopper.api("POST", "/cart/items", json={"product_id": KETTLE, "quantity": 3})
     body = {"shipping": {"name": "Bo", "address": "2 Road"}}
     first = shopper.api("POST", "/orders", json=body, headers={"Idempotency-Key": "k-1"})

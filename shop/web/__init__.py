@@ -31,12 +31,20 @@ def format_time(timestamp: float) -> str:
 
 
 def register(app: Flask) -> None:
-    from . import account, account_sessions, api, cart, catalogue, checkout, ops
+    from . import account, account_sessions, api, cart, catalogue, checkout, credentials, ops
 
     app.url_map.converters["id"] = IdConverter
     register_middleware(app)
     register_error_handlers(app)
-    blueprints = (catalogue.bp, cart.bp, account.bp, account_sessions.bp, checkout.bp, api.bp)
+    blueprints = (
+        catalogue.bp,
+        cart.bp,
+        account.bp,
+        credentials.bp,
+        account_sessions.bp,
+        checkout.bp,
+        api.bp,
+    )
     for blueprint in (*blueprints, ops.bp):
         app.register_blueprint(blueprint)
     app.jinja_env.filters["money"] = format_money

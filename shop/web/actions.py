@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from flask import request
 
+from ..account_changes import (
+    change_password,
+    request_email_change,
+    request_password_reset,
+    reset_password,
+)
 from ..accounts import User, authenticate, register
 from ..cart import CartOwner, PricedCart, price_cart
-from ..errors import InvalidCredentials, ReauthRequired
+from ..errors import InvalidCredentials, ReauthRequired, WrongPassword
 from ..orders import PlacedOrder, Shipping, has_shipped_to, place_order
 from ..redis_client import RedisUnavailable
-from .context import cart_owner, require_login, require_session_store, services, shop_session
+from .context import (
+    account_tokens,
+    cart_owner,
+    outbox,
+    require_login,
+    require_session_store,
+    services,
+    shop_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +139,85 @@ def require_recent_password() -> None:
         )
 
 
-def sign_up(email: object, password: object) -> User:
-    require_session_store()
+def sign_up(email: object, password: object) -> str:
+    """Register: the same answer (the address) whether or not it has an account, and no
+    sign-in. Counted per address; the hash runs in a slot, the mail after it."""
     services().throttle.hit("signup", client_address())
+    box = outbox(deferred=True)
     with services().hash_slots.hold():
-        user = register(services().engines.primary, email, password)
-    sign_in(user)
-    return user
+        address = register(services().engines.primary, account_tokens(), box, email, password)
+    box.flush()
+    return address
+
+
+@contextmanager
+def _password_attempt(email: str) -> Iterator[None]:
+    """A password asked again before a change counts as a login attempt: the same rules and
+    back-off before the hash, a failure counted after it."""
+    throttle, address = services().throttle, client_address()
+    throttle.hit("login", address)
+    throttle.check_login(email, address)
+    try:
+        with services().hash_slots.hold():
+            yield
+    except WrongPassword:
+        throttle.login_failed(email, address)
+        raise
+
+
+def change_own_password(current_password: object, new_password: object) -> tuple[User, int]:
+    """Change the signed-in account's password and end its other sessions (ASVS 3.3.3); this
+    one stays signed in. Returns the account and how many sessions ended."""
+    user_id = require_login()  # the session store too: sessions must be ended after
+    current = shop_session()
+    box = outbox(deferred=True)
+    with _password_attempt(current.get("email") or ""):
+        user = change_password(
+            services().engines.primary,
+            account_tokens(),
+            box,
+            user_id,
+            current_password,
+            new_password,
+        )
+    ended = services().sessions.end_user_sessions(user.id, keep=current.sid)
+    current.confirm_password(services().sessions.clock())
+    box.flush()
+    return user, ended
+
+
+def ask_password_reset(email: object) -> str:
+    """Mail a reset link (or a "no account here" note): the same answer for any address."""
+    services().throttle.hit("reset", client_address())
+    return request_password_reset(services().engines.primary, account_tokens(), outbox(), email)
+
+
+def reset_with_link(token: object, new_password: object) -> tuple[User, int]:
+    """Set a new password through a mailed link and end every session of the account, this
+    browser's too if it was one. Refused whole while sessions cannot be ended."""
+    current = require_session_store()
+    box = outbox(deferred=True)
+    with services().hash_slots.hold():
+        user = reset_password(
+            services().engines.primary, account_tokens(), box, token, new_password
+        )
+    if current.user_id == user.id:
+        current.log_out()
+    ended = services().sessions.end_user_sessions(user.id)
+    box.flush()
+    return user, ended
+
+
+def ask_email_change(password: object, new_email: object) -> str:
+    """After the password, mail the new address a confirmation link."""
+    user_id = require_login()
+    box = outbox(deferred=True)
+    with _password_attempt(shop_session().get("email") or ""):
+        address = request_email_change(
+            services().engines.primary, account_tokens(), box, user_id, password, new_email
+        )
+    box.flush()
+    return address
 
 
 def sign_in(user: User) -> None:
@@ -148,6 +235,19 @@ def sign_in(user: User) -> None:
             visitor, CartOwner.account(user.id), {pid: stock.get(pid, 0) for pid in quantities}
         )
     current.log_in(user.id, user.email, now=services().sessions.clock())
+    current["verified"] = user.verified
+
+
+def note_account(user: User) -> None:
+    """Keep what the session shows of its account (address, verified) up to date after a
+    change made in this request; other sessions of the account catch up at their next login
+    or account page."""
+    current = shop_session()
+    if current.unavailable or current.user_id != user.id:
+        return
+    if current.get("email") != user.email or current.get("verified") != user.verified:
+        current["email"] = user.email
+        current["verified"] = user.verified
 
 
 def sign_out() -> None:

@@ -4,21 +4,36 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from ..accounts import get_account, send_verification
 from ..errors import NotFound
 from ..models import MAX_ID
 from ..orders import Shipping, get_order, list_orders
+from .account import SENT_TO_CONFIRM
 from .actions import (
     add_to_cart,
+    ask_email_change,
+    ask_password_reset,
+    change_own_password,
     checkout,
     current_cart,
     log_in_with_password,
+    note_account,
     remove_from_cart,
+    reset_with_link,
     search_admission,
     set_cart_quantity,
     sign_out,
     sign_up,
 )
-from .context import csrf_token, current_user, require_login, services
+from .context import (
+    account_tokens,
+    csrf_token,
+    current_user,
+    outbox,
+    require_login,
+    services,
+)
+from .credentials import SENT_NEW_ADDRESS, SENT_RESET
 from .inputs import json_body, json_int, page_args
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -48,9 +63,66 @@ def logout():
 
 @bp.post("/users")
 def create_user():
+    """202 whether or not the address has an account (the mail differs); no sign-in."""
     body = json_body()
-    sign_up(body.get("email"), body.get("password"))
-    return jsonify(_session_body()), 201
+    address = sign_up(body.get("email"), body.get("password"))
+    return jsonify({"email": address, "message": SENT_TO_CONFIRM.format(email=address)}), 202
+
+
+@bp.get("/account")
+def account():
+    found = get_account(services().engines.primary, require_login())
+    note_account(found.user)
+    return jsonify(
+        {
+            "id": found.id,
+            "email": found.email,
+            "email_verified": found.verified,
+            "email_verified_at": _iso(found.email_verified_at),
+            "password_changed_at": _iso(found.password_changed_at),
+            "created_at": _iso(found.created_at),
+        }
+    )
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+@bp.post("/account/verify/resend")
+def resend_verification():
+    user_id = require_login()
+    address = send_verification(services().engines.primary, account_tokens(), outbox(), user_id)
+    return jsonify({"email": address, "message": SENT_TO_CONFIRM.format(email=address)}), 202
+
+
+@bp.put("/account/password")
+def put_password():
+    require_login()  # 401 before anything about the body
+    body = json_body()
+    _, ended = change_own_password(body.get("current_password"), body.get("new_password"))
+    return jsonify({**_session_body(), "sessions_ended": ended})
+
+
+@bp.post("/account/email")
+def post_email():
+    require_login()
+    body = json_body()
+    address = ask_email_change(body.get("password"), body.get("email"))
+    return jsonify({"email": address, "message": SENT_NEW_ADDRESS.format(email=address)}), 202
+
+
+@bp.post("/password/reset")
+def post_password_reset():
+    address = ask_password_reset(json_body().get("email"))
+    return jsonify({"email": address, "message": SENT_RESET.format(email=address)}), 202
+
+
+@bp.post("/password/reset/confirm")
+def confirm_password_reset():
+    body = json_body()
+    _, ended = reset_with_link(body.get("token"), body.get("new_password"))
+    return jsonify({**_session_body(), "sessions_ended": ended})
 
 
 @bp.get("/categories")

@@ -6,10 +6,14 @@ from typing import cast
 
 from flask import current_app, g, session
 
+from ..account_mail import Outbox
+from ..accounts import CHANGE_EMAIL, RESET, VERIFY
 from ..cart import CartOwner
 from ..errors import LoginRequired, ServiceUnavailable
 from ..services import Services
 from ..session_ids import masked_csrf_token
+from ..tokens import Tokens
+from .links import RequestLinks
 from .session_interface import ShopSession
 
 SESSIONS_DOWN = (
@@ -71,4 +75,26 @@ def current_user() -> dict | None:
     current = shop_session()
     if current.user_id is None:
         return None
-    return {"id": current.user_id, "email": current.get("email")}
+    return {
+        "id": current.user_id,
+        "email": current.get("email"),
+        "email_verified": bool(current.get("verified")),
+    }
+
+
+def account_tokens() -> Tokens:
+    """Signed links under the app's secret key, with the configured lifetimes."""
+    settings = services().settings
+    lifetimes = {
+        VERIFY: settings.email_link_ttl,
+        CHANGE_EMAIL: settings.email_link_ttl,
+        RESET: settings.password_reset_ttl,
+    }
+    return Tokens(current_app.config["SECRET_KEY"], lifetimes, clock=services().clock)
+
+
+def outbox(*, deferred: bool = False) -> Outbox:
+    """The accounts' mail; ``deferred`` holds it until ``flush`` (after a hash slot is free)."""
+    return Outbox(
+        services().mailer, RequestLinks(services().settings.public_url), deferred=deferred
+    )

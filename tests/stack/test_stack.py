@@ -26,6 +26,13 @@ from tests.stack.conftest import (
 PASSWORD = "a long stack passphrase"
 
 
+def sign_up_and_log_in(shopper, email: str) -> None:
+    """Registration signs nobody in (the address gets a mail): register, then log in."""
+    account = {"email": email, "password": PASSWORD}
+    assert shopper.api("POST", "/users", json=account).status_code == 202
+    assert shopper.api("POST", "/session/login", json=account).status_code == 200
+
+
 def _email() -> str:
     return f"stack-{secrets.token_hex(6)}@example.com"
 
@@ -58,7 +65,10 @@ def test_bounce_a_whole_journey_over_all_instances(shopper, healthy_stack):
     email = _email()
     shopper.get("/register")
     registered = shopper.submit("/register", {"email": email, "password": PASSWORD})
-    assert registered.status_code == 200 and email in registered.text
+    assert registered.status_code == 200 and "We sent a message to " + email in registered.text
+    shopper.get("/login")  # registering signs nobody in
+    logged_in = shopper.submit("/login", {"email": email, "password": PASSWORD})
+    assert logged_in.status_code == 200 and email in logged_in.text
     _browse(shopper, grid + ["/cart"], count="5", email=email)
 
     shopper.get("/cart")
@@ -88,7 +98,7 @@ def test_bounce_a_whole_journey_over_all_instances(shopper, healthy_stack):
 def test_an_instance_dies_mid_journey(shopper, healthy_stack):
     products = in_stock_products(healthy_stack, 3)
     email = _email()
-    assert shopper.api("POST", "/users", json={"email": email, "password": PASSWORD}).ok
+    sign_up_and_log_in(shopper, email)
     for product in products[:2]:
         shopper.get(f"/products/{product['id']}")
         shopper.submit("/cart/add", {"product_id": product["id"], "quantity": 1})
@@ -131,7 +141,7 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(shopper, healthy_stac
     assert after["primary"] == before["primary"], "a catalogue miss read the primary"
 
     email = _email()
-    shopper.api("POST", "/users", json={"email": email, "password": PASSWORD})
+    sign_up_and_log_in(shopper, email)
     product = in_stock_products(healthy_stack, 1)[0]
     writes_before = statement_calls(healthy_stack, "primary", "INSERT INTO orders%")
     order_ids = []
@@ -183,7 +193,7 @@ def test_replica_down_catalogue_from_the_primary_then_back(shopper, healthy_stac
 def test_redis_restarted_empty_then_stopped_then_back(shopper, healthy_stack):
     product = in_stock_products(healthy_stack, 1)[0]
     email = _email()
-    shopper.api("POST", "/users", json={"email": email, "password": PASSWORD})
+    sign_up_and_log_in(shopper, email)
     shopper.api("POST", "/cart/items", json={"product_id": product["id"], "quantity": 2})
 
     stack_module.stop_component(healthy_stack, "redis")
@@ -225,7 +235,7 @@ def test_redis_restarted_empty_then_stopped_then_back(shopper, healthy_stack):
 def test_primary_down_checkout_503_catalogue_from_replica_then_back(shopper, healthy_stack):
     product = in_stock_products(healthy_stack, 1)[0]
     email = _email()
-    shopper.api("POST", "/users", json={"email": email, "password": PASSWORD})
+    sign_up_and_log_in(shopper, email)
     shopper.api("POST", "/cart/items", json={"product_id": product["id"], "quantity": 1})
     stock_before = sql(healthy_stack, "primary", "SELECT stock FROM products WHERE id = %s",
                        product["id"])[0][0]
@@ -299,10 +309,7 @@ def test_no_oversell_across_instances(healthy_stack):
     buyers = [Shopper(healthy_stack["url"]) for _ in range(100)]
 
     def prepare(buyer: Shopper) -> None:
-        assert (
-            buyer.api("POST", "/users", json={"email": _email(), "password": PASSWORD}).status_code
-            == 201
-        )
+        sign_up_and_log_in(buyer, _email())
         assert (
             buyer.api(
                 "POST", "/cart/items", json={"product_id": product["id"], "quantity": 1}

@@ -75,6 +75,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
+    if not settings.embedded and settings.smtp_url is None:
+        log.warning(
+            "SHOP_SMTP_URL is not set: mails are written to the log instead, with their links "
+            "(password resets): fine for development, not for production."
+        )
     if not settings.embedded and settings.public_url is None:
         log.warning(
             "SHOP_PUBLIC_URL is not set: links in mails (password resets) follow each request's "

@@ -259,11 +259,12 @@ def test_migration_0003_keeps_accounts_and_leaves_them_unverified(tmp_path):
     engine.dispose()
 
 
-def test_a_shop_without_public_url_warns_at_start(make_app, caplog):
+def test_a_shop_without_public_url_or_smtp_warns_at_start(make_app, caplog):
     with caplog.at_level(logging.WARNING, logger="shop"):
-        make_app()
+        make_app(smtp_url=None)
     assert "SHOP_PUBLIC_URL is not set" in caplog.text
+    assert "SHOP_SMTP_URL is not set" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="shop"):
         make_app(public_url="https://shop.example.com")
-    assert "SHOP_PUBLIC_URL" not in caplog.text
+    assert "SHOP_PUBLIC_URL" not in caplog.text and "SHOP_SMTP_URL" not in caplog.text

@@ -56,3 +56,27 @@ def test_a_reset_link_used_twice_at_once_works_once(make_real_app, mailbox: Mail
     for thread in threads:
         thread.join()
     assert sorted(statuses) == [200, 400, 400, 400]
+
+
+def test_migration_0003_down_and_up_on_postgresql(pg_url):
+    from sqlalchemy import create_engine, inspect, select, text
+
+    from shop.migrate import downgrade, upgrade
+    from shop.models import users
+
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO users (email, password_hash) VALUES ('old@example.com', 'h')")
+        )
+    downgrade(engine, "0002")
+    assert "email_verified_at" not in {c["name"] for c in inspect(engine).get_columns("users")}
+    upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(select(users)).one()
+    assert (row.email, row.email_verified_at, row.password_changed_at) == (
+        "old@example.com",
+        None,
+        None,
+    )
+    engine.dispose()

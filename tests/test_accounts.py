@@ -268,3 +268,43 @@ def test_a_shop_without_public_url_or_smtp_warns_at_start(make_app, caplog):
     with caplog.at_level(logging.WARNING, logger="shop"):
         make_app(public_url="https://shop.example.com")
     assert "SHOP_PUBLIC_URL" not in caplog.text and "SHOP_SMTP_URL" not in caplog.text
+
+
+def test_a_slow_mail_server_does_not_hold_a_password_hash_slot(make_app):
+    """The sign-up's mail is sent after its hash slot is freed: a login meanwhile is answered
+    (here 401, wrong password), not "busy" (503), even with one slot and no queue."""
+    import asyncio
+    import threading
+    import time
+
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import free_port
+
+    class SlowMailbox(Mailbox):
+        async def handle_DATA(self, server, session, envelope) -> str:
+            await asyncio.sleep(2)
+            return await super().handle_DATA(server, session, envelope)
+
+    slow = SlowMailbox()
+    controller = Controller(slow, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        app = make_app(
+            smtp_url=f"smtp://127.0.0.1:{controller.port}",
+            password_hash_slots=1,
+            password_hash_queue=0,
+        )
+        signing_up = Shopper(app.test_client(), app)
+        signing_up.csrf()
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(up=signing_up.sign_up()))
+        thread.start()
+        time.sleep(1)  # the hash is done; the mail is on its way
+        login = Shopper(app.test_client(), app).login("bo@example.com", "wrong horse 42")
+        thread.join()
+    finally:
+        controller.stop()
+    assert login.status_code == 401
+    assert result["up"].status_code == 200
+    assert slow.to("ada@example.com")

@@ -305,3 +305,32 @@ def test_a_reset_is_refused_whole_while_sessions_cannot_be_ended(
     fake_redis_server.connected = True
     assert Shopper(app.test_client(), app).login().status_code == 303  # unchanged
     assert shopper.api("POST", "/password/reset/confirm", json=body).status_code == 200
+
+
+def test_a_wrong_current_password_counts_as_a_failed_login(make_app):
+    app = make_app(login_free_failures=1, limit_login="")
+    shopper = Shopper(app.test_client(), app)
+    shopper.register()
+    wrong = {"current_password": "wrong horse 42", "new_password": NEW_PASSWORD}
+    first = shopper.api("PUT", "/account/password", json=wrong)
+    assert (first.status_code, first.get_json()["error"]["code"]) == (400, "wrong_password")
+    second = shopper.api("PUT", "/account/password", json=wrong)
+    assert (second.status_code, second.get_json()["error"]["code"]) == (429, "rate_limited")
+    assert Shopper(app.test_client(), app).login().status_code == 429  # the account waits
+
+
+def test_a_reset_ends_the_failed_login_wait(make_app, mailbox: Mailbox):
+    import time
+
+    app = make_app(login_free_failures=1, limit_login="")
+    shopper = Shopper(app.test_client(), app)
+    shopper.sign_up()
+    assert shopper.login(password="wrong horse 42").status_code == 401
+    assert shopper.login(password="wrong horse 42").status_code == 429  # waits 1 s
+    time.sleep(1.05)
+    assert shopper.login(password="wrong horse 42").status_code == 401
+    assert shopper.login(password="wrong horse 42").status_code == 429  # now waits 2 s
+    shopper.post_form("/password/reset", {"email": "ada@example.com"})
+    link = path_of(mailbox.last("ada@example.com").link("/password/reset/"))
+    assert shopper.post_form(link, {"new_password": NEW_PASSWORD}).status_code == 200
+    assert shopper.login(password=NEW_PASSWORD).status_code == 303

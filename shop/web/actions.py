@@ -204,6 +204,7 @@ def reset_with_link(token: object, new_password: object) -> tuple[User, int]:
     if current.user_id == user.id:
         current.log_out()
     ended = services().sessions.end_user_sessions(user.id)
+    services().throttle.login_succeeded(user.email)  # the owner proved the address: no back-off
     box.flush()
     return user, ended
 

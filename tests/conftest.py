@@ -189,7 +189,8 @@ class ReceivedMail:
 
     @property
     def body(self) -> str:
-        return self.message.get_content().replace("\r\n", "\n")  # as sent, not as on the wire
+        plain = self.message.get_body(preferencelist=("plain",))
+        return plain.get_content().replace("\r\n", "\n")  # as sent, not as on the wire
 
     def link(self, path_prefix: str) -> str:
         """The one absolute link in the body whose path starts with ``path_prefix``."""

@@ -85,7 +85,7 @@ def test_bad_account_settings_are_refused(name, value):
         Settings.from_env({name: value})
 
 
-def test_smtp_mailer_delivers_a_plain_text_message(mailbox):
+def test_smtp_mailer_delivers_plain_text_with_an_html_rendering(mailbox):
     mailer = SmtpMailer(SmtpServer.from_url(mailbox.url), "Shop <shop@example.com>", timeout=5)
     mailer.send(MESSAGE)
     received = mailbox.last("ada@example.com")
@@ -93,8 +93,12 @@ def test_smtp_mailer_delivers_a_plain_text_message(mailbox):
     assert received.recipients == ["ada@example.com"]
     assert received.subject == "Confirm your address"
     assert received.message["From"] == "Shop <shop@example.com>"
-    assert received.message.get_content_type() == "text/plain"
+    assert received.message.get_content_type() == "multipart/alternative"
     assert received.body.rstrip("\n") == MESSAGE.body
+    html_part = received.message.get_body(preferencelist=("html",)).get_content()
+    link = "https://shop.example.com/verify/abc"
+    assert f'<a href="{link}">{link}</a>' in html_part
+    assert "Ümlauts survive." in html_part
     assert received.message["Message-ID"].endswith("@example.com>")
 
 
@@ -170,3 +174,12 @@ def test_without_smtp_url_mail_goes_to_the_log(caplog):
         mailer.send(MESSAGE)
     assert "https://shop.example.com/verify/abc" in caplog.text
     assert "To: ada@example.com" in caplog.text
+
+
+def test_the_html_rendering_escapes_the_text():
+    from shop.mail import html_alternative
+
+    rendered = html_alternative('Hi <b>"you"</b> & co: http://x.example/a?b=1&c=<2>\nbye')
+    assert "<b>" not in rendered and "&lt;b&gt;&quot;you&quot;&lt;/b&gt; &amp; co" in rendered
+    assert '<a href="http://x.example/a?b=1&amp;c=">http://x.example/a?b=1&amp;c=</a>' in rendered
+    assert "&lt;2&gt;\nbye" in rendered

@@ -113,9 +113,9 @@ def api_list():
     return jsonify({"items": _summaries()})
 
 
-@bp.delete("/api/v1/account/sessions/<ref>")
-def api_end(ref: str):
-    _end(ref)
+@bp.delete("/api/v1/account/sessions/<id>")
+def api_end(id: str):  # noqa: A002 - the path's name for it, as in docs/api.md
+    _end(id)
     return "", 204
 
 

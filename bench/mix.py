@@ -257,20 +257,24 @@ class Stack:
             http = requests.Session()
             token = http.get(self.url + "/api/v1/session", timeout=15).json()["csrf_token"]
             account = {"email": f"bench-{nonce}-{i}@example.com", "password": PASSWORD}
-            response = http.post(
-                self.url + "/api/v1/users",
-                json=account,
-                headers={"X-CSRF-Token": token},
-                timeout=30,
+            response = _patiently(
+                lambda: http.post(
+                    self.url + "/api/v1/users",
+                    json=account,
+                    headers={"X-CSRF-Token": token},
+                    timeout=30,
+                )
             )
             if response.status_code != 202:
                 raise BenchError(f"registering a shopper: {response.status_code} {response.text}")
             # Registration signs nobody in (the address gets a mail): log in.
-            response = http.post(
-                self.url + "/api/v1/session/login",
-                json=account,
-                headers={"X-CSRF-Token": token},
-                timeout=30,
+            response = _patiently(
+                lambda: http.post(
+                    self.url + "/api/v1/session/login",
+                    json=account,
+                    headers={"X-CSRF-Token": token},
+                    timeout=30,
+                )
             )
             if response.status_code != 200:
                 raise BenchError(f"logging a shopper in: {response.status_code} {response.text}")
@@ -279,6 +283,17 @@ class Stack:
 
         with ThreadPoolExecutor(6) as pool:
             return list(pool.map(one, range(count)))
+
+
+def _patiently(send: Callable[[], requests.Response], tries: int = 20) -> requests.Response:
+    """An instance whose password-hash slots are all busy answers 503 with Retry-After: wait
+    and retry, as a well-behaved client does."""
+    for _ in range(tries):
+        answer = send()
+        if answer.status_code != 503 or "Retry-After" not in answer.headers:
+            break
+        time.sleep(float(answer.headers["Retry-After"]))
+    return answer
 
 
 def api(base: str, shopper: Shopper, method: str, path: str, **kwargs) -> requests.Response:

@@ -8,6 +8,7 @@ from ..accounts import get_account, send_verification, verify_email
 from ..errors import AlreadyVerified, InvalidToken, LoginRequired, ShopError
 from .actions import log_in_with_password, note_account, sign_out, sign_up
 from .context import account_tokens, outbox, require_login, services
+from .errors import form_error
 from .inputs import safe_next
 
 bp = Blueprint("account", __name__)
@@ -27,13 +28,7 @@ def register_page():
     try:
         address = sign_up(email, request.form.get("password", ""))
     except ShopError as exc:
-        if exc.status == 503:
-            raise
-        return (
-            render_template("account/register.html", error=exc, email=email),
-            exc.status,
-            exc.headers(),
-        )
+        return form_error("account/register.html", exc, email=email)
     # The same page whether or not the address had an account: the mail differs.
     return render_template(
         "account/sent.html",
@@ -54,15 +49,7 @@ def login():
     try:
         log_in_with_password(email, request.form.get("password", ""))
     except ShopError as exc:
-        if exc.status == 503:
-            raise
-        return (
-            render_template(
-                "account/login.html", error=exc, email=email, next=next_url, notice=None
-            ),
-            exc.status,
-            exc.headers(),
-        )
+        return form_error("account/login.html", exc, email=email, next=next_url, notice=None)
     return redirect(safe_next(next_url, url_for("catalogue.grid")), code=303)
 
 

@@ -16,6 +16,7 @@ from .actions import (
     reset_with_link,
 )
 from .context import account_tokens, outbox, require_login, services
+from .errors import form_error
 
 bp = Blueprint("credentials", __name__)
 
@@ -31,12 +32,6 @@ SENT_NEW_ADDRESS = (
 )
 
 
-def _form_error(template: str, exc: ShopError, **context):
-    if exc.status == 503:
-        raise exc
-    return render_template(template, error=exc, **context), exc.status, exc.headers()
-
-
 @bp.route("/account/password", methods=["GET", "POST"])
 def password_change():
     try:
@@ -50,7 +45,7 @@ def password_change():
             request.form.get("current_password", ""), request.form.get("new_password", "")
         )
     except ShopError as exc:
-        return _form_error("account/password.html", exc)
+        return form_error("account/password.html", exc)
     return account_page(notice=PASSWORD_CHANGED)
 
 
@@ -62,7 +57,7 @@ def reset_request():
     try:
         address = ask_password_reset(email)
     except ShopError as exc:
-        return _form_error("account/reset_request.html", exc, email=email)
+        return form_error("account/reset_request.html", exc, email=email)
     return render_template(
         "account/sent.html",
         title="Check your mail",
@@ -82,7 +77,7 @@ def reset_password_page(token: str):
     except InvalidToken as exc:
         return render_template("account/reset.html", error=exc, token=None, email=None), 400
     except ShopError as exc:
-        return _form_error("account/reset.html", exc, token=token, email=None)
+        return form_error("account/reset.html", exc, token=token, email=None)
     return render_template(
         "account/login.html", error=None, email=user.email, next="", notice=RESET_DONE
     )
@@ -100,7 +95,7 @@ def email_change():
     try:
         address = ask_email_change(request.form.get("password", ""), email)
     except ShopError as exc:
-        return _form_error("account/email.html", exc, email=email)
+        return form_error("account/email.html", exc, email=email)
     return render_template(
         "account/sent.html",
         title="Check your mail",

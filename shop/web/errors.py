@@ -49,6 +49,14 @@ def _shop_error(exc: ShopError):
     return response
 
 
+def form_error(template: str, exc: ShopError, **context):
+    """The form shown again with an error the shopper can fix there, with the error's status
+    and headers (a 429's ``Retry-After``); a 503 is not the form's business and is raised."""
+    if exc.status == 503:
+        raise exc
+    return render_template(template, error=exc, **context), exc.status, exc.headers()
+
+
 def _http_error(exc: HTTPException):
     code = (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name

@@ -155,6 +155,7 @@ def test_search_uses_the_full_text_index_and_counts_stay_cheap(pg_url, monkeypat
 
     engine = make_engine(pg_url, name="primary")
     with engine.connect() as conn:
+
         def ids(q: str, category_id: int | None = None) -> set[int]:
             page = catalogue.query_page(conn, category_id=category_id, q=q, page=1, per_page=50)
             return {item["id"] for item in page["items"]}
@@ -185,8 +186,9 @@ def test_category_counts_follow_added_and_moved_products(make_real_app):
     runner = app.test_cli_runner()
     client = app.test_client()
     assert client.get("/api/v1/products?category=kitchen").get_json()["total"] == 3
-    added = runner.invoke(args=["product", "add", "--name", "Pan", "--category", "kitchen",
-                                "--price", "9.99"])
+    added = runner.invoke(
+        args=["product", "add", "--name", "Pan", "--category", "kitchen", "--price", "9.99"]
+    )
     assert added.exit_code == 0, added.output
     assert client.get("/api/v1/products?category=kitchen").get_json()["total"] == 4
     moved = runner.invoke(args=["product", "set", str(KETTLE), "--category", "books"])

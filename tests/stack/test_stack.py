@@ -249,8 +249,9 @@ def test_primary_down_checkout_503_catalogue_from_replica_then_back(shopper, hea
     email = _email()
     sign_up_and_log_in(shopper, email)
     shopper.api("POST", "/cart/items", json={"product_id": product["id"], "quantity": 1})
-    stock_before = sql(healthy_stack, "primary", "SELECT stock FROM products WHERE id = %s",
-                       product["id"])[0][0]
+    stock_before = sql(
+        healthy_stack, "primary", "SELECT stock FROM products WHERE id = %s", product["id"]
+    )[0][0]
 
     stack_module.stop_component(healthy_stack, "primary")
     try:

@@ -38,13 +38,12 @@ def client_address() -> str | None:
     return request.remote_addr
 
 
-def _count_cart_write() -> None:
+def _count_cart_write(*, may_create: bool = True) -> None:
     """Cart writes per address, and carts a first write creates: a client cannot mint
     thousands of carted sessions, each kept for the idle timeout."""
-    current = shop_session()
     throttle = services().throttle
     throttle.hit("cart", client_address())
-    if not current.stored:
+    if may_create and not shop_session().stored:
         throttle.hit("new_cart", client_address())
 
 
@@ -89,7 +88,7 @@ def set_cart_quantity(product_id: int, quantity: int) -> None:
 
 def remove_from_cart(product_id: int) -> None:
     current = require_session_store()
-    _count_cart_write()
+    _count_cart_write(may_create=False)
     services().carts.remove(cart_owner(current), product_id)
 
 

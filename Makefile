@@ -21,6 +21,7 @@ run: install
 ## The whole suite; real-server tests run when PostgreSQL and Redis answer
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Only the fast tests (fakeredis and SQLite)

@@ -26,7 +26,7 @@ test: install
 
 ## Only the fast tests (fakeredis and SQLite)
 test-fast: install
-	$(BIN)/python -m pytest -m "not postgres and not redis" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not postgres and not redis and not stack" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,20 +2,28 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# What running needs, and on top of it the tools the tests and checks need (Playwright,
+# cfn-lint, hadolint, ...: several hundred MB that `make run` does not wait for).
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format bench stack stack-down clean
+.PHONY: install install-run run test test-fast lint format bench stack stack-down clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+install-run: $(RUN_STAMP)
 install: $(STAMP)
 
 ## Serve the shop on http://127.0.0.1:5000 (embedded default: SQLite + in-process fakeredis)
-run: install
+run: install-run
 	$(BIN)/flask --app shop run --host 127.0.0.1 --port 5000
 
 ## The whole suite; real-server tests run when PostgreSQL and Redis answer

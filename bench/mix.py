@@ -37,7 +37,6 @@ from deploy.stack import stack as stack_module
 from . import wrk
 from .servers import BenchError
 
-CYCLE = 50
 PASSWORD = "bench-shopper-passphrase-7"
 SHIPPING = {"name": "Bench Buyer", "address": "1 Loopback Road, 127.0.0.1"}
 

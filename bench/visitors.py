@@ -6,10 +6,8 @@ the paths they walk, the sessions with a three-line cart, the app's own per-requ
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import redis
 import requests
@@ -86,49 +84,6 @@ def warm(base: str, paths: Sequence[str], cookies: Sequence[str] = (), passes: i
     work = list(paths) * passes
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(fetch, [work[i::4] for i in range(4)]))
-
-
-@dataclass
-class Counts:
-    """The app's own per-request counts over a sample of requests."""
-
-    requests: int
-    sql_mean: float | None
-    sql_max: int | None
-    redis_mean: float | None
-    redis_max: int | None
-    bytes_mean: float
-    status_ok: int
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-def sample_counts(
-    base: str, paths: Sequence[str], cookies: Sequence[str], sql_header: str, redis_header: str
-) -> Counts:
-    """One sequential pass over ``paths`` against an instrumented instance."""
-    http = requests.Session()
-    sql, trips, sizes, ok = [], [], [], 0
-    for i, path in enumerate(paths):
-        headers = {"Cookie": cookies[i % len(cookies)]} if cookies else {}
-        response = http.get(base + path, headers=headers, timeout=30)
-        http.cookies.clear()  # the workload sends its cookie, or none, on every request
-        ok += response.ok
-        sizes.append(len(response.content))
-        if sql_header in response.headers:
-            sql.append(int(response.headers[sql_header]))
-        if redis_header in response.headers:
-            trips.append(int(response.headers[redis_header]))
-    return Counts(
-        requests=len(paths),
-        sql_mean=statistics.fmean(sql) if sql else None,
-        sql_max=max(sql) if sql else None,
-        redis_mean=statistics.fmean(trips) if trips else None,
-        redis_max=max(trips) if trips else None,
-        bytes_mean=statistics.fmean(sizes),
-        status_ok=ok,
-    )
 
 
 class RedisStats:

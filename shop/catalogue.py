@@ -94,15 +94,6 @@ def query_product(conn: Connection, product_id: int) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-def query_products(conn: Connection, product_ids: list[int]) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(*_PRODUCT_COLUMNS)
-        .join(categories, categories.c.id == products.c.category_id)
-        .where(products.c.id.in_(product_ids))
-    )
-    return [dict(row._mapping) for row in rows]
-
-
 def _search_condition(conn: Connection, q: str):
     """Every word must match. PostgreSQL: word prefixes in the indexed tsvector; elsewhere:
     substrings of the name or description (a scan, fine for the embedded demo)."""

@@ -34,7 +34,6 @@ RESULTS = REPO / "bench" / "results"
 TPUT_PRODUCTS = 10_000
 SESSIONS = 32
 PROFILE_CONNECTIONS = 32
-CACHE_TTL = 3600
 
 
 def _ints(text: str) -> list[int]:
@@ -133,7 +132,7 @@ def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None
     logs, lua = RESULTS / "logs", RESULTS / "lua"
     # The Redis tier's TTL outlasts the run, so "warm" stays warm: with the default 300 s the
     # keys warmed at the start expire mid-run and are rebuilt (with SQL) all at once.
-    base = servers.shop_env("tput", redis_url, SHOP_CATALOGUE_CACHE_TTL=str(CACHE_TTL))
+    base = servers.shop_env("tput", redis_url, SHOP_CATALOGUE_CACHE_TTL=str(servers.CACHE_TTL))
     conv_env = dict(base, BENCH_DATABASE_URL=servers.schema_url("tput"), BENCH_REDIS_URL=redis_url)
     log("starting the contenders: ceiling, conventional, shop (+ instrumented twins)")
     ceiling = servers.start_gunicorn(

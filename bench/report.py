@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shop.config import Settings
+
+from .servers import CACHE_TTL
+
 CONTENDERS = ("ceiling", "conventional", "shop")
 PLOT = "docs/benchmarks/throughput.png"
 
@@ -494,8 +498,10 @@ def markdown(r: dict, plotted: bool = True) -> str:
         "Redis for every visitor, saved on every request, and the categories, a count and "
         "an OFFSET page, or the product, queried on the primary for every page); **shop** "
         "(`wsgi:app`, the real app, default settings but a plain-HTTP cookie and "
-        "`SHOP_CATALOGUE_CACHE_TTL=3600`, so that the Redis tier stays warm for the whole run; "
-        "the in-process tier keeps its default of 1 s)."
+        f"`SHOP_CATALOGUE_CACHE_TTL={CACHE_TTL}`, so that the Redis tier stays warm for the "
+        "whole run; the in-process tier keeps its defaults: invalidated by pub/sub, an "
+        f"entry living at most {int(Settings().catalogue_local_ttl)} s; the per-address rate "
+        "rules are off, since every request comes from one address)."
     )
     w(
         f"- The three render the same pages: sizes checked before the runs "

@@ -31,6 +31,7 @@ from deploy.stack.processes import (
     is_alive,
     stack_status,
 )
+from deploy.stack.programs import require_programs
 from deploy.stack.redis_server import _start_redis
 from deploy.stack.topology import (
     APP_NAMES,
@@ -127,6 +128,7 @@ def start_stack(
     environment), reusing the data directories if they are there.
     """
     started = time.monotonic()
+    require_programs()
     echo = _serialized(echo)
     work = _work(work_dir)
     old = load_topology(work)

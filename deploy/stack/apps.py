@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from deploy.stack.postgres import _pg_query
 from deploy.stack.processes import (
@@ -19,16 +18,16 @@ from deploy.stack.processes import (
     _wait_until,
     is_alive,
 )
-from deploy.stack.topology import REPO, StackError, Topology, _venv_bin, save_topology
+from deploy.stack.topology import REPO, App, StackError, Topology, _venv_bin, save_topology
 
 # ------------------------------------------------------------------------------ apps, setup
 
 
 def _run_flask(topology: Topology, args: list[str]) -> None:
     """A ``flask --app shop`` command with app1's settings; output appended to setup.log."""
-    env = dict(topology["apps"]["app1"]["env"], SHOP_INSTANCE_NAME="stack-setup")
+    env = dict(topology.apps["app1"].env, SHOP_INSTANCE_NAME="stack-setup")
     env.pop("SHOP_BIND", None)
-    log_path = topology["setup_log"]
+    log_path = topology.setup_log
     with open(log_path, "ab") as log:
         log.write(f"$ flask --app shop {' '.join(args)}\n".encode())
         log.flush()
@@ -47,68 +46,62 @@ def _run_flask(topology: Topology, args: list[str]) -> None:
 def _migrate_and_seed(topology: Topology, products: int) -> str:
     _run_flask(topology, ["db", "upgrade"])
     empty = _pg_query(
-        topology["primary"]["port"], "SELECT NOT EXISTS (SELECT 1 FROM products)", dbname="shop"
+        topology.primary.port, "SELECT NOT EXISTS (SELECT 1 FROM products)", dbname="shop"
     )
     if not empty or products <= 0:
-        count = _pg_query(
-            topology["primary"]["port"], "SELECT count(*) FROM products", dbname="shop"
-        )
+        count = _pg_query(topology.primary.port, "SELECT count(*) FROM products", dbname="shop")
         return f"migrated; catalogue kept ({count} products)"
     _run_flask(topology, ["seed", "--products", str(products)])
     return f"migrated; seeded {products} demo products"
 
 
-def _clear_app_leftovers(entry: dict[str, Any]) -> None:
+def _clear_app_leftovers(entry: App) -> None:
     """Workers of a killed master keep the port until they notice; finish them first."""
-    _terminate(_group_pids(entry.get("pid"), "gunicorn"), "gunicorn")
+    _terminate(_group_pids(entry.pid, "gunicorn"), "gunicorn")
 
 
-def _spawn_app(entry: dict[str, Any]) -> None:
+def _spawn_app(entry: App) -> None:
     _clear_app_leftovers(entry)
-    if not _wait_port_free(entry["port"]):
-        raise StackError(
-            f"{entry['name']}: port {entry['port']} still taken ({_port_owner(entry['port'])})"
-        )
-    with open(entry["log"], "ab") as log:
+    if not _wait_port_free(entry.port):
+        raise StackError(f"{entry.name}: port {entry.port} still taken ({_port_owner(entry.port)})")
+    with open(entry.log, "ab") as log:
         proc = subprocess.Popen(
-            entry["command"],
-            cwd=entry["cwd"],
-            env=entry["env"],
+            entry.command,
+            cwd=entry.cwd,
+            env=entry.env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc
-    entry["pid"] = proc.pid
-    Path(entry["pidfile"]).write_text(f"{proc.pid}\n")
+    entry.pid = proc.pid
+    Path(entry.pidfile).write_text(f"{proc.pid}\n")
 
 
-def _wait_app(topology: Topology, entry: dict[str, Any], timeout: float = 60.0) -> str:
+def _wait_app(topology: Topology, entry: App, timeout: float = 60.0) -> str:
     # /readyz needs the primary and Redis; with either down the process can only be "alive".
     deps_up = is_alive(topology, "primary") and is_alive(topology, "redis")
     path = "/readyz" if deps_up else "/healthz"
 
     def ready() -> bool:
-        if not _pid_alive(entry["pid"], "gunicorn"):
-            raise StackError(
-                f"{entry['name']} exited; its log {entry['log']}:\n{_tail(entry['log'])}"
-            )
-        return _http_status(entry["url"] + path, timeout=3) == 200
+        if not _pid_alive(entry.pid, "gunicorn"):
+            raise StackError(f"{entry.name} exited; its log {entry.log}:\n{_tail(entry.log)}")
+        return _http_status(entry.url + path, timeout=3) == 200
 
-    _wait_until(ready, f"{entry['name']} ({path})", entry["log"], timeout)
-    return f"{entry['url']}  pid {entry['pid']}  ({path} 200)"
+    _wait_until(ready, f"{entry.name} ({path})", entry.log, timeout)
+    return f"{entry.url}  pid {entry.pid}  ({path} 200)"
 
 
 def _start_app(topology: Topology, name: str, wait: bool = True) -> str:
-    entry = topology["apps"][name]
+    entry = topology.apps[name]
     _spawn_app(entry)
     save_topology(topology)
-    return _wait_app(topology, entry) if wait else f"{entry['url']}  pid {entry['pid']}"
+    return _wait_app(topology, entry) if wait else f"{entry.url}  pid {entry.pid}"
 
 
-def _stop_app(entry: dict[str, Any], pid: int | None) -> None:
+def _stop_app(entry: App, pid: int | None) -> None:
     """The master and its workers: the whole process group, orphaned workers included."""
-    pids = set(_group_pids(entry.get("pid"), "gunicorn")) | set(_group_pids(pid, "gunicorn"))
+    pids = set(_group_pids(entry.pid, "gunicorn")) | set(_group_pids(pid, "gunicorn"))
     _terminate(sorted(pids | ({pid} if pid else set())), "gunicorn")
-    entry["pid"] = None
+    entry.pid = None

@@ -17,7 +17,6 @@ from deploy.stack.topology import (
     Echo,
     StackError,
     Topology,
-    _entry,
     load_topology,
 )
 from deploy.stack.whole_stack import start_stack, stop_stack
@@ -31,13 +30,13 @@ def _status(topology: Topology | None, echo: Echo = print) -> int:
         return 1
     status = stack_status(topology)
     for name in COMPONENTS:
-        entry = _entry(topology, name)
+        entry = topology.component(name)
         state = "alive" if status[name] else "DEAD"
-        echo(f"  {name:<9} {state:<6} port {entry['port']}  pid {entry.get('pid')}")
+        echo(f"  {name:<9} {state:<6} port {entry.port}  pid {entry.pid}")
     if status["balancer"]:
         with contextlib.suppress(OSError):
             echo(f"  haproxy backends: {haproxy_backends(topology)}")
-    echo(f"shop      {topology['url']}")
+    echo(f"shop      {topology.url}")
     return 0 if all(status.values()) else 1
 
 
@@ -71,10 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise StackError("no stack recorded (run make stack)")
             started = time.monotonic()
             restart_app(topology, args.name)
-            entry = topology["apps"][args.name]
+            entry = topology.apps[args.name]
             echo(
-                f"  {args.name:<9} restarted, pid {entry['pid']}"
-                f"  ({time.monotonic() - started:.1f} s)"
+                f"  {args.name:<9} restarted, pid {entry.pid}  ({time.monotonic() - started:.1f} s)"
             )
     except StackError as exc:
         print(f"stack: {exc}", file=sys.stderr)

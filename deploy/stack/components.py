@@ -19,7 +19,15 @@ from deploy.stack.processes import (
     is_alive,
 )
 from deploy.stack.redis_server import _start_redis
-from deploy.stack.topology import APP_NAMES, StackError, Topology, _entry, save_topology
+from deploy.stack.topology import (
+    APP_NAMES,
+    App,
+    Balancer,
+    PgServer,
+    StackError,
+    Topology,
+    save_topology,
+)
 
 # ------------------------------------------------------------------------------- components
 
@@ -39,13 +47,13 @@ def _start_one(topology: Topology, name: str, wait: bool = True) -> str:
 def start_component(topology: Topology, name: str, *, wait: bool = True) -> Topology:
     """Start ``name`` unless it is alive; wait until it is ready (``wait=False``: apps and the
     balancer only get spawned). Redis always comes back empty."""
-    entry = _entry(topology, name)
+    entry = topology.component(name)
     if is_alive(topology, name):
         return topology
     if name in APP_NAMES:
         _clear_app_leftovers(entry)
-    if not _wait_port_free(entry["port"]):
-        _require_ports_free({name: entry["port"]})
+    if not _wait_port_free(entry.port):
+        _require_ports_free({name: entry.port})
     try:
         _start_one(topology, name, wait)
     finally:
@@ -55,22 +63,22 @@ def start_component(topology: Topology, name: str, *, wait: bool = True) -> Topo
 
 def stop_component(topology: Topology, name: str) -> Topology:
     """Stop ``name`` by pid (PostgreSQL: ``pg_ctl stop -m fast``) and wait for its port."""
-    entry = _entry(topology, name)
+    entry = topology.component(name)
     pid = _live_pid(topology, name)
-    if name in ("primary", "replica"):
+    if isinstance(entry, PgServer):
         _pg_stop(entry)
-    elif name in APP_NAMES:
+    elif isinstance(entry, App):
         _stop_app(entry, pid)
     else:
         _terminate([pid] if pid else [], _MARKERS[name])
-        entry["pid"] = None
-    if name == "balancer":
-        Path(entry["stats_socket"]).unlink(missing_ok=True)
-    if name != "redis" and entry.get("pidfile"):  # Redis removes its own
-        Path(entry["pidfile"]).unlink(missing_ok=True)
+        entry.pid = None
+    if isinstance(entry, Balancer):
+        Path(entry.stats_socket).unlink(missing_ok=True)
+    if isinstance(entry, (App, Balancer)):  # Redis removes its own; PostgreSQL has no pidfile
+        Path(entry.pidfile).unlink(missing_ok=True)
     save_topology(topology)
-    if not _wait_port_free(entry["port"]):
-        raise StackError(f"{name} stopped but port {entry['port']} is still taken")
+    if not _wait_port_free(entry.port):
+        raise StackError(f"{name} stopped but port {entry.port} is still taken")
     return topology
 
 
@@ -85,8 +93,8 @@ def restart_app(topology: Topology, name: str, *, wait: bool = True) -> Topology
 
 def kill_app(topology: Topology, name: str, sig: int = signal.SIGKILL) -> int:
     """Send ``sig`` to the instance's gunicorn master only (a crash); returns its pid."""
-    entry = topology["apps"][name]
-    pid = entry.get("pid")
+    entry = topology.apps[name]
+    pid = entry.pid
     if not _pid_alive(pid, "gunicorn"):
         raise StackError(f"{name} is not running")
     os.kill(pid, sig)

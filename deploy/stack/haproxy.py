@@ -27,17 +27,17 @@ from deploy.stack.topology import (
 
 
 def _render_haproxy(topology: Topology) -> str:
-    entry = topology["balancer"]
-    if "tls_port" not in entry:
+    entry = topology.balancer
+    if entry.tls_port is None:
         raise StackError("topology.json was written by an older stack.py: make stack-down first")
     servers = "\n".join(
-        f"    server {name} {LOOPBACK}:{app['port']}" for name, app in topology["apps"].items()
+        f"    server {name} {LOOPBACK}:{app.port}" for name, app in topology.apps.items()
     )
     return Template(HAPROXY_TEMPLATE.read_text()).substitute(
-        port=entry["port"],
-        tls_port=entry["tls_port"],
-        tls_pem=entry["tls_pem"],
-        stats_socket=entry["stats_socket"],
+        port=entry.port,
+        tls_port=entry.tls_port,
+        tls_pem=entry.tls_pem,
+        stats_socket=entry.stats_socket,
         servers=servers,
     )
 
@@ -66,18 +66,18 @@ def _haproxy_binary() -> str:
 
 
 def _start_balancer(topology: Topology, wait: bool = True) -> str:
-    entry = topology["balancer"]
-    config = Path(entry["config"])
+    entry = topology.balancer
+    config = Path(entry.config)
     config.write_text(_render_haproxy(topology))
-    _tls_certificate(Path(entry["tls_pem"]))
+    _tls_certificate(Path(entry.tls_pem))
     check = subprocess.run(
         [_haproxy_binary(), "-c", "-q", "-f", str(config)], capture_output=True, text=True
     )
     if check.returncode != 0:
         raise StackError(f"haproxy rejects {config}:\n{(check.stdout + check.stderr).strip()}")
-    Path(entry["stats_socket"]).unlink(missing_ok=True)
+    Path(entry.stats_socket).unlink(missing_ok=True)
     # Foreground (-db) under Popen rather than -D: "log stdout" then lands in our log file.
-    with open(entry["log"], "ab") as log:
+    with open(entry.log, "ab") as log:
         proc = subprocess.Popen(
             [_haproxy_binary(), "-db", "-f", str(config)],
             stdin=subprocess.DEVNULL,
@@ -86,35 +86,35 @@ def _start_balancer(topology: Topology, wait: bool = True) -> str:
             start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc
-    entry["pid"] = proc.pid
-    Path(entry["pidfile"]).write_text(f"{proc.pid}\n")
+    entry.pid = proc.pid
+    Path(entry.pidfile).write_text(f"{proc.pid}\n")
     save_topology(topology)
     if wait:
         _wait_balancer(topology)
-    return f"{entry['url']}  pid {entry['pid']}"
+    return f"{entry.url}  pid {entry.pid}"
 
 
 def _wait_balancer(topology: Topology, timeout: float = 30.0) -> None:
-    entry = topology["balancer"]
+    entry = topology.balancer
     live_apps = [name for name in APP_NAMES if is_alive(topology, name)]
     # Without the primary or Redis no /readyz passes: then only the stats socket must answer.
     deps_up = is_alive(topology, "primary") and is_alive(topology, "redis")
 
     def ready() -> bool:
-        if not _pid_alive(entry["pid"], "haproxy"):
-            raise StackError(f"haproxy exited; its log {entry['log']}:\n{_tail(entry['log'])}")
+        if not _pid_alive(entry.pid, "haproxy"):
+            raise StackError(f"haproxy exited; its log {entry.log}:\n{_tail(entry.log)}")
         states = haproxy_backends(topology)
         if not deps_up:
             return True
         if any(states.get(name) != "UP" for name in live_apps):
             return False
-        return _http_status(entry["url"] + "/readyz") == 200
+        return _http_status(entry.url + "/readyz") == 200
 
-    _wait_until(ready, "HAProxy with every live instance UP", entry["log"], timeout)
+    _wait_until(ready, "HAProxy with every live instance UP", entry.log, timeout)
 
 
 def _stats(topology: Topology, command: str) -> str:
-    path = topology["balancer"]["stats_socket"]
+    path = topology.balancer.stats_socket
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(3)
         sock.connect(path)

@@ -21,7 +21,7 @@ from deploy.stack.processes import (
     _wait_until,
     is_alive,
 )
-from deploy.stack.topology import LOOPBACK, StackError, Topology, _pg_bin_dir
+from deploy.stack.topology import LOOPBACK, PgServer, StackError, Topology, _pg_bin_dir
 
 # -------------------------------------------------------------------------------- PostgreSQL
 
@@ -136,8 +136,8 @@ def _system_identifier(data: Path) -> str | None:
     return None
 
 
-def _init_primary(entry: dict[str, Any]) -> None:
-    data = Path(entry["data_dir"])
+def _init_primary(entry: PgServer) -> None:
+    data = Path(entry.data_dir)
     if _pg_initialized(data):
         return
     fresh = data.with_name(data.name + ".new")
@@ -152,27 +152,27 @@ def _init_primary(entry: dict[str, Any]) -> None:
     fresh.rename(data)
 
 
-def _replica_usable(replica: dict[str, Any], primary: dict[str, Any]) -> bool:
+def _replica_usable(replica: PgServer, primary: PgServer) -> bool:
     """A standby of *this* primary, pointed at its current port; otherwise it is re-made."""
-    data = Path(replica["data_dir"])
+    data = Path(replica.data_dir)
     if not (_pg_initialized(data) and (data / "standby.signal").exists()):
         return False
     try:
         auto = (data / "postgresql.auto.conf").read_text()
     except OSError:
         return False
-    if f"port={primary['port']}" not in auto:
+    if f"port={primary.port}" not in auto:
         return False
     ours = _system_identifier(data)
-    return ours is not None and ours == _system_identifier(Path(primary["data_dir"]))
+    return ours is not None and ours == _system_identifier(Path(primary.data_dir))
 
 
-def _clone_replica(replica: dict[str, Any], primary: dict[str, Any]) -> None:
-    data = Path(replica["data_dir"])
+def _clone_replica(replica: PgServer, primary: PgServer) -> None:
+    data = Path(replica.data_dir)
     fresh = data.with_name(data.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
     args = [str(_pg_bin_dir() / "pg_basebackup"), "--pgdata", str(fresh)]
-    args += ["--host", LOOPBACK, "--port", str(primary["port"]), "--username=postgres"]
+    args += ["--host", LOOPBACK, "--port", str(primary.port), "--username=postgres"]
     # -R -X stream: a standby.signal plus primary_conninfo, and the WAL needed to start.
     args += ["--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast", "--no-sync"]
     _pg_run(args, "pg_basebackup")
@@ -220,10 +220,10 @@ def _clear_stale_postmaster_pid(data: Path, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def _pg_start(entry: dict[str, Any]) -> None:
-    data, log = Path(entry["data_dir"]), Path(entry["log"])
+def _pg_start(entry: PgServer) -> None:
+    data, log = Path(entry.data_dir), Path(entry.log)
     _clear_stale_postmaster_pid(data)
-    _write_pg_conf(data, entry["port"])
+    _write_pg_conf(data, entry.port)
     log.touch()
     _chown_postgres(log)
     try:
@@ -231,13 +231,19 @@ def _pg_start(entry: dict[str, Any]) -> None:
         _pg_run([*args, "-w", "-t", "60", "-s"], "pg_ctl start", timeout=90)
     except StackError as exc:
         raise StackError(f"{exc}\nits log {log}:\n{_tail(log)}") from None
-    entry["pid"] = _postmaster_pid(data)
-    _wait_until(lambda: _pg_query(entry["port"], "SELECT 1") == 1, "PostgreSQL", str(log), 30)
+    entry.pid = _postmaster_pid(data)
+    _wait_until(lambda: _pg_query(entry.port, "SELECT 1") == 1, "PostgreSQL", str(log), 30)
 
 
-def _pg_stop(entry: dict[str, Any]) -> None:
-    data = Path(entry["data_dir"])
-    pid = _postmaster_pid(data) or entry.get("pid")
+def _pg_stop(entry: PgServer) -> None:
+    _pg_stop_data_dir(Path(entry.data_dir), entry.pid)
+    entry.pid = None
+
+
+def _pg_stop_data_dir(data: Path, recorded_pid: int | None = None) -> None:
+    """``pg_ctl stop -m fast`` on the server of ``data`` (its postmaster.pid, else the pid we
+    recorded), if it runs."""
+    pid = _postmaster_pid(data) or recorded_pid
     if _pid_alive(pid, "postgres"):
         try:
             _pg_run(
@@ -250,23 +256,22 @@ def _pg_stop(entry: dict[str, Any]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)
             _terminate([pid], "postgres")
-    entry["pid"] = None
 
 
 def _start_primary(topology: Topology) -> str:
-    entry = topology["primary"]
+    entry = topology.primary
     _init_primary(entry)
     _pg_start(entry)
-    port = entry["port"]
+    port = entry.port
     if not _pg_query(port, "SELECT 1 FROM pg_database WHERE datname = 'shop'"):
         _pg_query(port, "CREATE DATABASE shop")
     if _pg_extension_available():
         _pg_query(port, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements", dbname="shop")
-    return f"{LOOPBACK}:{port}  pid {entry['pid']}"
+    return f"{LOOPBACK}:{port}  pid {entry.pid}"
 
 
 def _start_replica(topology: Topology) -> str:
-    entry, primary = topology["replica"], topology["primary"]
+    entry, primary = topology.replica, topology.primary
     primary_up = is_alive(topology, "primary")
     if not _replica_usable(entry, primary):
         if not primary_up:
@@ -274,27 +279,27 @@ def _start_replica(topology: Topology) -> str:
         _clone_replica(entry, primary)
     _pg_start(entry)
     if not primary_up:
-        return f"{LOOPBACK}:{entry['port']}  pid {entry['pid']}  (hot standby, primary down)"
+        return f"{LOOPBACK}:{entry.port}  pid {entry.pid}  (hot standby, primary down)"
     streaming = "SELECT status FROM pg_stat_wal_receiver"
     _wait_until(
-        lambda: _pg_query(entry["port"], streaming) == "streaming",
+        lambda: _pg_query(entry.port, streaming) == "streaming",
         "replica streaming from the primary",
-        entry["log"],
+        entry.log,
         30,
     )
-    return f"{LOOPBACK}:{entry['port']}  pid {entry['pid']}  (hot standby, streaming)"
+    return f"{LOOPBACK}:{entry.port}  pid {entry.pid}  (hot standby, streaming)"
 
 
 def _wait_replica_caught_up(topology: Topology) -> None:
     """The catalogue is read from the replica: it must hold the seed before apps serve."""
-    target = _pg_query(topology["primary"]["port"], "SELECT pg_current_wal_lsn()::text")
+    target = _pg_query(topology.primary.port, "SELECT pg_current_wal_lsn()::text")
     _wait_until(
         lambda: _pg_query(
-            topology["replica"]["port"],
+            topology.replica.port,
             "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
             params=(target,),
         ),
         "replica catching up with the primary",
-        topology["replica"]["log"],
+        topology.replica.log,
         30,
     )

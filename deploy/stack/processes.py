@@ -18,9 +18,9 @@ from deploy.stack.topology import (
     COMPONENTS,
     LOOPBACK,
     STOP_TIMEOUT,
+    PgServer,
     StackError,
     Topology,
-    _entry,
 )
 
 # What a component's /proc/<pid>/cmdline must contain, so a recycled pid is never taken for ours.
@@ -195,12 +195,12 @@ def _read_pid(path: str | os.PathLike[str]) -> int | None:
 def _live_pid(topology: Topology, name: str) -> int | None:
     """The component's live pid: its pidfile first (postmaster.pid for PostgreSQL), as the
     server may have been restarted outside this module, then the pid recorded at start."""
-    entry = _entry(topology, name)
-    if name in ("primary", "replica"):
-        first = _postmaster_pid(Path(entry["data_dir"]))
+    entry = topology.component(name)
+    if isinstance(entry, PgServer):
+        first = _postmaster_pid(Path(entry.data_dir))
     else:
-        first = _read_pid(entry["pidfile"]) if entry.get("pidfile") else None
-    for pid in (first, entry.get("pid")):
+        first = _read_pid(entry.pidfile)
+    for pid in (first, entry.pid):
         if _pid_alive(pid, _MARKERS[name]):
             return pid
     return None

@@ -13,13 +13,13 @@ from deploy.stack.topology import LOOPBACK, StackError, Topology
 
 
 def _start_redis(topology: Topology) -> str:
-    entry = topology["redis"]
-    pidfile, log = Path(entry["pidfile"]), Path(entry["log"])
+    entry = topology.redis
+    pidfile, log = Path(entry.pidfile), Path(entry.log)
     pidfile.unlink(missing_ok=True)
-    data = Path(topology["work_dir"]) / "redis"
+    data = Path(topology.work_dir) / "redis"
     data.mkdir(exist_ok=True)
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    args = [binary, "--port", str(entry["port"]), "--bind", LOOPBACK, "--save", ""]
+    args = [binary, "--port", str(entry.port), "--bind", LOOPBACK, "--save", ""]
     args += ["--appendonly", "no", "--daemonize", "yes", "--pidfile", str(pidfile)]
     args += ["--logfile", str(log), "--dir", str(data)]
     done = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -31,12 +31,12 @@ def _start_redis(topology: Topology) -> str:
 
         if not pidfile.exists():
             return False
-        client = redis.Redis(host=LOOPBACK, port=entry["port"], socket_timeout=1)
+        client = redis.Redis(host=LOOPBACK, port=entry.port, socket_timeout=1)
         try:
             return bool(client.ping())
         finally:
             client.close()
 
     _wait_until(ready, "Redis", str(log), 20)
-    entry["pid"] = int(pidfile.read_text().strip())
-    return f"{LOOPBACK}:{entry['port']}  pid {entry['pid']}  (no persistence)"
+    entry.pid = int(pidfile.read_text().strip())
+    return f"{LOOPBACK}:{entry.port}  pid {entry.pid}  (no persistence)"

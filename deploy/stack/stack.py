@@ -30,21 +30,25 @@ Data directories are kept across ``down``/``up`` (the catalogue is seeded only i
 database; Redis always starts empty). ``down --purge`` deletes them, the logs, the secret key,
 the TLS certificate and the rendered HAProxy config, so the next ``up`` starts from scratch.
 
-Python API. A ``topology`` is the dict saved in ``<work>/topology.json``; component names are
-``primary``, ``replica``, ``redis``, ``app1``, ``app2``, ``app3`` and ``balancer``. Functions
-that start or stop something update the topology in place and save it.
+Python API. A :class:`Topology` is what ``<work>/topology.json`` holds, as dataclasses:
+``topology.url``, ``topology.primary`` and ``.replica`` (:class:`PgServer`: ``port``, ``dsn``,
+``url``, ``log``, ...), ``topology.redis`` (:class:`RedisServer`), ``topology.apps["app1"]``
+(:class:`App`: ``command``, ``env``, ``cwd``, ...), ``topology.balancer`` (:class:`Balancer`:
+``url``, ``tls_url``, ``tls_pem``, ...); ``topology.component(name)`` takes the component
+names ``primary``, ``replica``, ``redis``, ``app1``, ``app2``, ``app3`` and ``balancer``.
+Functions that start or stop something update the topology in place and save it.
 
-``start_stack(work_dir=None, *, ports=None, seed_products=2000, echo=print) -> dict``
+``start_stack(work_dir=None, *, ports=None, seed_products=2000, echo=print) -> Topology``
     Bring the stack up (or only its dead parts) and return the topology.
 ``stop_stack(work_dir=None, *, purge=False, echo=print) -> None``
     Stop everything the topology names, by pid; remove topology.json.
-``load_topology(work_dir=None) -> dict | None``
+``load_topology(work_dir=None) -> Topology | None``
 ``stack_status(topology) -> dict[str, bool]`` and ``is_alive(topology, name) -> bool``
-``start_component(topology, name, *, wait=True) -> dict`` / ``stop_component(topology, name)``
+``start_component(topology, name, *, wait=True) -> Topology`` / ``stop_component(topology, name)``
     Any component; ``stop_component(t, "redis")`` + ``start_component(t, "redis")`` gives an
     empty Redis. An app started while the primary or Redis is down waits for ``/healthz``
     only (its ``/readyz`` cannot pass).
-``restart_app(topology, name, *, wait=True) -> dict``
+``restart_app(topology, name, *, wait=True) -> Topology``
     Stop (if alive, leftover workers included) and start again with the recorded env/command.
 ``kill_app(topology, name, sig=signal.SIGKILL) -> int``
     Signal the gunicorn master only, like a crash; returns its pid. Orphaned workers notice
@@ -89,8 +93,13 @@ from deploy.stack.topology import (  # noqa: E402
     DEFAULT_PORT,
     DEFAULT_PORT_BASE,
     SEED_PRODUCTS,
+    App,
+    Balancer,
+    Component,
     Echo,
+    PgServer,
     Ports,
+    RedisServer,
     StackError,
     Topology,
     default_work_dir,
@@ -105,8 +114,13 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_PORT_BASE",
     "SEED_PRODUCTS",
+    "App",
+    "Balancer",
+    "Component",
     "Echo",
+    "PgServer",
     "Ports",
+    "RedisServer",
     "StackError",
     "Topology",
     "default_work_dir",

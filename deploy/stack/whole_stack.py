@@ -17,7 +17,7 @@ from deploy.stack.components import start_component, stop_component
 from deploy.stack.haproxy import _start_balancer, _wait_balancer
 from deploy.stack.postgres import (
     _chown_postgres,
-    _pg_stop,
+    _pg_stop_data_dir,
     _start_primary,
     _start_replica,
     _wait_replica_caught_up,
@@ -42,7 +42,6 @@ from deploy.stack.topology import (
     StackError,
     Topology,
     _build_topology,
-    _entry,
     _work,
     load_topology,
     save_topology,
@@ -101,17 +100,17 @@ def _parallel(*steps: Callable[[], Any]) -> None:
 
 
 def _summary(topology: Topology, echo: Echo) -> None:
-    echo(f"shop      {topology['url']}")
-    balancer = topology["balancer"]
-    if "tls_url" in balancer:
-        echo(f"          {balancer['tls_url']}  (certificate: {balancer['tls_pem']})")
-    rows = [("balancer", topology["balancer"]["log"])]
-    rows += [(name, topology[name]["log"]) for name in ("primary", "replica", "redis")]
-    rows += [(name, app["log"]) for name, app in topology["apps"].items()]
-    rows.append(("setup", topology["setup_log"]))
+    echo(f"shop      {topology.url}")
+    balancer = topology.balancer
+    if balancer.tls_url is not None:
+        echo(f"          {balancer.tls_url}  (certificate: {balancer.tls_pem})")
+    rows = [("balancer", topology.balancer.log)]
+    rows += [(name, topology.component(name).log) for name in ("primary", "replica", "redis")]
+    rows += [(name, app.log) for name, app in topology.apps.items()]
+    rows.append(("setup", topology.setup_log))
     for i, (name, path) in enumerate(rows):
         echo(f"{'logs' if i == 0 else '':<9} {name:<9} {path}")
-    echo(f"topology  {Path(topology['work_dir']) / 'topology.json'}")
+    echo(f"topology  {Path(topology.work_dir) / 'topology.json'}")
 
 
 def start_stack(
@@ -155,7 +154,7 @@ def start_stack(
             _summary(old, echo)
             return old
         for name in APP_NAMES:  # workers a killed master left behind
-            _clear_app_leftovers(old["apps"][name])
+            _clear_app_leftovers(old.apps[name])
 
     _prepare_work(work)
     ports = ports or Ports.from_env()
@@ -178,13 +177,13 @@ def start_stack(
     _wait_replica_caught_up(topology)
     save_topology(topology)
     for name in APP_NAMES:
-        _spawn_app(topology["apps"][name])
+        _spawn_app(topology.apps[name])
     save_topology(topology)
     app_started = time.monotonic()
     _parallel(
         *[
             lambda name=name: echo(
-                f"  {name:<9} {_wait_app(topology, topology['apps'][name])}"
+                f"  {name:<9} {_wait_app(topology, topology.apps[name])}"
                 f"  ({time.monotonic() - app_started:.1f} s)"
             )
             for name in APP_NAMES
@@ -199,8 +198,8 @@ def start_stack(
 
 def _restart_dead(topology: Topology, name: str) -> str:
     start_component(topology, name)
-    entry = _entry(topology, name)
-    return f"port {entry['port']}  pid {entry.get('pid')}"
+    entry = topology.component(name)
+    return f"port {entry.port}  pid {entry.pid}"
 
 
 def stop_stack(
@@ -216,13 +215,13 @@ def stop_stack(
         for name in ("replica", "primary"):
             data = work / "pg" / name
             if _pid_alive(_postmaster_pid(data), "postgres"):
-                _pg_stop({"data_dir": str(data), "pid": None})
+                _pg_stop_data_dir(data)
                 echo(f"  {name:<9} stopped (found by its postmaster.pid)")
     else:
         for name in reversed(COMPONENTS):
-            entry = _entry(topology, name)
+            entry = topology.component(name)
             alive = is_alive(topology, name)
-            leftovers = name in APP_NAMES and _group_pids(entry.get("pid"), "gunicorn")
+            leftovers = name in APP_NAMES and _group_pids(entry.pid, "gunicorn")
             if not (alive or leftovers):
                 continue
             started = time.monotonic()
@@ -248,4 +247,4 @@ def stop_stack(
 
 
 def _ports_of(topology: Topology) -> dict[str, int]:
-    return {name: _entry(topology, name)["port"] for name in COMPONENTS}
+    return {name: topology.component(name).port for name in COMPONENTS}

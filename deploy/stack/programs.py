@@ -60,11 +60,17 @@ def missing_programs(
 
 
 def require_programs(
-    pg_bin: Path | None = None, which: Callable[[str], str | None] = shutil.which
+    pg_bin: Path | None = None,
+    which: Callable[[str], str | None] = shutil.which,
+    *,
+    have_certificate: bool = False,
 ) -> None:
-    """Raise a :class:`StackError` naming each missing program and the package to install."""
+    """Raise a :class:`StackError` naming each missing program and the package to install.
+    ``have_certificate``: the TLS certificate exists already, so openssl is not needed."""
     pg_bin = _pg_bin_dir() if pg_bin is None else pg_bin
     missing = missing_programs(pg_bin, which)
+    if have_certificate:
+        missing = [program for program in missing if program.name != "openssl"]
     if not missing:
         return
     lines = []

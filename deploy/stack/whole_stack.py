@@ -127,9 +127,10 @@ def start_stack(
     environment), reusing the data directories if they are there.
     """
     started = time.monotonic()
-    require_programs()
-    echo = _serialized(echo)
     work = _work(work_dir)
+    # openssl only makes the certificate, once (see _tls_certificate).
+    require_programs(have_certificate=(work / "tls.pem").exists())
+    echo = _serialized(echo)
     old = load_topology(work)
     if old is not None:
         status = stack_status(old)

@@ -60,6 +60,15 @@ def test_missing_postgresql_and_redis_are_named_with_their_packages(tmp_path, mo
     assert message.endswith("sudo apt-get install postgresql-15 postgresql-client-15 redis-server")
 
 
+def test_openssl_is_not_needed_once_the_certificate_exists(tmp_path, monkeypatch):
+    pg_bin = pg_bin_with(tmp_path, ["initdb", "pg_ctl", "pg_controldata", "pg_basebackup"])
+    monkeypatch.setattr("deploy.stack.programs.PROGRAMS", without_fallbacks())
+    which = which_only("redis-server", "haproxy")
+    require_programs(pg_bin, which, have_certificate=True)
+    with pytest.raises(stack_module.StackError, match="apt-get install openssl"):
+        require_programs(pg_bin, which)
+
+
 def test_the_fallback_path_counts_as_found(tmp_path):
     fallback = tmp_path / "haproxy"
     fallback.write_text("#!/bin/sh\n")

@@ -175,7 +175,7 @@ class Stack:
         self.echo = echo
         self.work = Path(tempfile.mkdtemp(prefix="shop-bench-stack-"))
         self.work.chmod(0o755)  # the postgres user must reach its data directories
-        self.topology: dict = {}
+        self.topology: stack_module.Topology | None = None
 
     def __enter__(self) -> Stack:
         try:
@@ -197,10 +197,10 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return self.topology["url"]
+        return self.topology.url
 
     def sql(self, server: str, query: str, params: tuple = ()) -> list[tuple]:
-        with psycopg2.connect(self.topology[server]["dsn"], connect_timeout=3) as conn:
+        with psycopg2.connect(self.topology.component(server).dsn, connect_timeout=3) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(query, params)
@@ -220,15 +220,13 @@ class Stack:
             if time.monotonic() > deadline:
                 raise BenchError("the stack's replica did not replay the stock change")
             time.sleep(0.05)
-        client = redis.Redis.from_url(self.topology["redis"]["url"])
+        client = redis.Redis.from_url(self.topology.redis.url)
         keys = list(client.scan_iter("shop:cat:*", count=1000))
         if keys:
             client.delete(*keys)
 
     def access_logs_mark(self) -> dict[str, int]:
-        return {
-            app["log"]: Path(app["log"]).stat().st_size for app in self.topology["apps"].values()
-        }
+        return {app.log: Path(app.log).stat().st_size for app in self.topology.apps.values()}
 
     def latency_by_kind(self, mark: dict[str, int]) -> dict[str, dict]:
         """Server-side request times (gunicorn's access log) since ``mark``, by kind."""

@@ -46,7 +46,7 @@ def _require(condition: bool, what: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[dict[str, Any]]:
+def stack() -> Iterator[stack_module.Topology]:
     _require((PG_BIN / "initdb").exists(), f"PostgreSQL server binaries in {PG_BIN}")
     _require(shutil.which("redis-server") is not None, "redis-server")
     _require(shutil.which("haproxy") is not None, "haproxy")
@@ -68,7 +68,7 @@ def stack() -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def healthy_stack(stack) -> dict[str, Any]:
+def healthy_stack(stack) -> stack_module.Topology:
     """The stack with every part running and every instance in rotation (a fault test may
     have left something down if it failed halfway)."""
     for name, alive in stack_module.stack_status(stack).items():
@@ -81,16 +81,16 @@ def healthy_stack(stack) -> dict[str, Any]:
 # -- talking to the servers directly -----------------------------------------------------------
 
 
-def sql(topology: dict, server: str, query: str, *args: Any) -> list[tuple]:
+def sql(topology: stack_module.Topology, server: str, query: str, *args: Any) -> list[tuple]:
     """Run a query on the stack's ``primary`` or ``replica`` itself, not through the app."""
-    with psycopg2.connect(topology[server]["dsn"], connect_timeout=3) as conn:
+    with psycopg2.connect(topology.component(server).dsn, connect_timeout=3) as conn:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(query, args)
             return cur.fetchall() if cur.description else []
 
 
-def statement_calls(topology: dict, server: str, pattern: str) -> int:
+def statement_calls(topology: stack_module.Topology, server: str, pattern: str) -> int:
     """How many times the server itself ran statements matching ``pattern`` (ILIKE), from
     pg_stat_statements, which is updated as each statement ends."""
     rows = sql(
@@ -104,11 +104,11 @@ def statement_calls(topology: dict, server: str, pattern: str) -> int:
     return int(rows[0][0])
 
 
-def stack_redis(topology: dict) -> redis.Redis:
-    return redis.Redis.from_url(topology["redis"]["url"], decode_responses=True)
+def stack_redis(topology: stack_module.Topology) -> redis.Redis:
+    return redis.Redis.from_url(topology.redis.url, decode_responses=True)
 
 
-def drop_catalogue_cache(topology: dict) -> None:
+def drop_catalogue_cache(topology: stack_module.Topology) -> None:
     """Forget every cached catalogue entry, so the next reads are misses that hit a database."""
     client = stack_redis(topology)
     keys = list(client.scan_iter("shop:cat:*", count=1000))
@@ -169,11 +169,11 @@ class Shopper:
 
 @pytest.fixture
 def shopper(healthy_stack) -> Shopper:
-    return Shopper(healthy_stack["url"])
+    return Shopper(healthy_stack.url)
 
 
-def in_stock_products(topology: dict, count: int, minimum: int = 20) -> list[dict]:
-    listing = requests.get(topology["url"] + "/api/v1/products?per_page=96", timeout=10).json()
+def in_stock_products(topology: stack_module.Topology, count: int, minimum: int = 20) -> list[dict]:
+    listing = requests.get(topology.url + "/api/v1/products?per_page=96", timeout=10).json()
     chosen = [p for p in listing["items"] if p["stock"] >= minimum][:count]
     assert len(chosen) == count, "the seeded catalogue has too few products in stock"
     return chosen

@@ -46,7 +46,7 @@ def test_a_shopper_buys_two_products_in_chromium(page, healthy_stack):
     def snap(step: str) -> None:
         page.screenshot(path=str(SCREENSHOTS / f"{step}.png"), full_page=True)
 
-    page.goto(healthy_stack["url"] + "/")
+    page.goto(healthy_stack.url + "/")
     assert page.locator(".card").count() > 0
     snap("01-grid")
 
@@ -61,7 +61,7 @@ def test_a_shopper_buys_two_products_in_chromium(page, healthy_stack):
     page.click("button:has-text('Add to cart')")
     assert page.locator("[data-testid=cart-count]").inner_text() == "2"
 
-    page.goto(healthy_stack["url"] + "/")
+    page.goto(healthy_stack.url + "/")
     page.locator(".card:has(.stock-in) h2 a").nth(1).click()
     page.click("button:has-text('Add to cart')")
     assert page.locator("[data-testid=cart-count]").inner_text() == "3"

@@ -61,7 +61,7 @@ def _rate_limited(response: requests.Response, retry_after: str) -> bool:
 
 
 def test_a_burst_of_logins_gets_429_at_the_edge_while_browsing_goes_on(healthy_stack):
-    shopper = Shopper(healthy_stack["url"], http=client_from_new_address())
+    shopper = Shopper(healthy_stack.url, http=client_from_new_address())
     token = shopper.get("/api/v1/session").json()["csrf_token"]
     attempts = [
         shopper.request(
@@ -96,7 +96,7 @@ def test_the_general_limit_counts_every_request_and_then_refuses_any_page(health
     one Python client is requests the edge refuses itself (past the credential limit): about
     two seconds. On a machine too busy for that, the client keeps going (up to 3,000 requests)
     until its rate over the last 10 s is past the limit."""
-    url = healthy_stack["url"]
+    url = healthy_stack.url
     http = client_from_new_address()
     sent = Counter(_answered_by(http.post(url + "/register")) for _ in range(500))
     assert sent["edge"] == 480, sent  # 20 reached an instance (no CSRF token: 403)
@@ -121,9 +121,9 @@ HSTS = "max-age=63072000; includeSubDomains"
 def test_hsts_on_every_answer_over_tls_and_never_over_plain_http(healthy_stack):
     """The stack's HTTPS port (a self-signed certificate): HSTS on the instances' answers and
     on HAProxy's own (here a 413); the same requests over plain HTTP carry none."""
-    balancer = healthy_stack["balancer"]
-    for base, expected in ((balancer["tls_url"], HSTS), (balancer["url"], None)):
-        trust = balancer["tls_pem"]  # the stack's own self-signed certificate
+    balancer = healthy_stack.balancer
+    for base, expected in ((balancer.tls_url, HSTS), (balancer.url, None)):
+        trust = balancer.tls_pem  # the stack's own self-signed certificate
         page = requests.get(base + "/", timeout=10, verify=trust)
         refused = requests.post(
             base + "/api/v1/cart/items", data=b"x" * 70_000, headers=JSON, timeout=10, verify=trust
@@ -154,7 +154,7 @@ def _chunks(size: int, chunk: int = 8192) -> Iterator[bytes]:
 
 
 def test_every_oversized_upload_gets_a_413_and_never_a_reset(healthy_stack):
-    url = healthy_stack["url"] + "/api/v1/cart/items"
+    url = healthy_stack.url + "/api/v1/cart/items"
     announced = [
         # A new connection each, as the uploads of different clients would come.
         _outcome(lambda: requests.post(url, data=b"x" * 300_000, headers=JSON, timeout=15))
@@ -170,7 +170,7 @@ def test_every_oversized_upload_gets_a_413_and_never_a_reset(healthy_stack):
 
 
 def test_a_body_of_exactly_the_limit_still_reaches_an_instance(healthy_stack):
-    url = healthy_stack["url"] + "/api/v1/cart/items"
+    url = healthy_stack.url + "/api/v1/cart/items"
     # No CSRF token: the instance refuses it with 403, after reading the whole body.
     for data in (b"x" * BODY_LIMIT, _chunks(BODY_LIMIT)):
         outcome = _outcome(
@@ -183,7 +183,7 @@ def test_slow_request_bodies_wait_at_the_edge_and_do_not_starve_the_instances(he
     """32 clients each send a form one byte at a time: more than the stack's 24 worker threads
     (3 instances x 2 workers x 4 threads). HAProxy holds each request until its body is whole,
     so none reaches an instance, and /healthz through the balancer keeps answering at once."""
-    parts = urlsplit(healthy_stack["url"])
+    parts = urlsplit(healthy_stack.url)
     head = (
         f"POST /cart/add HTTP/1.1\r\nHost: {parts.netloc}\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
@@ -206,7 +206,7 @@ def test_slow_request_bodies_wait_at_the_edge_and_do_not_starve_the_instances(he
         answers = []
         for _ in range(8):
             started = time.monotonic()
-            outcome = _outcome(lambda: requests.get(healthy_stack["url"] + "/healthz", timeout=3))
+            outcome = _outcome(lambda: requests.get(healthy_stack.url + "/healthz", timeout=3))
             answers.append((outcome, round(time.monotonic() - started, 2)))
             time.sleep(0.25)
     finally:

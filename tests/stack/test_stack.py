@@ -293,10 +293,10 @@ def test_primary_down_checkout_503_catalogue_from_replica_then_back(shopper, hea
 
 def test_no_oversell_across_instances(healthy_stack):
     product = in_stock_products(healthy_stack, 1, minimum=1)[0]
-    app = healthy_stack["apps"]["app1"]
+    app = healthy_stack.apps["app1"]
     command = subprocess.run(
         [
-            app["command"][0].replace("gunicorn", "flask"),
+            app.command[0].replace("gunicorn", "flask"),
             "--app",
             "shop",
             "product",
@@ -305,21 +305,21 @@ def test_no_oversell_across_instances(healthy_stack):
             "--stock",
             "20",
         ],
-        cwd=app["cwd"],
-        env=dict(app["env"], SHOP_INSTANCE_NAME="cli"),
+        cwd=app.cwd,
+        env=dict(app.env, SHOP_INSTANCE_NAME="cli"),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert command.returncode == 0, command.stderr
     assert (
-        requests.get(f"{healthy_stack['url']}/api/v1/products/{product['id']}", timeout=5).json()[
+        requests.get(f"{healthy_stack.url}/api/v1/products/{product['id']}", timeout=5).json()[
             "stock"
         ]
         == 20
     )
 
-    buyers = [Shopper(healthy_stack["url"]) for _ in range(100)]
+    buyers = [Shopper(healthy_stack.url) for _ in range(100)]
 
     def prepare(buyer: Shopper) -> None:
         sign_up_and_log_in(buyer, _email())
@@ -360,7 +360,7 @@ def test_no_oversell_across_instances(healthy_stack):
     stock = sql(healthy_stack, "primary", "SELECT stock FROM products WHERE id = %s", product["id"])
     assert stock[0][0] == 0
     assert (
-        requests.get(f"{healthy_stack['url']}/api/v1/products/{product['id']}", timeout=5).json()[
+        requests.get(f"{healthy_stack.url}/api/v1/products/{product['id']}", timeout=5).json()[
             "stock"
         ]
         == 0

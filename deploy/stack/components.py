@@ -1,0 +1,101 @@
+"""One component at a time, by name: start, stop, restart, crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from deploy.stack.apps import _clear_app_leftovers, _start_app, _stop_app
+from deploy.stack.haproxy import _start_balancer
+from deploy.stack.postgres import _pg_stop, _start_primary, _start_replica
+from deploy.stack.processes import (
+    _MARKERS,
+    _live_pid,
+    _pid_alive,
+    _require_ports_free,
+    _terminate,
+    _wait_port_free,
+    is_alive,
+)
+from deploy.stack.redis_server import _start_redis
+from deploy.stack.topology import (
+    APP_NAMES,
+    App,
+    Balancer,
+    PgServer,
+    StackError,
+    Topology,
+    save_topology,
+)
+
+# ------------------------------------------------------------------------------- components
+
+
+def _start_one(topology: Topology, name: str, wait: bool = True) -> str:
+    if name == "primary":
+        return _start_primary(topology)
+    if name == "replica":
+        return _start_replica(topology)
+    if name == "redis":
+        return _start_redis(topology)
+    if name in APP_NAMES:
+        return _start_app(topology, name, wait)
+    return _start_balancer(topology, wait)
+
+
+def start_component(topology: Topology, name: str, *, wait: bool = True) -> Topology:
+    """Start ``name`` unless it is alive; wait until it is ready (``wait=False``: apps and the
+    balancer only get spawned). Redis always comes back empty."""
+    entry = topology.component(name)
+    if is_alive(topology, name):
+        return topology
+    if name in APP_NAMES:
+        _clear_app_leftovers(entry)
+    if not _wait_port_free(entry.port):
+        _require_ports_free({name: entry.port})
+    try:
+        _start_one(topology, name, wait)
+    finally:
+        save_topology(topology)
+    return topology
+
+
+def stop_component(topology: Topology, name: str) -> Topology:
+    """Stop ``name`` by pid (PostgreSQL: ``pg_ctl stop -m fast``) and wait for its port."""
+    entry = topology.component(name)
+    pid = _live_pid(topology, name)
+    if isinstance(entry, PgServer):
+        _pg_stop(entry)
+    elif isinstance(entry, App):
+        _stop_app(entry, pid)
+    else:
+        _terminate([pid] if pid else [], _MARKERS[name])
+        entry.pid = None
+    if isinstance(entry, Balancer):
+        Path(entry.stats_socket).unlink(missing_ok=True)
+    if isinstance(entry, (App, Balancer)):  # Redis removes its own; PostgreSQL has no pidfile
+        Path(entry.pidfile).unlink(missing_ok=True)
+    save_topology(topology)
+    if not _wait_port_free(entry.port):
+        raise StackError(f"{name} stopped but port {entry.port} is still taken")
+    return topology
+
+
+def restart_app(topology: Topology, name: str, *, wait: bool = True) -> Topology:
+    """Stop the instance if it lives (leftover workers too), start it with its recorded
+    command and env, and (``wait``) until it answers its health check."""
+    if name not in APP_NAMES:
+        raise StackError(f"unknown app {name!r}; one of {', '.join(APP_NAMES)}")
+    stop_component(topology, name)
+    return start_component(topology, name, wait=wait)
+
+
+def kill_app(topology: Topology, name: str, sig: int = signal.SIGKILL) -> int:
+    """Send ``sig`` to the instance's gunicorn master only (a crash); returns its pid."""
+    entry = topology.apps[name]
+    pid = entry.pid
+    if not _pid_alive(pid, "gunicorn"):
+        raise StackError(f"{name} is not running")
+    os.kill(pid, sig)
+    return pid

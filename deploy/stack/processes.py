@@ -1,0 +1,215 @@
+"""Our processes by pid: alive or not (never a recycled pid), stopped, their ports, waits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from deploy.stack.topology import (
+    APP_NAMES,
+    COMPONENTS,
+    LOOPBACK,
+    STOP_TIMEOUT,
+    PgServer,
+    StackError,
+    Topology,
+)
+
+# What a component's /proc/<pid>/cmdline must contain, so a recycled pid is never taken for ours.
+_MARKERS = {"primary": "postgres", "replica": "postgres", "redis": "redis-server"}
+_MARKERS.update({name: "gunicorn" for name in APP_NAMES}, balancer="haproxy")
+
+# Popen objects of the children we started, so they are reaped rather than left as zombies
+# (and no "subprocess still running" ResourceWarning when one would be garbage-collected).
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+# --------------------------------------------------------------------------------- processes
+
+
+def _reap(pid: int) -> None:
+    """Collect a child of ours that has exited, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    proc = _CHILDREN.get(pid)
+    if proc is not None and proc.poll() is not None:
+        _CHILDREN.pop(pid, None)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ..."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int | None, marker: str) -> bool:
+    if not pid:
+        return False
+    _reap(pid)
+    fields = _proc_stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    try:
+        return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _group_pids(pgid: int | None, marker: str) -> list[int]:
+    """Live processes of a process group (a gunicorn master and its workers, even orphaned)."""
+    if not pgid:
+        return []
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        fields = _proc_stat(int(proc.name))
+        if fields and int(fields[2]) == pgid and _pid_alive(int(proc.name), marker):
+            found.append(int(proc.name))
+    return found
+
+
+def _terminate(pids: list[int], marker: str, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM, wait up to ``timeout`` s, then SIGKILL whatever is left."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        alive = [pid for pid in pids if _pid_alive(pid, marker)]
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = [pid for pid in alive if _pid_alive(pid, marker)]
+        if not alive:
+            return
+    raise StackError(f"processes {alive} survived SIGKILL")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as servers set it: a TIME_WAIT left by a stopped server is no conflict.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_owner(port: int) -> str:
+    """Who listens on ``port``, from ``ss``, to say what is in the way."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return " ".join(out.split()) if out else ""
+
+
+def _wait_port_free(port: int, timeout: float = STOP_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _require_ports_free(named: Mapping[str, int]) -> None:
+    busy = {name: port for name, port in named.items() if not _port_free(port)}
+    if busy:
+        lines = []
+        for name, port in busy.items():
+            owner = _port_owner(port)
+            lines.append(
+                f"  {name}: {LOOPBACK}:{port} is in use" + (f" ({owner})" if owner else "")
+            )
+        raise StackError(
+            "ports needed by the stack are taken:\n"
+            + "\n".join(lines)
+            + "\nchoose others with STACK_PORT (balancer) or STACK_PORT_BASE (the rest)"
+        )
+
+
+def _tail(path: str | os.PathLike[str], lines: int = 15) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text)
+
+
+def _wait_until(check: Callable[[], bool], what: str, log: str | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except StackError:
+            raise
+        except Exception:  # noqa: BLE001 - "not ready yet" comes in many shapes
+            pass
+        if time.monotonic() > deadline:
+            hint = f"; its log {log}:\n{_tail(log)}" if log else ""
+            raise StackError(f"{what} not ready after {timeout:.0f} s{hint}")
+        time.sleep(0.1)
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http_status(url: str, timeout: float = 3.0) -> int:
+    """GET ``url`` directly (never through an http_proxy from the environment)."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    try:
+        return int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _read_pid(path: str | os.PathLike[str]) -> int | None:
+    try:
+        return int(Path(path).read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _live_pid(topology: Topology, name: str) -> int | None:
+    """The component's live pid: its pidfile first (postmaster.pid for PostgreSQL), as the
+    server may have been restarted outside this module, then the pid recorded at start."""
+    entry = topology.component(name)
+    if isinstance(entry, PgServer):
+        first = _postmaster_pid(Path(entry.data_dir))
+    else:
+        first = _read_pid(entry.pidfile)
+    for pid in (first, entry.pid):
+        if _pid_alive(pid, _MARKERS[name]):
+            return pid
+    return None
+
+
+def is_alive(topology: Topology, name: str) -> bool:
+    return _live_pid(topology, name) is not None
+
+
+def stack_status(topology: Topology) -> dict[str, bool]:
+    """Each component: is its process alive (not: is it ready)."""
+    return {name: is_alive(topology, name) for name in COMPONENTS}

@@ -1,0 +1,329 @@
+"""The stack's constants, its ports, and the typed records of ``<work>/topology.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shop.throttle import RULES
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+HAPROXY_TEMPLATE = HERE / "haproxy.cfg.tmpl"
+LOOPBACK = "127.0.0.1"
+
+APP_NAMES = ("app1", "app2", "app3")
+# Start order; stop order is the reverse.
+COMPONENTS = ("primary", "replica", "redis", *APP_NAMES, "balancer")
+
+DEFAULT_PORT = 8000
+DEFAULT_PORT_BASE = 25400
+SEED_PRODUCTS = 2000
+STOP_TIMEOUT = 10.0
+
+Echo = Callable[[str], None]
+
+_SAVE_LOCK = threading.Lock()
+
+
+class StackError(RuntimeError):
+    """A part of the stack cannot be started or stopped; the message says where to look."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The loopback ports of one stack."""
+
+    balancer: int
+    primary: int
+    replica: int
+    redis: int
+    apps: tuple[int, ...]
+    balancer_tls: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
+        """STACK_PORT for the balancer, the others from STACK_PORT_BASE."""
+        environ = os.environ if environ is None else environ
+        balancer = _port_env(environ, "STACK_PORT", DEFAULT_PORT)
+        base = _port_env(environ, "STACK_PORT_BASE", DEFAULT_PORT_BASE)
+        if base + 14 > 65535:
+            raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+14")
+        apps = (base + 11, base + 12, base + 13)
+        ports = cls(balancer, base, base + 1, base + 2, apps, base + 14)
+        if len(set(ports.all().values())) != len(ports.all()):
+            raise StackError(f"STACK_PORT={balancer} collides with a port derived from {base}")
+        return ports
+
+    def all(self) -> dict[str, int]:
+        named = {"primary": self.primary, "replica": self.replica, "redis": self.redis}
+        named.update(zip(APP_NAMES, self.apps, strict=True))
+        named["balancer"] = self.balancer
+        named["balancer_tls"] = self.balancer_tls
+        return named
+
+
+def _port_env(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        raise StackError(f"{name} must be a port number, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise StackError(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
+# ------------------------------------------------------------------------------ the records
+
+
+@dataclass
+class PgServer:
+    """The primary or the replica: its data directory is the truth (postmaster.pid)."""
+
+    port: int
+    data_dir: str
+    pid: int | None
+    log: str
+    url: str
+    dsn: str
+
+
+@dataclass
+class RedisServer:
+    port: int
+    pid: int | None
+    pidfile: str
+    log: str
+    url: str
+
+
+@dataclass
+class App:
+    """One gunicorn instance, with the exact command and environment it is started with."""
+
+    name: str
+    port: int
+    pid: int | None
+    log: str
+    pidfile: str
+    url: str
+    cwd: str
+    command: list[str]
+    env: dict[str, str]
+
+
+@dataclass
+class Balancer:
+    port: int
+    pid: int | None
+    url: str
+    tls_port: int | None  # None in a topology.json written before the HTTPS port existed
+    tls_url: str | None
+    tls_pem: str | None
+    config: str
+    stats_socket: str
+    pidfile: str
+    log: str
+
+
+_NO_TLS = {"tls_port": None, "tls_url": None, "tls_pem": None}
+Component = PgServer | RedisServer | App | Balancer
+
+
+@dataclass
+class Topology:
+    """What ``<work>/topology.json`` records: every part's port, pid, log and URL."""
+
+    version: int
+    work_dir: str
+    url: str
+    secret_key_file: str
+    setup_log: str
+    balancer: Balancer
+    primary: PgServer
+    replica: PgServer
+    redis: RedisServer
+    apps: dict[str, App]
+
+    def component(self, name: str) -> Component:
+        """``primary``, ``replica``, ``redis``, ``app1``..``app3`` or ``balancer``."""
+        if name in APP_NAMES:
+            return self.apps[name]
+        if name in COMPONENTS:
+            return getattr(self, name)
+        raise StackError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Topology:
+        return cls(
+            version=data["version"],
+            work_dir=data["work_dir"],
+            url=data["url"],
+            secret_key_file=data["secret_key_file"],
+            setup_log=data["setup_log"],
+            balancer=Balancer(**{**_NO_TLS, **data["balancer"]}),
+            primary=PgServer(**data["primary"]),
+            replica=PgServer(**data["replica"]),
+            redis=RedisServer(**data["redis"]),
+            apps={name: App(**app) for name, app in data["apps"].items()},
+        )
+
+
+# --------------------------------------------------------------------------- paths, topology
+
+
+def default_work_dir() -> Path:
+    return Path(os.environ.get("STACK_DIR") or REPO / ".stack").resolve()
+
+
+def _work(work_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(work_dir).resolve() if work_dir is not None else default_work_dir()
+
+
+def _pg_bin_dir() -> Path:
+    return Path(os.environ.get("STACK_PG_BIN") or "/usr/lib/postgresql/15/bin")
+
+
+def _venv_bin() -> Path:
+    """The venv running this script: gunicorn and flask come from the same install."""
+    candidate = Path(sys.prefix) / "bin"
+    return candidate if (candidate / "gunicorn").exists() else REPO / ".venv" / "bin"
+
+
+def load_topology(work_dir: str | os.PathLike[str] | None = None) -> Topology | None:
+    path = _work(work_dir) / "topology.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise StackError(f"{path} is not valid JSON ({exc}); delete it or run stack-down") from None
+    try:
+        return Topology.from_json(data)
+    except (KeyError, TypeError) as exc:
+        raise StackError(f"{path} was not written by this stack ({exc!r}); delete it") from None
+
+
+def save_topology(topology: Topology) -> None:
+    """Written atomically and 0600: it holds the stack's secret key in the apps' env."""
+    path = Path(topology.work_dir) / "topology.json"
+    with _SAVE_LOCK:
+        tmp = path.with_suffix(".json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(topology.to_json(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+
+
+def _secret_key(work: Path) -> tuple[str, Path]:
+    """Generated once, so restarts keep sessions' CSRF tokens valid."""
+    path = work / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip(), path
+    key = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key, path
+
+
+def _build_topology(work: Path, ports: Ports) -> Topology:
+    logs, run = work / "logs", work / "run"
+    key, key_path = _secret_key(work)
+    pg_dir = work / "pg"
+
+    def pg(name: str, port: int) -> PgServer:
+        return PgServer(
+            port=port,
+            data_dir=str(pg_dir / name),
+            pid=None,
+            log=str(logs / f"{name}.log"),
+            url=f"postgresql+psycopg2://postgres@{LOOPBACK}:{port}/shop",
+            dsn=f"host={LOOPBACK} port={port} user=postgres dbname=shop",
+        )
+
+    primary, replica = pg("primary", ports.primary), pg("replica", ports.replica)
+    redis_url = f"redis://{LOOPBACK}:{ports.redis}/0"
+    bin_dir = _venv_bin()
+    apps: dict[str, App] = {}
+    for name, port in zip(APP_NAMES, ports.apps, strict=True):
+        env = {
+            # A clean environment: nothing from the caller's shell (a stray SHOP_* variable,
+            # a proxy setting) changes an instance, and the record below is complete.
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "SHOP_DATABASE_URL": primary.url,
+            "SHOP_REPLICA_URLS": replica.url,
+            "SHOP_REDIS_URL": redis_url,
+            "SHOP_SECRET_KEY": key,
+            "SHOP_INSTANCE_NAME": name,
+            "SHOP_BIND": f"{LOOPBACK}:{port}",
+            "SHOP_WORKERS": "2",
+            "SHOP_THREADS": "4",
+            "SHOP_TRUSTED_PROXIES": "1",
+            "SHOP_ENV": "development",
+            "SHOP_REPLICA_RETRY_AFTER": "2",
+            "SHOP_DB_CONNECT_TIMEOUT": "2",
+            # The shop's own per-address rules: everything here comes from 127.0.0.1 (you, the
+            # stack tests' 100 racing buyers, make bench), which HAProxy exempts too. They are
+            # tested in tests/test_throttle.py; the failed-login back-off per account stays on.
+            **{f"SHOP_LIMIT_{rule.upper()}": "" for rule in RULES},
+        }
+        apps[name] = App(
+            name=name,
+            port=port,
+            pid=None,
+            log=str(logs / f"{name}.log"),
+            pidfile=str(run / f"{name}.pid"),
+            url=f"http://{LOOPBACK}:{port}",
+            cwd=str(REPO),
+            command=[str(bin_dir / "gunicorn"), "wsgi:app", "-c", "gunicorn.conf.py"],
+            env=env,
+        )
+    return Topology(
+        version=1,
+        work_dir=str(work),
+        url=f"http://{LOOPBACK}:{ports.balancer}",
+        secret_key_file=str(key_path),
+        setup_log=str(logs / "setup.log"),
+        balancer=Balancer(
+            port=ports.balancer,
+            pid=None,
+            url=f"http://{LOOPBACK}:{ports.balancer}",
+            tls_port=ports.balancer_tls,
+            tls_url=f"https://{LOOPBACK}:{ports.balancer_tls}",
+            tls_pem=str(work / "tls.pem"),
+            config=str(work / "haproxy.cfg"),
+            stats_socket=str(run / "haproxy.sock"),
+            pidfile=str(run / "haproxy.pid"),
+            log=str(logs / "haproxy.log"),
+        ),
+        primary=primary,
+        replica=replica,
+        redis=RedisServer(
+            port=ports.redis,
+            pid=None,
+            pidfile=str(run / "redis.pid"),
+            log=str(logs / "redis.log"),
+            url=redis_url,
+        ),
+        apps=apps,
+    )

@@ -1,5 +1,5 @@
 """Habits the tools enforce: ``mypy`` finds nothing in shop/, is strict enough to find real
-errors, and ``make test`` and ``make lint`` run it after ruff."""
+errors, and ``make test``, ``make lint`` and the git hooks run the same checks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 import tomllib
+
+import yaml
 
 from tests.test_packaging import ROOT
 
@@ -46,3 +48,15 @@ def test_make_test_and_make_lint_run_ruff_then_mypy():
         commands = make_target(target)
         assert [c.removesuffix(" .") for c in commands[:3]] == CHECKS, commands
     assert make_target("test")[3].startswith("python -m pytest")
+
+
+def test_the_git_hooks_run_the_same_checks_from_the_venv():
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    (repo,) = config["repos"]
+    assert repo["repo"] == "local"  # nothing to download
+    entries = [hook["entry"] for hook in repo["hooks"]]
+    assert all(entry.startswith(".venv/bin/") for entry in entries), entries
+    ran = [entry.removeprefix(".venv/bin/").replace(" --force-exclude", "") for entry in entries]
+    assert ran == CHECKS
+    (mypy,) = [hook for hook in repo["hooks"] if hook["id"] == "mypy"]
+    assert mypy["pass_filenames"] is False  # the whole package, as configured, not one file

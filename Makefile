@@ -30,15 +30,18 @@ run: install-run
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Only the fast tests (fakeredis and SQLite)
 test-fast: install
 	$(BIN)/python -m pytest -m "not postgres and not redis and not stack" $(PYTEST_ARGS)
 
+## ruff, ruff format and mypy (the same as the git hooks: .venv/bin/pre-commit install)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .

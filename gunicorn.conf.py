@@ -107,6 +107,17 @@ access_log_format = (
 )
 
 proc_name = "shop"
+
+
+def on_starting(server: object) -> None:
+    """Check the shop's settings once, in the master, before any worker starts: a bad one stops
+    gunicorn with one message listing every problem (``ConfigError`` is a ``RuntimeError``,
+    which gunicorn prints as ``Error: ...``) instead of each worker failing with a traceback."""
+    from shop.config import Settings
+
+    Settings.from_env()
+
+
 # The heartbeat file on tmpfs: on a container's overlay filesystem it can stall workers.
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"

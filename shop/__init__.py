@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings
@@ -46,7 +47,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         SESSION_COOKIE_NAME=settings.session_cookie_name,
     )
-    app.json.sort_keys = False  # keep documents in the order the code builds them
+    json_provider = DefaultJSONProvider(app)
+    json_provider.sort_keys = False  # keep documents in the order the code builds them
+    app.json = json_provider
     services = build_services(settings, app.instance_path, redis_client=kwargs.get("redis_client"))
     app.extensions["shop"] = services
     if settings.instrument:
@@ -54,7 +57,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
 
         engines = [services.engines.primary, *(r.engine for r in services.engines.replicas)]
         instrumentation.install(engines)
-        app.wsgi_app = instrumentation.CountingMiddleware(app.wsgi_app)
+        # Flask's documented way to add WSGI middleware; mypy sees a method replaced.
+        app.wsgi_app = instrumentation.CountingMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    assert settings.secret_key is not None  # required outside embedded; generated above inside
     app.session_interface = RedisSessionInterface(
         services.sessions,
         SessionIds(settings.secret_key, max_age=settings.session_absolute_lifetime),
@@ -73,7 +78,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
 
     if settings.trusted_proxies > 0:
         n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+        proxied = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+        app.wsgi_app = proxied  # type: ignore[method-assign]  # as above
 
     if not settings.embedded and settings.smtp_url is None:
         log.warning(

@@ -7,6 +7,7 @@ together), so two tabs adding at the same moment lose nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -94,7 +95,7 @@ class CartStore:
         return self.account_ttl if owner.kind == "u" else self.visitor_ttl
 
     def get(self, owner: CartOwner) -> dict[int, int]:
-        raw = self.client.hgetall(self.key(owner))
+        raw = cast(dict[str, str], self.client.hgetall(self.key(owner)))
         return {int(pid): int(qty) for pid, qty in raw.items()}
 
     def cap(self, stock: int) -> int:

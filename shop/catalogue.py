@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Select,
     and_,
     false,
     func,
@@ -129,7 +130,7 @@ def query_page(
     where = and_(true(), *conditions)
     capped = False
     if q:
-        matches = select(literal_column("1")).select_from(products).where(where)
+        matches: Select[Any] = select(literal_column("1")).select_from(products).where(where)
         counted = conn.execute(
             select(func.count()).select_from(matches.limit(SEARCH_COUNT_CAP + 1).subquery())
         ).scalar_one()

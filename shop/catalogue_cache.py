@@ -31,7 +31,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -199,15 +199,16 @@ class CacheAside:
         a list is read together with the list generation, and again only when that changed
         since this process last looked."""
         if not is_list:
-            return self.client.get(key), key
+            return cast(str | None, self.client.get(key)), key
         seen = self._generation
-        current, cached = self.client.mget(self.generation_key, self.list_key(key, seen))
-        current = int(current or 0)
+        replies = self.client.mget(self.generation_key, self.list_key(key, seen))
+        generation, cached = cast(list[str | None], replies)
+        current = int(generation or 0)
         if current == seen:
             return cached, self.list_key(key, seen)
         self._generation = current
         redis_key = self.list_key(key, current)
-        return self.client.get(redis_key), redis_key
+        return cast(str | None, self.client.get(redis_key)), redis_key
 
     def _rebuild(self, key, loader, tags) -> Any:
         lock_key = key + ":lock"
@@ -239,11 +240,11 @@ class CacheAside:
         delay = 0.005
         while time.monotonic() < deadline:
             self.sleep(delay)
-            value = self.client.get(key)
+            value = cast(str | None, self.client.get(key))
             if value is not None:
                 return value
             if not self.client.exists(key + ":lock"):
-                return self.client.get(key)
+                return cast(str | None, self.client.get(key))
             delay = min(delay * 2, 0.05)
         return None
 

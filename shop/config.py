@@ -7,8 +7,10 @@ place: SQLite next to the instance folder and an in-process fakeredis.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import ipaddress
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -16,11 +18,30 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+import click
 import limits
 
 
-class ConfigError(RuntimeError):
-    """The environment asks for something the shop cannot run with."""
+class ConfigError(RuntimeError, click.ClickException):
+    """The environment asks for something the shop cannot run with.
+
+    Its message names every problem found, one a line. It is a ``ClickException`` so that the
+    ``flask`` command prints it as ``Error: ...`` instead of a traceback, and a ``RuntimeError``,
+    which gunicorn's master prints the same way (``on_starting`` in gunicorn.conf.py).
+    """
+
+    def __init__(self, message: str) -> None:
+        click.ClickException.__init__(self, message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    @classmethod
+    def of(cls, problems: list[str]) -> ConfigError:
+        if len(problems) == 1:
+            return cls(problems[0])
+        listed = "".join(f"\n  - {problem}" for problem in problems)
+        return cls(f"{len(problems)} problems with the shop's settings:{listed}")
 
 
 def _bool(value: str) -> bool:
@@ -29,7 +50,32 @@ def _bool(value: str) -> bool:
         return True
     if lowered in {"0", "false", "no", "off", ""}:
         return False
-    raise ConfigError(f"not a boolean: {value!r}")
+    raise ValueError(f"not a boolean: {value!r} (use 1/0, true/false, yes/no or on/off)")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number setting may take: ``low`` up (``low`` itself excluded when
+    ``positive``), below ``below`` when given."""
+
+    low: float
+    below: float | None = None
+    positive: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value) or value < self.low or (self.positive and value == self.low):
+            return False
+        return self.below is None or value < self.below
+
+    def __str__(self) -> str:
+        if self.below is not None:
+            return f"at least {self.low:g} and below {self.below:g}"
+        return "positive" if self.positive else f"at least {self.low:g}"
+
+
+_POSITIVE = Range(0, positive=True)
+_AT_LEAST_0 = Range(0)
+_AT_LEAST_1 = Range(1)
 
 
 @dataclass(frozen=True)
@@ -132,7 +178,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.redis_password is not None and self.redis_url is not None:
-            merged = redis_url_with_password(self.redis_url, self.redis_password)
+            try:
+                merged = redis_url_with_password(self.redis_url, self.redis_password)
+            except ConfigError:
+                return  # reported by problems(), with the rest
             object.__setattr__(self, "redis_url", merged)
 
     def __repr__(self) -> str:
@@ -165,74 +214,185 @@ class Settings:
             return self.session_cookie_secure
         return not (self.embedded or self.env == "development")
 
+    @property
+    def local_database(self) -> bool:
+        """True when the database lives in this host's files (the embedded SQLite default, or a
+        ``sqlite:`` URL), so no other instance sees the same orders and stock."""
+        return self.database_url is None or self.database_url.startswith("sqlite")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``SHOP_*`` variables; ``overrides`` win over the environment."""
+        """Build settings from ``SHOP_*`` variables; ``overrides`` win over the environment.
+
+        Refused, all problems in one :class:`ConfigError`: a ``SHOP_*`` variable nobody reads (a
+        misspelt name is named with the closest known one), a value that does not parse or is
+        out of its range, and shared sessions (``SHOP_REDIS_URL``) over a database of this host's
+        own (every instance would sell from its own stock).
+        """
         environ = os.environ if environ is None else environ
-        for name, instead in _REMOVED.items():
-            if name in environ:
-                raise ConfigError(f"{name} is no longer read: {instead}")
+        problems = _unknown_variables(environ)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = environ.get(f"SHOP_{f.name.upper()}")
+            name = f"SHOP_{f.name.upper()}"
+            raw = environ.get(name)
             if raw is None:
                 continue
-            values[f.name] = _parse(f.name, f.type, raw)
+            try:
+                values[f.name] = _parse(f.type, raw)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
         values.update(overrides)
-        return cls(**values).validated()
+        settings = cls(**values)
+        problems += settings.problems()
+        if settings.redis_url is not None and settings.local_database:
+            where = "SQLite" if settings.database_url else "the embedded SQLite file"
+            problems.append(
+                f"SHOP_REDIS_URL is set (sessions and carts shared by several instances) but the "
+                f"database is {where}, which each instance would keep on its own: set "
+                f"SHOP_DATABASE_URL to the shared PostgreSQL server"
+            )
+        if problems:
+            raise ConfigError.of(problems)
+        return settings
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes).validated()
 
     def validated(self) -> Settings:
+        """These settings, or a :class:`ConfigError` naming every problem with them."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError.of(problems)
+        return self
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one sentence each (empty: nothing)."""
+        problems = []
         if not self.embedded and not self.secret_key:
-            raise ConfigError(
+            problems.append(
                 "SHOP_SECRET_KEY is required when SHOP_DATABASE_URL or SHOP_REDIS_URL is set "
                 "(it signs CSRF tokens; every instance must share it)"
             )
         if self.secret_key is not None and len(self.secret_key) < 16:
-            raise ConfigError("SHOP_SECRET_KEY must be at least 16 characters")
-        if self.session_idle_timeout <= 0 or self.session_absolute_lifetime <= 0:
-            raise ConfigError("session lifetimes must be positive")
+            problems.append("SHOP_SECRET_KEY must be at least 16 characters")
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                problems.append(f"SHOP_{name.upper()} must be {allowed}, not {value!r}")
+        if self.env not in ENVS:
+            problems.append(f"SHOP_ENV must be one of {', '.join(ENVS)}, not {self.env!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            problems.append(
+                f"SHOP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
         for name in ("login", "signup", "reset", "cart", "new_cart", "search"):
             rule = getattr(self, f"limit_{name}")
             try:
                 limits.parse_many(rule) if rule else None
             except ValueError as exc:
-                raise ConfigError(f"SHOP_LIMIT_{name.upper()}: {exc}") from None
-        if self.password_hash_slots < 1 or self.password_hash_queue < 0:
-            raise ConfigError("SHOP_PASSWORD_HASH_SLOTS must be at least 1, the queue at least 0")
-        try:
-            [ipaddress.ip_network(net) for net in self.readyz_allow]
-        except ValueError as exc:
-            raise ConfigError(f"SHOP_READYZ_ALLOW: {exc}") from None
+                problems.append(f"SHOP_LIMIT_{name.upper()}: {exc}")
+        for net in self.readyz_allow:
+            try:
+                ipaddress.ip_network(net)
+            except ValueError as exc:
+                problems.append(f"SHOP_READYZ_ALLOW: {exc}")
         if not self.per_page_choices or min(self.per_page_choices) < 1:
-            raise ConfigError("SHOP_PER_PAGE_CHOICES must list positive page sizes")
+            problems.append("SHOP_PER_PAGE_CHOICES must list positive page sizes")
+        elif self.max_result_window < max(self.per_page_choices):
+            problems.append("SHOP_MAX_RESULT_WINDOW must hold at least one page of each size")
         if self.per_page_default not in self.per_page_choices:
-            raise ConfigError("SHOP_PER_PAGE_DEFAULT must be one of SHOP_PER_PAGE_CHOICES")
-        if self.max_result_window < max(self.per_page_choices):
-            raise ConfigError("SHOP_MAX_RESULT_WINDOW must hold at least one page of each size")
+            problems.append("SHOP_PER_PAGE_DEFAULT must be one of SHOP_PER_PAGE_CHOICES")
         if self.smtp_url is not None:
             from .mail import SmtpServer
 
-            SmtpServer.from_url(self.smtp_url)  # refuses a malformed URL at start
+            try:
+                SmtpServer.from_url(self.smtp_url)  # refuses a malformed URL at start
+            except ConfigError as exc:
+                problems.append(str(exc))
         if self.public_url is not None and (
             urlsplit(self.public_url).scheme not in {"http", "https"}
             or not urlsplit(self.public_url).netloc
         ):
-            raise ConfigError(
+            problems.append(
                 "SHOP_PUBLIC_URL must be an http(s) URL such as https://shop.example.com"
             )
-        if self.password_reset_ttl <= 0 or self.email_link_ttl <= 0 or self.smtp_timeout <= 0:
-            raise ConfigError(
-                "SHOP_PASSWORD_RESET_TTL, SHOP_EMAIL_LINK_TTL and SHOP_SMTP_TIMEOUT must be "
-                "positive"
-            )
-        if self.redis_password is not None and self.redis_url is None:
-            raise ConfigError(
-                "SHOP_REDIS_PASSWORD needs SHOP_REDIS_URL (the in-process fakeredis has none)"
-            )
-        return self
+        if self.redis_password is not None:
+            if self.redis_url is None:
+                problems.append(
+                    "SHOP_REDIS_PASSWORD needs SHOP_REDIS_URL (the in-process fakeredis has none)"
+                )
+            else:
+                try:
+                    redis_url_with_password(self.redis_url, self.redis_password)
+                except ConfigError as exc:
+                    problems.append(str(exc))
+        return problems
+
+
+# The range of every number setting (tuples of numbers: SHOP_PER_PAGE_CHOICES, checked above).
+RANGES: dict[str, Range] = {
+    "replica_retry_after": _POSITIVE,
+    "db_connect_timeout": _AT_LEAST_1,
+    "redis_socket_timeout": _POSITIVE,
+    "session_idle_timeout": _AT_LEAST_1,
+    "session_absolute_lifetime": _AT_LEAST_1,
+    "reauth_seconds": _AT_LEAST_1,
+    "account_cart_ttl": _AT_LEAST_1,
+    "catalogue_cache_ttl": _AT_LEAST_1,
+    "catalogue_cache_jitter": Range(0, below=1),
+    "catalogue_local_ttl": _AT_LEAST_0,  # 0: no in-process tier
+    "per_page_default": _AT_LEAST_1,
+    "max_result_window": _AT_LEAST_1,
+    "login_free_failures": _AT_LEAST_0,
+    "password_hash_slots": _AT_LEAST_1,
+    "password_hash_queue": _AT_LEAST_0,
+    "max_line_quantity": _AT_LEAST_1,
+    "max_cart_lines": _AT_LEAST_1,
+    "max_body_bytes": Range(1024),  # a login form with its CSRF token must fit
+    "smtp_timeout": _POSITIVE,
+    "password_reset_ttl": _AT_LEAST_1,
+    "email_link_ttl": _AT_LEAST_1,
+    "hsts_seconds": _AT_LEAST_0,  # 0: no Strict-Transport-Security
+    "trusted_proxies": _AT_LEAST_0,
+}
+ENVS = ("production", "development")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# SHOP_* variables read by others than this module, with their reader: known, so not refused.
+OTHER_VARIABLES = {
+    "SHOP_BIND": "gunicorn.conf.py",
+    "SHOP_WORKERS": "gunicorn.conf.py",
+    "SHOP_THREADS": "gunicorn.conf.py",
+    "SHOP_TIMEOUT": "gunicorn.conf.py",
+    "SHOP_GRACEFUL_TIMEOUT": "gunicorn.conf.py",
+    "SHOP_KEEPALIVE": "gunicorn.conf.py",
+    "SHOP_MAX_REQUESTS": "gunicorn.conf.py",
+    "SHOP_MAX_REQUESTS_JITTER": "gunicorn.conf.py",
+    "SHOP_DEMO_PRODUCTS": "docker-compose.yml (the demo catalogue's size)",
+}
+# The test suite's own variables (tests/conftest.py: SHOP_TEST_POSTGRES_URL, ...).
+TEST_PREFIX = "SHOP_TEST_"
+
+
+def known_variables() -> set[str]:
+    """Every ``SHOP_*`` name something in the shop reads (``SHOP_TEST_*`` aside)."""
+    fields = {f"SHOP_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    return fields | OTHER_VARIABLES.keys()
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    known = known_variables()
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith("SHOP_") or name in known or name.startswith(TEST_PREFIX):
+            continue
+        if name in _REMOVED:
+            problems.append(f"{name} is no longer read: {_REMOVED[name]}")
+            continue
+        closest = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"; did you mean {closest[0]}?" if closest else ""
+        problems.append(f"{name} is not a setting{hint}")
+    return problems
 
 
 # Settings that were removed, with what replaces them: refused rather than silently ignored.
@@ -270,24 +430,20 @@ def _mask_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{username}:***@{hostport}"))
 
 
-def _parse(name: str, type_name: Any, raw: str) -> Any:
+def _parse(type_name: Any, raw: str) -> Any:
+    """``raw`` as the field's type (a ``ValueError`` saying why not)."""
     type_name = str(type_name)
-    try:
-        if type_name.startswith("tuple"):
-            parts = tuple(part.strip() for part in raw.split(",") if part.strip())
-            return (
-                tuple(int(part) for part in parts) if type_name.startswith("tuple[int") else parts
-            )
-        if type_name.startswith("bool"):
-            if type_name.endswith("None") and raw.strip() == "":
-                return None
-            return _bool(raw)
-        if type_name.startswith("int"):
-            return int(raw)
-        if type_name.startswith("float"):
-            return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"SHOP_{name.upper()}: {exc}") from None
+    if type_name.startswith("tuple"):
+        parts = tuple(part.strip() for part in raw.split(",") if part.strip())
+        return tuple(int(part) for part in parts) if type_name.startswith("tuple[int") else parts
+    if type_name.startswith("bool"):
+        if type_name.endswith("None") and raw.strip() == "":
+            return None
+        return _bool(raw)
+    if type_name.startswith("int"):
+        return int(raw)
+    if type_name.startswith("float"):
+        return float(raw)
     if type_name.endswith("None") and raw == "":
         return None
     return raw

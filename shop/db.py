@@ -126,7 +126,9 @@ class Engines:
             return 0
         with self.primary.connect() as conn:
             return int(
-                conn.execute(text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")).scalar()
+                conn.execute(
+                    text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
+                ).scalar_one()
             )
 
     def status(self) -> dict[str, dict[str, object]]:

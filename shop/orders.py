@@ -8,10 +8,12 @@ so a repeated submit returns the first order instead of creating a second.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .errors import EmptyCart, InvalidInput, OutOfStock, ShortLine
@@ -213,7 +215,7 @@ def _load_order(conn: Connection, order_id: int) -> Order:
     return _order_from(conn, [row])[0]
 
 
-def _order_from(conn: Connection, rows: list) -> list[Order]:
+def _order_from(conn: Connection, rows: Sequence[Row[Any]]) -> list[Order]:
     if not rows:
         return []
     by_order: dict[int, list[OrderLine]] = {row.id: [] for row in rows}

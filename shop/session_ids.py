@@ -78,8 +78,8 @@ def csrf_token_valid(secret_key: str, session_id: str | None, token: str | None)
         except ValueError:
             return False
         mask, hidden = masked[:32], masked[32:]
-        token = base64.urlsafe_b64encode(bytes(a ^ b for a, b in zip(mask, hidden, strict=True)))
-        token = token.rstrip(b"=").decode()
+        unmasked = base64.urlsafe_b64encode(bytes(a ^ b for a, b in zip(mask, hidden, strict=True)))
+        token = unmasked.rstrip(b"=").decode()
     return hmac.compare_digest(expected, token)
 
 

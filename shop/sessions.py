@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 
@@ -248,7 +248,7 @@ class SessionStore:
         refs = pipe.execute()[1]
         pipe = self.client.pipeline(transaction=False)
         for ref in refs:
-            pipe.hmget(self.record_prefix() + ref, "uid", "c", "seen", "ua")
+            pipe.hmget(self.record_prefix() + ref, ["uid", "c", "seen", "ua"])
         found = []
         for ref, (uid, created, seen, agent) in zip(refs, pipe.execute(), strict=True):
             if uid != str(user_id):
@@ -266,10 +266,9 @@ class SessionStore:
         """End every session of the account ("log out everywhere", a password change or reset)
         except ``keep`` (the current session's id); returns how many were ended."""
         kept = session_ref(keep) if keep else None
-        refs = [
-            ref for ref in self.client.zrange(self.user_index_key(user_id), 0, -1) if ref != kept
-        ]
+        indexed = cast(list[str], self.client.zrange(self.user_index_key(user_id), 0, -1))
+        refs = [ref for ref in indexed if ref != kept]
         return self._end_refs(refs, user_id)
 
     def ttl(self, session_id: str) -> int:
-        return int(self.client.ttl(self.key(session_id)))
+        return cast(int, self.client.ttl(self.key(session_id)))

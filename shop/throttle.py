@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import cast
 
 import limits
 import redis
@@ -89,7 +90,7 @@ class Throttle:
     def check_login(self, email: str, address: str | None) -> None:
         """Before a password is hashed: refuse while a back-off runs or a cap is reached."""
         for kind, who in (("account", account_key(email)), ("address", client_key(address))):
-            wait = self.client.pttl(self._wait_key(kind, who))
+            wait = cast(int, self.client.pttl(self._wait_key(kind, who)))
             if wait > 0:
                 raise TooManyRequests(
                     "Too many failed attempts. Wait a moment before trying again.",

@@ -16,7 +16,9 @@ TOKEN = "tok:en/with@odd%chars+and=more"
 
 
 def settings(**environ: str) -> Settings:
-    return Settings.from_env({"SHOP_SECRET_KEY": SECRET, **environ})
+    """Settings from these variables, with a server database (Redis needs one beside it)."""
+    base = {"SHOP_SECRET_KEY": SECRET, "SHOP_DATABASE_URL": "postgresql://shop@db/shop"}
+    return Settings.from_env({**base, **environ})
 
 
 def test_the_redis_password_is_merged_into_the_url_and_survives_any_character():

@@ -53,7 +53,7 @@ def gunicorn_settings(cmd, stack, tmp_path_factory) -> dict[str, str]:
         # gunicorn's variables exactly as the task sets them ...
         **{name: value for name, value in task_env.items() if name.startswith("SHOP_")},
         # ... and servers the app can be built against here (nothing connects at import).
-        "SHOP_DATABASE_URL": f"sqlite:///{home / 'shop.db'}",
+        "SHOP_DATABASE_URL": "postgresql+psycopg2://shop@127.0.0.1:1/shop",
         "SHOP_REPLICA_URLS": "",
         "SHOP_REDIS_URL": "redis://127.0.0.1:1/0",
         "SHOP_SECRET_KEY": SECRET,

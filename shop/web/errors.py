@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, g, jsonify, make_response, render_template, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import ServiceUnavailable, ShopError
 from ..redis_client import RedisUnavailable
@@ -26,6 +27,7 @@ def wants_json() -> bool:
 
 def error_response(status: int, code: str, message: str, details: dict | None = None):
     g.error_code = code
+    response: ResponseReturnValue
     if wants_json():
         body: dict = {"error": {"code": code, "message": message}}
         if details:
@@ -65,7 +67,7 @@ def _http_error(exc: HTTPException):
     if exc.code == 404 and request.routing_exception is exc:
         message = "There is no page at this address."
     response = error_response(exc.code or 500, code, message)
-    if exc.code == 405 and exc.valid_methods:
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response = _with_allow(response, exc.valid_methods)
     return response
 

@@ -7,6 +7,8 @@ no one can have a reset link mailed that points elsewhere.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import request, url_for
 
 
@@ -14,7 +16,7 @@ class RequestLinks:
     def __init__(self, public_url: str | None) -> None:
         self.base = (public_url or request.host_url).rstrip("/")
 
-    def _url(self, endpoint: str, **values: str) -> str:
+    def _url(self, endpoint: str, **values: Any) -> str:
         return self.base + url_for(endpoint, **values)
 
     def verify(self, token: str) -> str:

@@ -81,7 +81,8 @@ def start_redis(tmp_path) -> Iterator[Callable[..., RedisServer]]:
 
 def shop_redis_url(settings: dict[str, str]) -> str:
     """The URL the shop hands its Redis client, from ``SHOP_*`` variables as a task gets them."""
-    url = Settings.from_env({"SHOP_SECRET_KEY": SECRET, **settings}).redis_url
+    server_database = {"SHOP_DATABASE_URL": "postgresql://shop@db/shop"}  # never connected to
+    url = Settings.from_env({"SHOP_SECRET_KEY": SECRET, **server_database, **settings}).redis_url
     assert url is not None
     return url
 
@@ -95,11 +96,13 @@ def tls_url(server: RedisServer, host: str = "localhost", *, ca: Path | None = N
 
 
 @pytest.mark.redis
-def test_the_shop_reaches_redis_over_tls_with_its_auth_token(start_redis, tls, sqlite_url, caplog):
+@pytest.mark.postgres
+def test_the_shop_reaches_redis_over_tls_with_its_auth_token(start_redis, tls, pg_url, caplog):
     server = start_redis(tls=tls, password=TOKEN)
     settings = Settings.from_env(
         {
-            "SHOP_DATABASE_URL": sqlite_url,
+            # Shared sessions need a shared database (SQLite beside Redis is refused).
+            "SHOP_DATABASE_URL": pg_url,
             "SHOP_REDIS_URL": tls_url(server, ca=tls.ca),
             "SHOP_REDIS_PASSWORD": TOKEN,
             "SHOP_SECRET_KEY": SECRET,

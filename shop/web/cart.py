@@ -20,7 +20,6 @@ def view():
 @bp.post("/add")
 def add():
     catalogue = services().catalogue
-    limit = services().settings.max_line_quantity
     try:
         product_id = product_id_from_form(request.form.get("product_id"))
     except ShopError as exc:
@@ -30,7 +29,7 @@ def add():
             exc.headers(),
         )
     try:
-        quantity = form_int(request.form.get("quantity", "1"), "quantity", minimum=1, maximum=limit)
+        quantity = form_int(request.form.get("quantity", "1"), "quantity", minimum=1, maximum=None)
         add_to_cart(product_id, quantity)
     except ShopError as exc:
         if exc.status == 404:
@@ -54,10 +53,9 @@ def add():
 
 @bp.post("/update")
 def update():
-    limit = services().settings.max_line_quantity
     try:
         product_id = product_id_from_form(request.form.get("product_id"))
-        quantity = form_int(request.form.get("quantity"), "quantity", minimum=0, maximum=limit)
+        quantity = form_int(request.form.get("quantity"), "quantity", minimum=0, maximum=None)
         set_cart_quantity(product_id, quantity)
     except ShopError as exc:
         if exc.status == 503:

@@ -102,16 +102,18 @@ class CartStore:
         return max(0, min(stock, self.max_line_quantity))
 
     def check_quantity(self, quantity: int, *, allow_zero: bool) -> None:
+        """The per-line maximum, the one place it is checked (forms and the API ask it)."""
         if quantity < 0 or (quantity == 0 and not allow_zero):
             message = "Quantity cannot be negative." if allow_zero else "Add at least 1."
             raise InvalidQuantity(message, field="quantity")
         if quantity > self.max_line_quantity:
             raise InvalidQuantity(
-                f"At most {self.max_line_quantity} of one product per order.", field="quantity"
+                f"Quantity must be at most {self.max_line_quantity}.", field="quantity"
             )
 
     def add(self, owner: CartOwner, product_id: int, quantity: int, *, stock: int) -> int:
-        """Add ``quantity``; refuses (and changes nothing) past the stock or the line maximum."""
+        """Add ``quantity``; refuses (and changes nothing) past the stock or the line maximum,
+        saying which of the two it reached."""
         self.check_quantity(quantity, allow_zero=False)
         cap = self.cap(stock)
         new, before = self._add(
@@ -121,7 +123,11 @@ class CartStore:
         if new == -2:
             raise self._full()
         if new == -1:
-            raise QuantityUnavailable(_unavailable_message(cap, before), available=cap - before)
+            if stock < self.max_line_quantity:
+                message = _unavailable_message(cap, before)
+            else:
+                message = _line_maximum_message(self.max_line_quantity, before)
+            raise QuantityUnavailable(message, available=cap - before)
         return int(new)
 
     def set(self, owner: CartOwner, product_id: int, quantity: int, *, stock: int) -> None:
@@ -158,6 +164,10 @@ class CartStore:
         for product_id, cap in caps.items():
             args += [product_id, self.cap(cap)]
         self._merge(keys=[self.key(source), self.key(target)], args=args)
+
+
+def _line_maximum_message(maximum: int, in_cart: int) -> str:
+    return f"The per-product maximum is {maximum}, and {in_cart} are already in your cart."
 
 
 def _unavailable_message(cap: int, in_cart: int) -> str:

@@ -23,7 +23,13 @@ class ShopError(Exception):
         return {}
 
 
-class InvalidInput(ShopError):
+class FormError(ShopError):
+    """An error the shopper can fix in the form in front of them: a view shows that form again
+    with it (``shop.web.errors.form_error``). Every other error goes to ``shop.web.errors``,
+    which alone decides the answer (page or JSON, status, ``Retry-After``, a login redirect)."""
+
+
+class InvalidInput(FormError):
     code = "invalid_input"
 
 
@@ -31,16 +37,19 @@ class InvalidQuantity(InvalidInput):
     code = "invalid_quantity"
 
 
-class NotFound(ShopError):
+class NotFound(FormError):
+    """An id or page the shopper chose (a category, a page number, a cart line); a view with no
+    form for it lets it through to the error page."""
+
     status = 404
     code = "not_found"
 
 
-class EmptyCart(ShopError):
+class EmptyCart(FormError):
     code = "empty_cart"
 
 
-class QuantityUnavailable(ShopError):
+class QuantityUnavailable(FormError):
     """A cart line would exceed the stock or the per-line maximum."""
 
     status = 409
@@ -62,12 +71,12 @@ class ShortLine:
     available: int
 
 
-class CartFull(ShopError):
+class CartFull(FormError):
     status = 409
     code = "cart_full"
 
 
-class OutOfStock(ShopError):
+class OutOfStock(FormError):
     """Checkout found lines the stock cannot cover; nothing was written."""
 
     status = 409
@@ -94,20 +103,20 @@ class OutOfStock(ShopError):
         }
 
 
-class DuplicateEmail(ShopError):
+class DuplicateEmail(FormError):
     """An address change, confirmed, finds that the new address got an account meanwhile."""
 
     status = 409
     code = "duplicate_email"
 
 
-class InvalidToken(ShopError):
+class InvalidToken(FormError):
     """A mailed link that is malformed, tampered with, expired or already used."""
 
     code = "invalid_token"
 
 
-class WrongPassword(ShopError):
+class WrongPassword(FormError):
     """The current password, asked again before a change, is wrong."""
 
     code = "wrong_password"
@@ -122,7 +131,7 @@ class WeakPassword(InvalidInput):
     code = "weak_password"
 
 
-class InvalidCredentials(ShopError):
+class InvalidCredentials(FormError):
     status = 401
     code = "invalid_credentials"
 
@@ -132,7 +141,7 @@ class LoginRequired(ShopError):
     code = "login_required"
 
 
-class ReauthRequired(ShopError):
+class ReauthRequired(FormError):
     """The session is signed in, but the password was last entered too long ago for this."""
 
     status = 401
@@ -163,7 +172,7 @@ class ServiceUnavailable(ShopError):
         return {"Retry-After": str(self.retry_after)}
 
 
-class TooManyRequests(ShopError):
+class TooManyRequests(FormError):
     """A rate rule refused the request before any work was done."""
 
     status = 429

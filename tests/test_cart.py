@@ -154,3 +154,43 @@ def test_account_cart_lasts_thirty_days_by_default(app, shopper):
     user_id = shopper.client.get("/api/v1/session").get_json()["user"]["id"]
     ttl = services.redis.ttl(services.carts.key(CartOwner.account(user_id)))
     assert 29 * 86400 < ttl <= 30 * 86400
+
+
+def test_line_maximum_and_stock_are_two_rules_with_their_own_messages(carts):
+    owner = CartOwner.session("q" * 43)
+    carts.add(owner, KETTLE, 60, stock=500)
+    with pytest.raises(QuantityUnavailable) as past_maximum:
+        carts.add(owner, KETTLE, 50, stock=500)
+    assert past_maximum.value.message == (
+        "The per-product maximum is 99, and 60 are already in your cart."
+    )
+    assert past_maximum.value.available == 39
+    with pytest.raises(QuantityUnavailable) as past_stock:
+        carts.add(owner, KETTLE, 50, stock=70)
+    assert past_stock.value.message == "Only 70 available and 60 already in your cart."
+    with pytest.raises(InvalidQuantity) as too_many:
+        carts.add(owner, MUG, 100, stock=500)
+    assert too_many.value.message == "Quantity must be at most 99."
+    assert carts.get(owner) == {KETTLE: 60}
+
+
+def test_forms_take_their_maximum_from_the_setting(make_app):
+    app = make_app(max_line_quantity=5)
+    shopper = Shopper(app.test_client(), app)
+    assert 'max="5"' in shopper.client.get(f"/products/{KETTLE}").get_data(as_text=True)
+    six = shopper.add(KETTLE, 6)
+    assert six.status_code == 400
+    assert "Quantity must be at most 5." in six.get_data(as_text=True)
+    api_six = shopper.api("POST", "/cart/items", json={"product_id": KETTLE, "quantity": 6})
+    assert api_six.get_json()["error"]["message"] == "Quantity must be at most 5."
+    assert shopper.add(KETTLE, 5).status_code == 303
+    assert 'max="5"' in shopper.client.get("/cart").get_data(as_text=True)
+    one_more = shopper.add(KETTLE, 1)
+    assert one_more.status_code == 409
+    assert "The per-product maximum is 5, and 5 are already in your cart." in one_more.get_data(
+        as_text=True
+    )
+    past_stock = shopper.add(MUG, 4)  # 3 in stock, under the maximum: the stock's message
+    assert past_stock.status_code == 409
+    assert "Only 3 available." in past_stock.get_data(as_text=True)
+    assert shopper.cart()["count"] == 5

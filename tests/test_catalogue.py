@@ -55,6 +55,12 @@ def test_grid_paginates_filters_and_searches(client):
     ]
 
 
+def test_a_search_that_matches_nothing_says_so(client):
+    page = client.get("/?q=zeppelin")
+    assert page.status_code == 200
+    assert "No products match “zeppelin”." in page.get_data(as_text=True)
+
+
 def test_a_warm_catalogue_runs_no_sql(app, client):
     services = app.extensions["shop"]
     client.get(f"/api/v1/products/{KETTLE}")

@@ -56,4 +56,6 @@ def register(app: Flask) -> None:
         current_user=current_user,
         min_password_length=MIN_PASSWORD_LENGTH,
         max_password_length=MAX_PASSWORD_LENGTH,
+        # The forms' max comes from the cart's rule, not from a number in a template.
+        max_line_quantity=app.extensions["shop"].carts.max_line_quantity,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from ..accounts import get_account, send_verification, verify_email
-from ..errors import AlreadyVerified, InvalidToken, LoginRequired, ShopError
+from ..errors import AlreadyVerified, FormError, InvalidToken, ShopError
 from .actions import log_in_with_password, note_account, sign_out, sign_up
 from .context import account_tokens, outbox, require_login, services
 from .errors import form_error
@@ -16,10 +16,6 @@ bp = Blueprint("account", __name__)
 SENT_TO_CONFIRM = "We sent a message to {email}: follow the link in it to confirm your address."
 
 
-def login_first():
-    return redirect(url_for("account.login", next=request.path), code=303)
-
-
 @bp.route("/register", methods=["GET", "POST"])
 def register_page():
     if request.method == "GET":
@@ -27,7 +23,7 @@ def register_page():
     email = request.form.get("email", "")
     try:
         address = sign_up(email, request.form.get("password", ""))
-    except ShopError as exc:
+    except FormError as exc:
         return form_error("account/register.html", exc, email=email)
     # The same page whether or not the address had an account: the mail differs.
     return render_template(
@@ -48,7 +44,7 @@ def login():
     email = request.form.get("email", "")
     try:
         log_in_with_password(email, request.form.get("password", ""))
-    except ShopError as exc:
+    except FormError as exc:
         return form_error("account/login.html", exc, email=email, next=next_url, notice=None)
     return redirect(safe_next(next_url, url_for("catalogue.grid")), code=303)
 
@@ -81,18 +77,12 @@ def account_page(*, notice: str | None = None, error: ShopError | None = None, s
 
 @bp.get("/account")
 def account():
-    try:
-        return account_page()
-    except LoginRequired:
-        return login_first()
+    return account_page()
 
 
 @bp.post("/account/verify/resend")
 def resend_verification():
-    try:
-        user_id = require_login()
-    except LoginRequired:
-        return login_first()
+    user_id = require_login()
     try:
         address = send_verification(services().engines.primary, account_tokens(), outbox(), user_id)
     except AlreadyVerified as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 
-from ..errors import LoginRequired, NotFound
+from ..errors import NotFound
 from ..sessions import SessionSummary
 from .context import require_login, services, shop_session
 
@@ -75,12 +75,8 @@ def _end_others() -> int:
 
 @bp.get("/account/sessions")
 def page():
-    try:
-        sessions = _summaries()
-    except LoginRequired:
-        return redirect(url_for("account.login", next=request.path), code=303)
     return render_template(
-        "account/sessions.html", sessions=sessions, ended=request.args.get("ended")
+        "account/sessions.html", sessions=_summaries(), ended=request.args.get("ended")
     )
 
 

@@ -68,6 +68,7 @@ def current_cart() -> PricedCart:
 
 
 def add_to_cart(product_id: int, quantity: int) -> int:
+    services().carts.check_quantity(quantity, allow_zero=False)
     current = require_session_store()
     _count_cart_write()
     product = services().catalogue.product(product_id)
@@ -79,6 +80,7 @@ def add_to_cart(product_id: int, quantity: int) -> int:
 
 
 def set_cart_quantity(product_id: int, quantity: int) -> None:
+    services().carts.check_quantity(quantity, allow_zero=True)
     current = require_session_store()
     _count_cart_write()
     stock = services().catalogue.product(product_id)["stock"] if quantity else 0

@@ -156,12 +156,8 @@ def cart():
 
 
 def _quantity(body: dict, *, minimum: int) -> int:
-    return json_int(
-        body.get("quantity"),
-        "quantity",
-        minimum=minimum,
-        maximum=services().settings.max_line_quantity,
-    )
+    """A whole number; its maximum is the cart's rule (``CartStore.check_quantity``)."""
+    return json_int(body.get("quantity"), "quantity", minimum=minimum, maximum=None)
 
 
 @bp.post("/cart/items")

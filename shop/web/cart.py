@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..errors import ShopError
+from ..errors import FormError
 from .actions import add_to_cart, current_cart, remove_from_cart, set_cart_quantity
 from .context import services
+from .errors import form_error
 from .inputs import form_int, product_id_from_form, safe_next
 
 bp = Blueprint("cart", __name__, url_prefix="/cart")
@@ -20,53 +21,37 @@ def view():
 @bp.post("/add")
 def add():
     catalogue = services().catalogue
-    limit = services().settings.max_line_quantity
     try:
         product_id = product_id_from_form(request.form.get("product_id"))
-    except ShopError as exc:
-        return (
-            render_template("cart.html", cart=current_cart(), error=exc),
-            exc.status,
-            exc.headers(),
-        )
+    except FormError as exc:
+        return form_error("cart.html", exc, cart=current_cart())
     try:
-        quantity = form_int(request.form.get("quantity", "1"), "quantity", minimum=1, maximum=limit)
+        quantity = form_int(request.form.get("quantity", "1"), "quantity", minimum=1, maximum=None)
         add_to_cart(product_id, quantity)
-    except ShopError as exc:
-        if exc.status == 404:
-            raise
-        return (
-            render_template(
-                "catalogue/product.html",
-                product=catalogue.product(product_id),
-                categories=catalogue.categories(),
-                error=exc,
-                # The form shown again returns where the first one would have, not to /cart/add.
-                next_url=safe_next(
-                    request.form.get("next"), url_for("catalogue.product", product_id=product_id)
-                ),
+    except FormError as exc:
+        # The product's form again; for a product that does not exist there is none, and
+        # catalogue.product's NotFound goes to the error page.
+        return form_error(
+            "catalogue/product.html",
+            exc,
+            product=catalogue.product(product_id),
+            categories=catalogue.categories(),
+            # The form shown again returns where the first one would have, not to /cart/add.
+            next_url=safe_next(
+                request.form.get("next"), url_for("catalogue.product", product_id=product_id)
             ),
-            exc.status,
-            exc.headers(),
         )
     return redirect(safe_next(request.form.get("next"), url_for("cart.view")), code=303)
 
 
 @bp.post("/update")
 def update():
-    limit = services().settings.max_line_quantity
     try:
         product_id = product_id_from_form(request.form.get("product_id"))
-        quantity = form_int(request.form.get("quantity"), "quantity", minimum=0, maximum=limit)
+        quantity = form_int(request.form.get("quantity"), "quantity", minimum=0, maximum=None)
         set_cart_quantity(product_id, quantity)
-    except ShopError as exc:
-        if exc.status == 503:
-            raise
-        return (
-            render_template("cart.html", cart=current_cart(), error=exc),
-            exc.status,
-            exc.headers(),
-        )
+    except FormError as exc:
+        return form_error("cart.html", exc, cart=current_cart())
     return redirect(url_for("cart.view"), code=303)
 
 
@@ -74,12 +59,6 @@ def update():
 def remove():
     try:
         remove_from_cart(product_id_from_form(request.form.get("product_id")))
-    except ShopError as exc:
-        if exc.status == 503:
-            raise
-        return (
-            render_template("cart.html", cart=current_cart(), error=exc),
-            exc.status,
-            exc.headers(),
-        )
+    except FormError as exc:
+        return form_error("cart.html", exc, cart=current_cart())
     return redirect(url_for("cart.view"), code=303)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from ..errors import ShopError
+from ..errors import FormError
 from .actions import search_admission
 from .context import services
+from .errors import form_error
 from .inputs import page_args
 
 bp = Blueprint("catalogue", __name__)
@@ -22,18 +23,14 @@ def grid():
         result = catalogue.page(
             category=category, q=q, page=page, per_page=per_page, admit=search_admission(q)
         )
-    except ShopError as exc:
-        return (
-            render_template(
-                "catalogue/grid.html",
-                result=None,
-                error=exc,
-                category=None,
-                q=q[:100],
-                categories=catalogue.categories(),
-            ),
-            exc.status,
-            exc.headers(),
+    except FormError as exc:
+        return form_error(
+            "catalogue/grid.html",
+            exc,
+            result=None,
+            category=None,
+            q=q[:100],
+            categories=catalogue.categories(),
         )
     pages = max(1, -(-result["total"] // result["per_page"]))
     if result.get("total_capped"):

@@ -6,25 +6,19 @@ import secrets
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..errors import LoginRequired, NotFound, ShopError
+from ..errors import FormError, NotFound
 from ..orders import Shipping, get_order, list_orders
 from .actions import checkout as place_checkout
 from .actions import current_cart
 from .context import require_login, services
+from .errors import form_error
 
 bp = Blueprint("checkout", __name__)
 
 
-def _login_first():
-    return redirect(url_for("account.login", next=request.path), code=303)
-
-
 @bp.route("/checkout", methods=["GET", "POST"])
 def checkout():
-    try:
-        require_login()
-    except LoginRequired:
-        return _login_first()
+    require_login()
     if request.method == "GET":
         return render_template(
             "checkout/checkout.html",
@@ -38,29 +32,20 @@ def checkout():
     try:
         shipping = Shipping.parse(form["name"], form["address"])
         placed = place_checkout(shipping, key, password=request.form.get("password"))
-    except ShopError as exc:
-        if exc.status == 503:
-            raise
-        return (
-            render_template(
-                "checkout/checkout.html",
-                cart=current_cart(),
-                error=exc,
-                form=form,
-                idempotency_key=key or secrets.token_urlsafe(16),
-            ),
-            exc.status,
-            exc.headers(),
+    except FormError as exc:
+        return form_error(
+            "checkout/checkout.html",
+            exc,
+            cart=current_cart(),
+            form=form,
+            idempotency_key=key or secrets.token_urlsafe(16),
         )
     return redirect(url_for("checkout.order", order_id=placed.order.id, placed=1), code=303)
 
 
 @bp.get("/orders")
 def orders():
-    try:
-        user_id = require_login()
-    except LoginRequired:
-        return _login_first()
+    user_id = require_login()
     return render_template(
         "orders/list.html", orders=list_orders(services().engines.primary, user_id=user_id)
     )
@@ -68,10 +53,7 @@ def orders():
 
 @bp.get("/orders/<id:order_id>")
 def order(order_id: int):
-    try:
-        user_id = require_login()
-    except LoginRequired:
-        return _login_first()
+    user_id = require_login()
     found = get_order(services().engines.primary, user_id=user_id, order_id=order_id)
     if found is None:
         raise NotFound(f"There is no order {order_id} in your account.")

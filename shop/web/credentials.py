@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from ..account_changes import check_reset_link, confirm_email_change
-from ..errors import InvalidToken, LoginRequired, ShopError
-from .account import account_page, login_first
+from ..errors import FormError, InvalidToken
+from .account import account_page
 from .actions import (
     ask_email_change,
     ask_password_reset,
@@ -34,17 +34,14 @@ SENT_NEW_ADDRESS = (
 
 @bp.route("/account/password", methods=["GET", "POST"])
 def password_change():
-    try:
-        require_login()
-    except LoginRequired:
-        return login_first()
+    require_login()
     if request.method == "GET":
         return render_template("account/password.html", error=None)
     try:
         change_own_password(
             request.form.get("current_password", ""), request.form.get("new_password", "")
         )
-    except ShopError as exc:
+    except FormError as exc:
         return form_error("account/password.html", exc)
     return account_page(notice=PASSWORD_CHANGED)
 
@@ -56,7 +53,7 @@ def reset_request():
     email = request.form.get("email", "")
     try:
         address = ask_password_reset(email)
-    except ShopError as exc:
+    except FormError as exc:
         return form_error("account/reset_request.html", exc, email=email)
     return render_template(
         "account/sent.html",
@@ -76,7 +73,7 @@ def reset_password_page(token: str):
         user, _ = reset_with_link(token, request.form.get("new_password"))
     except InvalidToken as exc:
         return render_template("account/reset.html", error=exc, token=None, email=None), 400
-    except ShopError as exc:
+    except FormError as exc:
         return form_error("account/reset.html", exc, token=token, email=None)
     return render_template(
         "account/login.html", error=None, email=user.email, next="", notice=RESET_DONE
@@ -85,16 +82,13 @@ def reset_password_page(token: str):
 
 @bp.route("/account/email", methods=["GET", "POST"])
 def email_change():
-    try:
-        require_login()
-    except LoginRequired:
-        return login_first()
+    require_login()
     if request.method == "GET":
         return render_template("account/email.html", error=None, email="")
     email = request.form.get("email", "")
     try:
         address = ask_email_change(request.form.get("password", ""), email)
-    except ShopError as exc:
+    except FormError as exc:
         return form_error("account/email.html", exc, email=email)
     return render_template(
         "account/sent.html",
@@ -109,9 +103,7 @@ def confirm_email(token: str):
     """The link mailed to the new address: one click moves the account there."""
     try:
         user = confirm_email_change(services().engines.primary, account_tokens(), outbox(), token)
-    except ShopError as exc:
-        if exc.status == 503:
-            raise
-        return render_template("account/verified.html", error=exc, email=None), exc.status
+    except FormError as exc:
+        return form_error("account/verified.html", exc, email=None)
     note_account(user)
     return render_template("account/verified.html", error=None, email=user.email, changed=True)

@@ -1,17 +1,23 @@
-"""The one place where errors become responses: JSON under /api, a page elsewhere."""
+"""The one place where errors become responses: JSON under /api, a page elsewhere.
+
+A view catches only a :class:`FormError` (and shows its form again with :func:`form_error`);
+everything else comes here: a login redirect for pages, the status, and ``Retry-After`` on
+every 503 and 429.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify, make_response, render_template, request
+from flask import Flask, g, jsonify, make_response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from ..errors import ServiceUnavailable, ShopError
+from ..errors import FormError, LoginRequired, ServiceUnavailable, ShopError
 from ..redis_client import RedisUnavailable
 from .context import SESSIONS_DOWN
+from .inputs import safe_next
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +25,7 @@ DATABASE_DOWN = (
     "Orders and accounts are unavailable for a moment (the database cannot be reached). "
     "Nothing was charged or ordered; please try again shortly."
 )
+RETRY_AFTER = "5"  # seconds, for a 503 or 429 whose cause named no time of its own
 
 
 def wants_json() -> bool:
@@ -53,10 +60,27 @@ def _shop_error(exc: ShopError):
 
 def form_error(template: str, exc: ShopError, **context):
     """The form shown again with an error the shopper can fix there, with the error's status
-    and headers (a 429's ``Retry-After``); a 503 is not the form's business and is raised."""
-    if exc.status == 503:
+    and headers (a 429's ``Retry-After``); any other error is not the form's business and is
+    raised, to be answered here like everywhere else."""
+    if not isinstance(exc, FormError):
         raise exc
     return render_template(template, error=exc, **context), exc.status, exc.headers()
+
+
+def _login_required(exc: LoginRequired):
+    """The API answers 401; a page sends the shopper to log in and come back here."""
+    if wants_json():
+        return _shop_error(exc)
+    g.error_code = exc.code
+    back = safe_next(request.path, url_for("catalogue.grid"))
+    return redirect(url_for("account.login", next=back), code=303)
+
+
+def _retry_after(response):
+    """Every 503 and 429 says when to come back, whoever answered it."""
+    if response.status_code in (429, 503) and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = RETRY_AFTER
+    return response
 
 
 def _http_error(exc: HTTPException):
@@ -95,8 +119,10 @@ def _unexpected(exc: Exception):
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ShopError, _shop_error)
+    app.register_error_handler(LoginRequired, _login_required)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _database_down)
     for error in RedisUnavailable:
         app.register_error_handler(error, _redis_down)
     app.register_error_handler(Exception, _unexpected)
+    app.after_request(_retry_after)

@@ -29,8 +29,9 @@ def form_int(value: str | None, field: str, *, minimum: int = 0, maximum: int | 
     return _in_range(number, field, minimum, maximum)
 
 
-def json_int(value: Any, field: str, *, minimum: int = 0, maximum: int) -> int:
-    """A JSON integer: not a string, a fraction or a boolean."""
+def json_int(value: Any, field: str, *, minimum: int = 0, maximum: int | None) -> int:
+    """A JSON integer: not a string, a fraction or a boolean (``maximum`` None: the caller
+    checks the top)."""
     error = InvalidQuantity if field == "quantity" else InvalidInput
     if value is None:
         raise error(f"'{field}' is required.", field=field)

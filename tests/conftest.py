@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import os
 import re
 import secrets
@@ -255,6 +256,29 @@ def mailbox(smtp_server: Mailbox) -> Mailbox:
 
 
 # -- apps --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hash(request, monkeypatch) -> None:
+    """scrypt at 1 MiB instead of 32 in this process, as Django's test settings swap in a fast
+    hasher: hundreds of sign-ups and logins would otherwise spend most of the fast run hashing.
+    What is checked (one hash per attempt, none before the throttle) does not depend on the
+    cost; ``@pytest.mark.real_password_hash`` keeps production's, and gunicorn and the stack,
+    in processes of their own, always hash for real."""
+    if request.node.get_closest_marker("real_password_hash"):
+        return
+    from shop import accounts
+
+    cheap = "scrypt:1024:8:1"
+    monkeypatch.setattr(accounts, "PASSWORD_METHOD", cheap)
+    monkeypatch.setattr(accounts, "_DUMMY_HASH", _cheap_dummy_hash(cheap))
+
+
+@functools.cache
+def _cheap_dummy_hash(method: str) -> str:
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash("not a real password", method=method)
 
 
 @pytest.fixture(scope="session")

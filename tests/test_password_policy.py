@@ -86,3 +86,27 @@ def test_length_is_counted_after_nfkc_normalisation():
 
 def test_no_email_no_local_part_rule():
     assert check_password_policy("ada lovelace 1815") == "ada lovelace 1815"
+
+
+@pytest.mark.real_password_hash
+def test_accounts_are_hashed_with_scrypt_at_production_cost(shopper, app):
+    """The fast tests swap in a cheaper scrypt (tests/conftest.py); the shop itself must not."""
+    from sqlalchemy import select
+
+    from shop.models import users
+
+    assert shopper.register(email="cost@example.com").status_code < 400
+    with app.extensions["shop"].engines.primary.connect() as conn:
+        stored = conn.execute(select(users.c.password_hash)).scalar_one()
+    assert stored.startswith("scrypt:32768:8:1$")
+
+
+def test_the_fast_tests_hash_cheaply(shopper, app):
+    from sqlalchemy import select
+
+    from shop.models import users
+
+    shopper.register(email="cheap@example.com")
+    with app.extensions["shop"].engines.primary.connect() as conn:
+        stored = conn.execute(select(users.c.password_hash)).scalar_one()
+    assert stored.startswith("scrypt:1024:8:1$")

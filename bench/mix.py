@@ -254,27 +254,15 @@ class Stack:
             http = requests.Session()
             token = http.get(self.url + "/api/v1/session", timeout=15).json()["csrf_token"]
             account = {"email": f"bench-{nonce}-{i}@example.com", "password": PASSWORD}
-            response = _patiently(
-                lambda: http.post(
-                    self.url + "/api/v1/users",
-                    json=account,
-                    headers={"X-CSRF-Token": token},
-                    timeout=30,
+            # Registration signs nobody in (the address gets a mail): register, then log in.
+            for path, status in (("/api/v1/users", 202), ("/api/v1/session/login", 200)):
+                response = _patiently(
+                    lambda path=path: http.post(
+                        self.url + path, json=account, headers={"X-CSRF-Token": token}, timeout=30
+                    )
                 )
-            )
-            if response.status_code != 202:
-                raise BenchError(f"registering a shopper: {response.status_code} {response.text}")
-            # Registration signs nobody in (the address gets a mail): log in.
-            response = _patiently(
-                lambda: http.post(
-                    self.url + "/api/v1/session/login",
-                    json=account,
-                    headers={"X-CSRF-Token": token},
-                    timeout=30,
-                )
-            )
-            if response.status_code != 200:
-                raise BenchError(f"logging a shopper in: {response.status_code} {response.text}")
+                if response.status_code != status:
+                    raise BenchError(f"{path}: {response.status_code} {response.text}")
             cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
             return Shopper(cookie=cookie, csrf=response.json()["csrf_token"])
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 from deploy.stack.postgres import _pg_query
 from deploy.stack.processes import (
-    _CHILDREN,
     _group_pids,
     _http_status,
     _pid_alive,
@@ -17,6 +15,7 @@ from deploy.stack.processes import (
     _wait_port_free,
     _wait_until,
     is_alive,
+    spawn_child,
 )
 from deploy.stack.topology import REPO, App, StackError, Topology, _venv_bin, save_topology
 
@@ -64,19 +63,9 @@ def _spawn_app(entry: App) -> None:
     _clear_app_leftovers(entry)
     if not _wait_port_free(entry.port):
         raise StackError(f"{entry.name}: port {entry.port} still taken ({_port_owner(entry.port)})")
-    with open(entry.log, "ab") as log:
-        proc = subprocess.Popen(
-            entry.command,
-            cwd=entry.cwd,
-            env=entry.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _CHILDREN[proc.pid] = proc
-    entry.pid = proc.pid
-    Path(entry.pidfile).write_text(f"{proc.pid}\n")
+    entry.pid = spawn_child(
+        entry.command, log=entry.log, pidfile=entry.pidfile, cwd=entry.cwd, env=entry.env
+    )
 
 
 def _wait_app(topology: Topology, entry: App, timeout: float = 60.0) -> str:

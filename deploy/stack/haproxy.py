@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 
-from deploy.stack.processes import _CHILDREN, _http_status, _pid_alive, _tail, _wait_until, is_alive
+from deploy.stack.processes import (
+    _http_status,
+    _pid_alive,
+    _tail,
+    _wait_until,
+    is_alive,
+    spawn_child,
+)
 from deploy.stack.topology import (
     APP_NAMES,
     HAPROXY_TEMPLATE,
@@ -77,17 +84,9 @@ def _start_balancer(topology: Topology, wait: bool = True) -> str:
         raise StackError(f"haproxy rejects {config}:\n{(check.stdout + check.stderr).strip()}")
     Path(entry.stats_socket).unlink(missing_ok=True)
     # Foreground (-db) under Popen rather than -D: "log stdout" then lands in our log file.
-    with open(entry.log, "ab") as log:
-        proc = subprocess.Popen(
-            [_haproxy_binary(), "-db", "-f", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _CHILDREN[proc.pid] = proc
-    entry.pid = proc.pid
-    Path(entry.pidfile).write_text(f"{proc.pid}\n")
+    entry.pid = spawn_child(
+        [_haproxy_binary(), "-db", "-f", str(config)], log=entry.log, pidfile=entry.pidfile
+    )
     save_topology(topology)
     if wait:
         _wait_balancer(topology)

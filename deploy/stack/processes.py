@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from deploy.stack.topology import (
@@ -33,6 +33,31 @@ _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
 # --------------------------------------------------------------------------------- processes
+
+
+def spawn_child(
+    argv: Sequence[str],
+    *,
+    log: str,
+    pidfile: str,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Start a foreground child in a session of its own, its output appended to ``log``;
+    remember it (to reap it) and write its pid file. Returns the pid."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    Path(pidfile).write_text(f"{proc.pid}\n")
+    return proc.pid
 
 
 def _reap(pid: int) -> None:

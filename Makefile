@@ -33,9 +33,9 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## Only the fast tests (fakeredis and SQLite)
+## Only tests/app: in process, on SQLite and fakeredis, no server started, on every core
 test-fast: install
-	$(BIN)/python -m pytest -m "not postgres and not redis and not stack" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/app -n auto $(PYTEST_ARGS)
 
 ## ruff, ruff format and mypy (the same as the git hooks: .venv/bin/pre-commit install)
 lint: install

@@ -370,7 +370,7 @@ OTHER_VARIABLES = {
     "SHOP_MAX_REQUESTS_JITTER": "gunicorn.conf.py",
     "SHOP_DEMO_PRODUCTS": "docker-compose.yml (the demo catalogue's size)",
 }
-# The test suite's own variables (tests/conftest.py: SHOP_TEST_POSTGRES_URL, ...).
+# The test suite's own variables (tests/support: SHOP_TEST_POSTGRES_URL, ...).
 TEST_PREFIX = "SHOP_TEST_"
 
 

@@ -284,7 +284,7 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
             "SHOP_DB_CONNECT_TIMEOUT": "2",
             # The shop's own per-address rules: everything here comes from 127.0.0.1 (you, the
             # stack tests' 100 racing buyers, make bench), which HAProxy exempts too. They are
-            # tested in tests/test_throttle.py; the failed-login back-off per account stays on.
+            # tested in tests/app/test_throttle.py; the failed-login back-off per account stays on.
             **{f"SHOP_LIMIT_{rule.upper()}": "" for rule in RULES},
         }
         apps[name] = App(

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.conftest import KETTLE, Mailbox, Shopper
-from tests.test_accounts import path_of, session_user
+from tests.support import KETTLE, Mailbox, Shopper, path_of, session_user
 
 PASSWORD = "correct horse 42"
 

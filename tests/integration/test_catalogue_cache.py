@@ -13,7 +13,7 @@ import redis
 from flask import Flask
 
 from shop.catalogue_cache import CacheAside
-from tests.conftest import wait_for_local_tier
+from tests.support import wait_for_local_tier
 
 FILLER_LISTS = 20_000
 

@@ -1,9 +1,9 @@
 """What the shop needs on AWS, shown on loopback: TLS and AUTH to Redis, TLS and a password from
 the environment to PostgreSQL, and new connections within seconds after a failover.
 
-Redis: throwaway redis-server processes (tests/redis_servers.py) with a throwaway CA, a TLS-only
-port and ``requirepass``, as ElastiCache with in-transit encryption and an AUTH token; a restart
-on the same port; a replica promoted while a proxy (the endpoint's DNS name) moves to it.
+Redis: throwaway redis-server processes (tests/support/redis_servers.py) with a throwaway CA, a
+TLS-only port and ``requirepass``, as ElastiCache with in-transit encryption and an AUTH token; a
+restart on the same port; a replica promoted while a proxy (the endpoint's DNS name) moves to it.
 PostgreSQL: the connection URL of deploy/aws/shop.yaml, aimed at a stand-in server that speaks
 just enough of the protocol to see whether TLS comes first and which password arrives; then at
 the real test server, to see its keepalive options on the socket and a reconnect after a cut.
@@ -35,10 +35,10 @@ from shop import create_app
 from shop.config import Settings
 from shop.db import make_engine
 from shop.redis_client import FailFastSSLConnection, RedisUnavailable, connect
-from tests.aws_template import Stack, load_template
-from tests.conftest import KETTLE, POSTGRES_URL, SECRET, Shopper, _missing
-from tests.redis_servers import RedisServer, TlsMaterial, tls_material
-from tests.tcp_proxy import TcpProxy
+from tests.support import KETTLE, POSTGRES_URL, SECRET, Shopper, missing
+from tests.support.aws_template import Stack, load_template
+from tests.support.redis_servers import RedisServer, TlsMaterial, tls_material
+from tests.support.tcp_proxy import TcpProxy
 
 # An AUTH token with characters a URL would mangle, to show it survives the merge.
 TOKEN = "tok:en/with@odd%chars+and=more"
@@ -52,8 +52,8 @@ def tls(tmp_path_factory) -> TlsMaterial:
     try:
         return tls_material(tmp_path_factory.mktemp("tls"))
     except (FileNotFoundError, subprocess.CalledProcessError) as exc:
-        _missing("openssl, to make a throwaway CA,", exc)
-        raise  # unreachable: _missing skips or fails
+        missing("openssl, to make a throwaway CA,", exc)
+        raise  # unreachable: missing() skips or fails
 
 
 @pytest.fixture
@@ -67,11 +67,11 @@ def start_redis(tmp_path) -> Iterator[Callable[..., RedisServer]]:
         try:
             return server.start()
         except FileNotFoundError as exc:
-            _missing("redis-server", exc)
+            missing("redis-server", exc)
         except RuntimeError as exc:
             if options.get("tls") is None:
                 raise
-            _missing("redis-server built with TLS", exc)
+            missing("redis-server built with TLS", exc)
         raise AssertionError("unreachable")
 
     yield start

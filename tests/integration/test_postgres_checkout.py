@@ -13,7 +13,7 @@ from shop.db import make_engine
 from shop.errors import OutOfStock
 from shop.models import metadata, order_lines, orders, products, users
 from shop.orders import Shipping, place_order
-from tests.conftest import KETTLE, MUG, Shopper, shopper_on
+from tests.support import KETTLE, MUG, Shopper, shopper_on
 
 SHIP = Shipping("Ada", "1 Analytical St")
 

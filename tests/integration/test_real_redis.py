@@ -11,8 +11,8 @@ from shop.cart import CartOwner, CartStore
 from shop.catalogue_cache import CacheAside
 from shop.redis_client import connect
 from shop.session_ids import session_ref
-from tests.conftest import KETTLE, REDIS_URL, Shopper, wait_for_local_tier
-from tests.tcp_proxy import TcpProxy
+from tests.support import KETTLE, REDIS_URL, Shopper, wait_for_local_tier
+from tests.support.tcp_proxy import TcpProxy
 
 
 def test_idle_session_and_its_cart_expire_in_redis(make_real_app, real_redis):

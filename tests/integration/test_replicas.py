@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
-from tests.conftest import KETTLE, MUG, Shopper, StatementCounter
-from tests.tcp_proxy import TcpProxy
+from tests.support import KETTLE, MUG, Shopper, StatementCounter
+from tests.support.tcp_proxy import TcpProxy
 
 
 def _via_proxy(url: str, proxy: TcpProxy) -> str:

@@ -23,16 +23,10 @@ import redis
 import requests
 
 from deploy.stack import stack as stack_module
-from tests.conftest import REQUIRE_SERVICES
+from tests.support import REQUIRE_SERVICES, ROOT
 
 PG_BIN = Path(os.environ.get("STACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/stack/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.stack)
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 
 def _require(condition: bool, what: str) -> None:

@@ -10,7 +10,7 @@ import tomllib
 
 import yaml
 
-from tests.test_packaging import ROOT
+from tests.support import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CHECKS = ["ruff check", "ruff format --check", "mypy"]

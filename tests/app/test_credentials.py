@@ -10,8 +10,7 @@ from sqlalchemy import select
 from shop.account_mail import MailKind, mail_allowed
 from shop.accounts import User
 from shop.models import users
-from tests.conftest import KETTLE, Mailbox, Shopper
-from tests.test_accounts import page_text, path_of, session_user
+from tests.support import KETTLE, Mailbox, Shopper, page_text, path_of, session_user
 
 PASSWORD = "correct horse 42"
 NEW_PASSWORD = "a brand new horse 7"

@@ -10,7 +10,7 @@ import pytest
 
 from shop.config import ConfigError, Settings
 from shop.mail import LogMailer, MailNotSent, Message, SmtpMailer, SmtpServer, mailer_from_settings
-from tests.conftest import free_port
+from tests.support import free_port
 
 MESSAGE = Message(
     to="ada@example.com",
@@ -107,7 +107,7 @@ def test_smtp_mailer_logs_in_with_the_url_s_credentials():
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
-    from tests.conftest import Mailbox
+    from tests.support import Mailbox
 
     logins = []
 

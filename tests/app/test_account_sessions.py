@@ -7,7 +7,7 @@ import time
 
 from shop.session_ids import session_ref
 from shop.web.account_sessions import describe_device
-from tests.conftest import KETTLE, Shopper
+from tests.support import KETTLE, Shopper
 
 PHONE = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
 LAPTOP = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"

@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.aws_template import Stack, load_template
-from tests.test_aws_template import APP_CONTAINER, APP_TASK, tool
-from tests.test_packaging import ROOT, final_stage, only
+from tests.deploy.test_aws_template import APP_CONTAINER, APP_TASK, tool
+from tests.deploy.test_packaging import final_stage, only
+from tests.support import ROOT
+from tests.support.aws_template import Stack, load_template
 
 SECRET = "image-contract-secret-0123456789"
 

@@ -4,35 +4,19 @@ server in this process (aiosmtpd)."""
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 
 from sqlalchemy import select
 
 from shop.models import users
-from tests.conftest import Mailbox, Shopper
+from tests.support import Mailbox, Shopper, page_text, path_of, session_user
 
 PASSWORD = "correct horse 42"
-
-
-def page_text(response) -> str:
-    """What a person reads: the page without its per-session CSRF token and cookie noise."""
-    text = html.unescape(response.get_data(as_text=True))
-    return re.sub(r'name="csrf_token" value="[^"]*"', "", text)
-
-
-def path_of(link: str) -> str:
-    return re.sub(r"^https?://[^/]+", "", link)
 
 
 def user_row(app, email: str):
     with app.extensions["shop"].engines.primary.connect() as conn:
         return conn.execute(select(users).where(users.c.email == email)).first()
-
-
-def session_user(shopper: Shopper) -> dict | None:
-    return shopper.client.get("/api/v1/session").get_json()["user"]
 
 
 # -- registration ----------------------------------------------------------------------------
@@ -217,7 +201,7 @@ def test_an_smtp_failure_at_registration_keeps_the_account_and_says_try_again(
 
 
 def test_an_unreachable_mail_server_is_a_503_not_a_500(make_app):
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     app = make_app(smtp_url=f"smtp://127.0.0.1:{free_port()}", smtp_timeout=1)
     shopper = Shopper(app.test_client(), app)
@@ -275,15 +259,22 @@ def test_a_slow_mail_server_does_not_hold_a_password_hash_slot(make_app):
     (here 401, wrong password), not "busy" (503), even with one slot and no queue."""
     import asyncio
     import threading
-    import time
 
     from aiosmtpd.controller import Controller
 
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     class SlowMailbox(Mailbox):
+        """Holds the message's DATA until the test lets it through."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.receiving, self.release = threading.Event(), threading.Event()
+
         async def handle_DATA(self, server, session, envelope) -> str:
-            await asyncio.sleep(2)
+            self.receiving.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
             return await super().handle_DATA(server, session, envelope)
 
     slow = SlowMailbox()
@@ -300,10 +291,12 @@ def test_a_slow_mail_server_does_not_hold_a_password_hash_slot(make_app):
         result = {}
         thread = threading.Thread(target=lambda: result.update(up=signing_up.sign_up()))
         thread.start()
-        time.sleep(1)  # the hash is done; the mail is on its way
+        assert slow.receiving.wait(10)  # the hash is done; the mail is on its way, and stuck
         login = Shopper(app.test_client(), app).login("bo@example.com", "wrong horse 42")
+        slow.release.set()
         thread.join()
     finally:
+        slow.release.set()
         controller.stop()
     assert login.status_code == 401
     assert result["up"].status_code == 200

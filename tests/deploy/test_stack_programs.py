@@ -12,8 +12,7 @@ import pytest
 
 from deploy.stack import stack as stack_module
 from deploy.stack.programs import PROGRAMS, Program, missing_programs, require_programs
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def pg_bin_with(tmp_path: Path, names: list[str]) -> Path:

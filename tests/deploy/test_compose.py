@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 HAPROXY_CFG = ROOT / "deploy" / "compose" / "haproxy.cfg"
 REPLICA_ENTRYPOINT = ROOT / "deploy" / "compose" / "replica-entrypoint.sh"

@@ -22,7 +22,8 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 SECRET = "packaging-test-secret-0123456789"
 
 

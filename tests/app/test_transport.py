@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.conftest import KETTLE, MUG, TEAPOT, Shopper
+from tests.support import KETTLE, MUG, TEAPOT, Shopper
 
 CROSS_SITE = [
     {"Sec-Fetch-Site": "cross-site"},

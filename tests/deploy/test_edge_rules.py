@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from shop.config import Settings
-from tests.test_compose import HAPROXY_CFG, haproxy_sections
+from tests.deploy.test_compose import HAPROXY_CFG, haproxy_sections
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 STACK_TEMPLATE = ROOT / "deploy" / "stack" / "haproxy.cfg.tmpl"
 CONFIGS = {"stack": STACK_TEMPLATE, "compose": HAPROXY_CFG}
 

@@ -8,7 +8,7 @@ import pytest
 
 from shop.session_ids import csrf_token_for, csrf_token_valid
 from shop.sessions import SessionStore
-from tests.conftest import KETTLE, SECRET, StatementCounter, redis_snapshot
+from tests.support import KETTLE, SECRET, StatementCounter, redis_snapshot
 
 
 def _cookie_header(response, name="shop_sid") -> str:
@@ -128,7 +128,7 @@ def test_login_rotates_the_id_and_logout_deletes_the_record(app, shopper):
 
 
 def test_absolute_lifetime_ends_a_session_however_active(fake_redis_server):
-    from tests.conftest import fake_client
+    from tests.support import fake_client
 
     now = [1_000_000.0]
     store = SessionStore(
@@ -149,7 +149,7 @@ def test_absolute_lifetime_ends_a_session_however_active(fake_redis_server):
 
 
 def test_idle_ttl_slides_on_use_but_not_on_every_request(fake_redis_server):
-    from tests.conftest import fake_client
+    from tests.support import fake_client
 
     client = fake_client(fake_redis_server)
     store = SessionStore(client, "t:", idle_timeout=3600, absolute_lifetime=86400)
@@ -167,7 +167,7 @@ def test_idle_ttl_slides_on_use_but_not_on_every_request(fake_redis_server):
 def test_no_per_user_state_in_process(make_app, path):
     """Everything a request needs comes from Redis: a second app sees the same session."""
     first, second = make_app(), make_app()
-    from tests.conftest import Shopper, shopper_on
+    from tests.support import Shopper, shopper_on
 
     browser = Shopper(first.test_client(), first)
     browser.add(KETTLE)

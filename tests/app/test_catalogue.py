@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text, update
 from shop.catalogue import stock_state
 from shop.models import products
 from shop.redis_client import connect
-from tests.conftest import KETTLE, MUG, TEAPOT, StatementCounter
+from tests.support import KETTLE, MUG, TEAPOT, StatementCounter
 
 
 def test_stock_states():
@@ -221,7 +221,7 @@ def test_in_process_tiers_serve_without_redis_and_drop_what_any_instance_changes
     import time
 
     from shop.catalogue_cache import CacheAside
-    from tests.conftest import fake_client
+    from tests.support import fake_client
 
     def instance() -> CacheAside:
         cache = CacheAside(fake_client(fake_redis_server), "t:", ttl=60, local_ttl=30)
@@ -257,7 +257,7 @@ def test_in_process_tiers_serve_without_redis_and_drop_what_any_instance_changes
 
 def test_a_value_read_before_an_invalidation_is_not_kept_after_it(fake_redis_server):
     from shop.local_tier import MISSING, LocalTier
-    from tests.conftest import fake_client
+    from tests.support import fake_client
 
     tier = LocalTier(fake_client(fake_redis_server), "t:invalidations", max_age=30)
     tier.live = True  # as if subscribed
@@ -278,7 +278,7 @@ def test_a_store_lost_to_a_redis_outage_still_reads_the_database_once(fake_redis
     import redis
 
     from shop.catalogue_cache import CacheAside
-    from tests.conftest import fake_client
+    from tests.support import fake_client
 
     cache = CacheAside(fake_client(fake_redis_server), "t:", ttl=60)
 

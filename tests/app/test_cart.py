@@ -6,7 +6,7 @@ import pytest
 
 from shop.cart import CartOwner, CartStore
 from shop.errors import InvalidQuantity, QuantityUnavailable
-from tests.conftest import KETTLE, MUG, TEAPOT, Shopper, fake_client
+from tests.support import KETTLE, MUG, TEAPOT, Shopper, fake_client
 
 
 @pytest.fixture

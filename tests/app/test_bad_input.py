@@ -12,7 +12,10 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -21,8 +24,8 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from werkzeug.test import TestResponse
 
-from shop.models import order_lines, orders, users
-from tests.conftest import KETTLE, MUG, TEAPOT, Shopper, StatementCounter, fake_client
+from shop.models import order_lines, orders, products, users
+from tests.support import KETTLE, MUG, TEAPOT, Shopper, StatementCounter, fake_client
 
 SHIPPING = {"name": "Ada Lovelace", "address": "1 Analytical St"}
 KEY = {"Idempotency-Key": "order-1"}
@@ -313,7 +316,7 @@ SESSIONS = [
           form={**SHIPPING, "idempotency_key": "order-1"}, state="member", cookie="unknown"),
 ]
 
-# A taken email is no error any more: registration answers the same (tests/test_accounts.py).
+# A taken email is no error any more: registration answers the same (tests/app/test_accounts.py).
 ACCOUNTS = [
     _api("api change password, wrong current one", "PUT", "/api/v1/account/password", 400,
          "wrong_password", "not right", state="member",
@@ -568,16 +571,15 @@ def send(app: Flask, shopper: Shopper, case: Case, names: dict[str, int]) -> Tes
     return browser.open(path, method=case.method, headers=headers, data=form)
 
 
-def stock(shopper: Shopper, product_id: int) -> int:
-    return shopper.client.get(f"/api/v1/products/{product_id}").get_json()["stock"]
-
-
-def row_counts(app: Flask) -> dict[str, int]:
+def database_state(app: Flask) -> dict[str, Any]:
+    """Row counts of what a request could add, and the stock it could take."""
     with app.extensions["shop"].engines.primary.connect() as conn:
-        return {
+        counts = {
             table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
             for table in (users, orders, order_lines)
         }
+        stock = conn.execute(select(products.c.id, products.c.stock).order_by(products.c.id))
+        return {**counts, "stock": {row.id: row.stock for row in stock}}
 
 
 def snapshot(app: Flask, shopper: Shopper) -> dict[str, Any]:
@@ -585,8 +587,7 @@ def snapshot(app: Flask, shopper: Shopper) -> dict[str, Any]:
     return {
         "cart": shopper.cart(),
         "user": shopper.client.get("/api/v1/session").get_json()["user"],
-        "stock": {pid: stock(shopper, pid) for pid in (KETTLE, MUG, TEAPOT)},
-        **row_counts(app),
+        **database_state(app),
     }
 
 
@@ -620,9 +621,63 @@ def check_page_error(response: TestResponse, case: Case) -> None:
 # -- the table ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PreparedShop:
+    """A state as :func:`prepare` left it: the database, every Redis key and the shopper's
+    cookie. Each case starts from a copy, as if it had prepared the state itself."""
+
+    database: Path
+    keys: list[tuple[bytes, int, bytes]]
+    cookie: str
+    names: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def prepared_shops() -> dict[str, PreparedShop]:
+    return {}
+
+
+def shop_in_state(
+    state: str, make_app, sqlite_url: str, server: fakeredis.FakeServer, kept: dict, folder: Path
+) -> tuple[Flask, Shopper, dict[str, int]]:
+    """A fresh app whose database and Redis are a copy of ``state``, prepared once per module
+    (preparing is most of a case's cost: sign-ups, logins, an order)."""
+    database = Path(sqlite_url.removeprefix("sqlite:///"))
+    redis_bytes = fakeredis.FakeRedis(server=server)
+    if state not in kept:
+        app = make_app()
+        shopper, names = prepare(app, state)
+        copy = folder / f"{state}.db"
+        with closing(sqlite3.connect(database)) as live, closing(sqlite3.connect(copy)) as target:
+            live.backup(target)  # the WAL's pages too
+        keys = [
+            (k, max(redis_bytes.pttl(k), 0), redis_bytes.dump(k)) for k in redis_bytes.scan_iter()
+        ]
+        assert shopper.cookie is not None
+        kept[state] = PreparedShop(copy, keys, shopper.cookie, names)
+        return app, shopper, names
+    prepared = kept[state]
+    shutil.copyfile(prepared.database, database)
+    for key, ttl, value in prepared.keys:
+        redis_bytes.restore(key, ttl, value)
+    app = make_app()
+    shopper = Shopper(app.test_client(), app)
+    shopper.client.set_cookie(shopper.cookie_name, prepared.cookie)
+    return app, shopper, dict(prepared.names)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input_gets_a_clear_4xx_and_changes_nothing(app, case: Case):
-    shopper, names = prepare(app, case.state)
+def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
+    make_app, sqlite_url, fake_redis_server, prepared_shops, tmp_path_factory, case: Case
+):
+    app, shopper, names = shop_in_state(
+        case.state,
+        make_app,
+        sqlite_url,
+        fake_redis_server,
+        prepared_shops,
+        tmp_path_factory.mktemp("prepared"),
+    )
     before = snapshot(app, shopper)
 
     response = send(app, shopper, case, names)

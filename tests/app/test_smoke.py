@@ -1,4 +1,4 @@
-from tests.conftest import KETTLE
+from tests.support import KETTLE
 
 
 def test_grid_and_product_pages_render(client):

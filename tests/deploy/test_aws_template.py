@@ -30,7 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from shop.config import Settings
-from tests.aws_template import (
+from tests.support import REQUIRE_SERVICES
+from tests.support.aws_template import (
     TEMPLATE,
     Stack,
     Template,
@@ -38,7 +39,6 @@ from tests.aws_template import (
     logical_id,
     yaml_aliases,
 )
-from tests.conftest import REQUIRE_SERVICES
 
 APP_TASK, APP_CONTAINER = "TaskDefinition", "shop"
 MIGRATE_TASK, MIGRATE_CONTAINER = "MigrateTaskDefinition", "migrate"
@@ -346,7 +346,7 @@ def check_secrets(stack: Stack) -> list[str]:
 HSTS_ATTRIBUTE = "routing.http.response.strict_transport_security.header_value"
 HSTS = "max-age=63072000; includeSubDomains"
 # A POST to one of these (the path starts with it) is a credential request; the same list as
-# HAProxy's credential_path (tests/test_edge_rules.py).
+# HAProxy's credential_path (tests/deploy/test_edge_rules.py).
 CREDENTIAL_PREFIXES = {
     "/login", "/register", "/password/", "/api/v1/session/login", "/api/v1/users",
     "/api/v1/password/",

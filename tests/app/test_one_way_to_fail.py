@@ -18,7 +18,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from shop.redis_client import connect
-from tests.conftest import KETTLE, Shopper, free_port, shopper_on
+from tests.support import KETTLE, Shopper, free_port, shopper_on
 
 EMAIL, PASSWORD, NEW_PASSWORD = "ada@example.com", "correct horse 42", "another horse 77"
 SHIPPING = {"name": "Ada Lovelace", "address": "1 Analytical St"}

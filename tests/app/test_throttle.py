@@ -11,7 +11,7 @@ import pytest
 from shop import accounts
 from shop.errors import ServiceUnavailable, TooManyRequests
 from shop.throttle import HashSlots, Throttle, client_key
-from tests.conftest import KETTLE, Shopper, fake_client
+from tests.support import KETTLE, Shopper, fake_client
 
 PASSWORD = "correct horse 42"
 
@@ -205,17 +205,6 @@ def test_a_flood_of_hashes_waits_behind_itself_then_is_told_to_retry():
     holder.join()
     with slots.hold():  # free again
         pass
-
-
-@pytest.mark.redis
-def test_failures_are_shared_by_every_instance(make_real_app):
-    first, second = make_real_app(login_free_failures=2), make_real_app(login_free_failures=2)
-    shopper = Shopper(first.test_client(), first)
-    shopper.register()
-    assert _login(shopper).status_code == 401
-    elsewhere = Shopper(second.test_client(), second)
-    assert _login(elsewhere).status_code == 401
-    assert _login(Shopper(first.test_client(), first)).status_code == 429
 
 
 def test_searches_that_miss_the_cache_are_limited_per_address(make_app, fake_redis_server):

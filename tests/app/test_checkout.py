@@ -6,7 +6,7 @@ import redis
 from sqlalchemy import func, select
 
 from shop.models import order_lines, orders
-from tests.conftest import KETTLE, MUG, Shopper, shopper_on
+from tests.support import KETTLE, MUG, Shopper, shopper_on
 
 
 def _count(app, table) -> int:

@@ -4,14 +4,13 @@ docs/api.md, every account route in README."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from shop import errors
 from shop.config import Settings
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 API = (ROOT / "docs" / "api.md").read_text()
 

@@ -1,31 +1,54 @@
 """What HAProxy does before an instance sees a request, in both balancers, checked by parsing.
 
-``deploy/stack/haproxy.cfg.tmpl`` (``make stack`` and the stack tests) and
-``deploy/compose/haproxy.cfg`` (docker-compose.yml) must apply the same edge rules: rate limits
-per client address (a general one and a much tighter one on credential POSTs) answered with 429
-and Retry-After, whole bodies buffered and oversized ones answered with 413, and HSTS on every
-answer over TLS. The stack tests show them working through a running HAProxy
-(``tests/stack/test_edge.py``); these checks keep both files honest, and the same, without one.
+Both balancers' configs are renders of one template, ``deploy/haproxy/haproxy.cfg.j2``: the
+stack's (``make stack`` and the stack tests render it at every start) and
+``deploy/compose/haproxy.cfg`` (docker-compose.yml; tests/test_compose.py proves the committed
+file is the render). They must apply the same edge rules: rate limits per client address (a
+general one and a much tighter one on credential POSTs) answered with 429 and Retry-After, whole
+bodies buffered and oversized ones answered with 413, and HSTS on every answer over TLS, and
+differ only where the topologies do. The stack tests show the rules working through a running
+HAProxy (``tests/stack/test_edge.py``); these checks keep both renders honest, and the same,
+without one.
 
-Each ``check_*`` returns the problems it finds; the tests at the end break a copy of a file on
+Each ``check_*`` returns the problems it finds; the tests at the end break a copy of a config on
 purpose and expect a complaint, so every check is shown to bite.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from deploy.haproxy import Edge, render
+from deploy.stack.haproxy import stack_edge
+from deploy.stack.topology import Ports, _build_topology
 from shop.config import Settings
 from tests.test_compose import HAPROXY_CFG, haproxy_sections
 
 ROOT = Path(__file__).resolve().parent.parent
-STACK_TEMPLATE = ROOT / "deploy" / "stack" / "haproxy.cfg.tmpl"
-CONFIGS = {"stack": STACK_TEMPLATE, "compose": HAPROXY_CFG}
+
+
+def stack_edge_in(work: Path) -> Edge:
+    """The stack's Edge as ``make stack`` builds it, for the default ports and ``work``."""
+    return stack_edge(_build_topology(work, Ports.from_env({})))
+
+
+@functools.cache
+def stack_config() -> str:
+    """The config ``make stack`` renders (for the default ports, in a throwaway work folder)."""
+    with tempfile.TemporaryDirectory() as work:
+        return render(stack_edge_in(Path(work)))
+
+
+# Each balancer's config text, by label.
+CONFIGS: dict[str, Callable[[], str]] = {"stack": stack_config, "compose": HAPROXY_CFG.read_text}
 
 # The app's body limit (SHOP_MAX_BODY_BYTES); neither topology overrides it.
 BODY_LIMIT = Settings.__dataclass_fields__["max_body_bytes"].default
@@ -259,7 +282,7 @@ def check_body_limit(text: str, label: str) -> list[str]:
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def config(request) -> tuple[str, str]:
-    return request.param, CONFIGS[request.param].read_text()
+    return request.param, CONFIGS[request.param]()
 
 
 def test_bodies_are_buffered_and_oversized_ones_answered_413_at_the_edge(config):
@@ -278,14 +301,14 @@ def test_hsts_goes_on_every_answer_over_tls(config):
 
 
 def test_both_balancers_apply_the_same_edge_rules():
-    stack, compose = (edge_rules(CONFIGS[name].read_text()) for name in ("stack", "compose"))
+    stack, compose = (edge_rules(CONFIGS[name]()) for name in ("stack", "compose"))
     assert any("track-sc0" in rule for rule in stack), "edge_rules() found no rate rules"
     assert stack == compose
 
 
 def test_the_readme_states_the_figures_the_configs_apply():
     """The README's description of the edge is read against the stack's config."""
-    text = STACK_TEMPLATE.read_text()
+    text = stack_config()
     found = tables(text)
     general, credential = (limit_of(text, name)[1] for name in (GENERAL, CREDENTIAL))
     seconds = {name: period_seconds(found[name]) for name in (GENERAL, CREDENTIAL)}
@@ -388,7 +411,7 @@ EXEMPTIONS = [
 
 @pytest.mark.parametrize(("label", "before", "after"), EXEMPTIONS, ids=[e[0] for e in EXEMPTIONS])
 def test_rate_check_flags_a_wider_exemption(label: str, before: str, after: str):
-    text = CONFIGS[label].read_text()
+    text = CONFIGS[label]()
     assert before in text
     problems = check_rate_rules(text.replace(before, after, 1), label)
     assert any("rate_exempt" in problem for problem in problems), problems
@@ -396,5 +419,5 @@ def test_rate_check_flags_a_wider_exemption(label: str, before: str, after: str)
 
 def test_same_rules_check_flags_a_difference():
     compose = edge_rules(HAPROXY_CFG.read_text())
-    changed = STACK_TEMPLATE.read_text().replace("gt 1000 }", "gt 5000 }", 1)
+    changed = stack_config().replace("gt 1000 }", "gt 5000 }", 1)
     assert edge_rules(changed) != compose

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed
 
-.PHONY: install install-run run test test-fast lint format bench stack stack-down clean
+.PHONY: install install-run run test test-fast lint format bench stack stack-down haproxy-config clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ stack: install
 ## Stop what `make stack` started (STACK_PURGE=1 also deletes its data under .stack/)
 stack-down: install
 	$(BIN)/python deploy/stack/stack.py down
+
+## Rewrite deploy/compose/haproxy.cfg from deploy/haproxy/haproxy.cfg.j2 (commit the result)
+haproxy-config: install-run
+	$(BIN)/python -m deploy.haproxy
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

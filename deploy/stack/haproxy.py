@@ -11,8 +11,8 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from string import Template
 
+from deploy.haproxy import Edge, Tls, render
 from deploy.stack.processes import (
     _http_status,
     _pid_alive,
@@ -23,7 +23,6 @@ from deploy.stack.processes import (
 )
 from deploy.stack.topology import (
     APP_NAMES,
-    HAPROXY_TEMPLATE,
     LOOPBACK,
     StackError,
     Topology,
@@ -33,19 +32,23 @@ from deploy.stack.topology import (
 # ---------------------------------------------------------------------------------- HAProxy
 
 
-def _render_haproxy(topology: Topology) -> str:
+def stack_edge(topology: Topology) -> Edge:
+    """What sets the stack's balancer apart from compose's: loopback ports, an HTTPS port with
+    the stack's own certificate, the stats socket its tools read, and 127.0.0.1 (make bench,
+    the stack tests' races) exempt from the rate rules. It shares a developer's machine with
+    three instances, PostgreSQL and Redis, hence two threads and a smaller maxconn."""
     entry = topology.balancer
-    if entry.tls_port is None:
+    if entry.tls_port is None or entry.tls_pem is None:
         raise StackError("topology.json was written by an older stack.py: make stack-down first")
-    servers = "\n".join(
-        f"    server {name} {LOOPBACK}:{app.port}" for name, app in topology.apps.items()
-    )
-    return Template(HAPROXY_TEMPLATE.read_text()).substitute(
+    return Edge(
+        servers={name: f"{LOOPBACK}:{app.port}" for name, app in topology.apps.items()},
         port=entry.port,
-        tls_port=entry.tls_port,
-        tls_pem=entry.tls_pem,
+        host=LOOPBACK,
+        tls=Tls(port=entry.tls_port, pem=entry.tls_pem),
+        rate_exempt=LOOPBACK,
         stats_socket=entry.stats_socket,
-        servers=servers,
+        threads=2,
+        maxconn=2000,
     )
 
 
@@ -75,7 +78,7 @@ def _haproxy_binary() -> str:
 def _start_balancer(topology: Topology, wait: bool = True) -> str:
     entry = topology.balancer
     config = Path(entry.config)
-    config.write_text(_render_haproxy(topology))
+    config.write_text(render(stack_edge(topology)))
     _tls_certificate(Path(entry.tls_pem))
     check = subprocess.run(
         [_haproxy_binary(), "-c", "-q", "-f", str(config)], capture_output=True, text=True
@@ -124,7 +127,7 @@ def _stats(topology: Topology, command: str) -> str:
     return b"".join(chunks).decode()
 
 
-def haproxy_backends(topology: Topology, backend: str = "apps") -> dict[str, str]:
+def haproxy_backends(topology: Topology, backend: str = "shop") -> dict[str, str]:
     """Each server of ``backend`` with the first word of its HAProxy status (UP, DOWN, ...)."""
     text = _stats(topology, "show stat").lstrip("# ")
     result = {}
@@ -140,7 +143,7 @@ def wait_for_backends(
     expected: str | Mapping[str, str] = "UP",
     *,
     timeout: float = 15.0,
-    backend: str = "apps",
+    backend: str = "shop",
 ) -> dict[str, str]:
     """Wait until HAProxy shows ``expected``; with fall 2 / inter 1s a death shows in ~2-3 s."""
     want = dict.fromkeys(APP_NAMES, expected) if isinstance(expected, str) else dict(expected)

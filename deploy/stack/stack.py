@@ -11,7 +11,9 @@ of their own, next to (never touching) any PostgreSQL or Redis already on the ma
   products;
 - HAProxy, round robin without stickiness, health checks on ``/readyz``, with the edge rules
   (rate limits, 413 for oversized bodies, HSTS over TLS); plain HTTP on the balancer port and
-  HTTPS with a self-signed certificate (made with ``openssl`` on first start) on base+14.
+  HTTPS with a self-signed certificate (made with ``openssl`` on first start) on base+14. Its
+  config is rendered at every start from ``deploy/haproxy/haproxy.cfg.j2``, the template
+  docker-compose's config is rendered from too (``haproxy.stack_edge`` says what differs).
 
 Command line (``python deploy/stack/stack.py``)::
 
@@ -53,10 +55,10 @@ Functions that start or stop something update the topology in place and save it.
 ``kill_app(topology, name, sig=signal.SIGKILL) -> int``
     Signal the gunicorn master only, like a crash; returns its pid. Orphaned workers notice
     within about a second and exit.
-``haproxy_backends(topology, backend="apps") -> dict[str, str]``
+``haproxy_backends(topology, backend="shop") -> dict[str, str]``
     ``{"app1": "UP", ...}`` from the stats socket (first word of HAProxy's status: UP, DOWN,
     MAINT, NOLB; "UP 1/2" -- up, one check failed -- is reported as UP).
-``wait_for_backends(topology, expected="UP", *, timeout=15.0, backend="apps") -> dict``
+``wait_for_backends(topology, expected="UP", *, timeout=15.0, backend="shop") -> dict``
     Wait until HAProxy reports ``expected`` (one status for all, or ``{name: status}``).
 
 ``Ports.from_env()`` gives the ports the environment asks for; ``StackError`` is raised for

@@ -16,8 +16,6 @@ from typing import Any
 from shop.throttle import RULES
 
 REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-HAPROXY_TEMPLATE = HERE / "haproxy.cfg.tmpl"
 LOOPBACK = "127.0.0.1"
 
 APP_NAMES = ("app1", "app2", "app3")

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from deploy.haproxy import COMPOSE, render
 from tests.support import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -677,6 +678,15 @@ def test_no_secret_is_written_in_the_file(compose):
 
 def test_haproxy_balances_round_robin_over_the_three_apps_without_stickiness(compose, haproxy_text):
     assert not (problems := check_haproxy(haproxy_text, compose)), explain(problems)
+
+
+def test_haproxy_cfg_is_the_render_of_the_one_template(haproxy_text):
+    """Compose mounts the committed file, so `docker compose up` needs no step first; it must be
+    exactly what deploy/haproxy renders for compose, or it would drift from the stack's."""
+    assert haproxy_text == render(COMPOSE), (
+        "deploy/compose/haproxy.cfg is not the render of deploy/haproxy/haproxy.cfg.j2: "
+        "edit the template (or COMPOSE in deploy/haproxy), run `make haproxy-config`, commit both"
+    )
 
 
 def test_apps_start_after_migrate_and_healthy_primary_and_redis(compose):

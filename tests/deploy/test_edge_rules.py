@@ -1,30 +1,54 @@
 """What HAProxy does before an instance sees a request, in both balancers, checked by parsing.
 
-``deploy/stack/haproxy.cfg.tmpl`` (``make stack`` and the stack tests) and
-``deploy/compose/haproxy.cfg`` (docker-compose.yml) must apply the same edge rules: rate limits
-per client address (a general one and a much tighter one on credential POSTs) answered with 429
-and Retry-After, whole bodies buffered and oversized ones answered with 413, and HSTS on every
-answer over TLS. The stack tests show them working through a running HAProxy
-(``tests/stack/test_edge.py``); these checks keep both files honest, and the same, without one.
+Both balancers' configs are renders of one template, ``deploy/haproxy/haproxy.cfg.j2``: the
+stack's (``make stack`` and the stack tests render it at every start) and
+``deploy/compose/haproxy.cfg`` (docker-compose.yml; test_compose.py proves the committed
+file is the render). They must apply the same edge rules: rate limits per client address (a
+general one and a much tighter one on credential POSTs) answered with 429 and Retry-After, whole
+bodies buffered and oversized ones answered with 413, and HSTS on every answer over TLS, and
+differ only where the topologies do. The stack tests show the rules working through a running
+HAProxy (``tests/stack/test_edge.py``); these checks keep both renders honest, and the same,
+without one.
 
-Each ``check_*`` returns the problems it finds; the tests at the end break a copy of a file on
+Each ``check_*`` returns the problems it finds; the tests at the end break a copy of a config on
 purpose and expect a complaint, so every check is shown to bite.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import json
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from deploy.haproxy import COMPOSE, TEMPLATE, Edge, render
+from deploy.stack.haproxy import _tls_certificate, stack_edge
+from deploy.stack.topology import APP_NAMES, Ports, _build_topology
 from shop.config import Settings
 from tests.deploy.test_compose import HAPROXY_CFG, haproxy_sections
 from tests.support import ROOT
 
-STACK_TEMPLATE = ROOT / "deploy" / "stack" / "haproxy.cfg.tmpl"
-CONFIGS = {"stack": STACK_TEMPLATE, "compose": HAPROXY_CFG}
+
+def stack_edge_in(work: Path) -> Edge:
+    """The stack's Edge as ``make stack`` builds it, for the default ports and ``work``."""
+    return stack_edge(_build_topology(work, Ports.from_env({})))
+
+
+@functools.cache
+def stack_config() -> str:
+    """The config ``make stack`` renders (for the default ports, in a throwaway work folder)."""
+    with tempfile.TemporaryDirectory() as work:
+        return render(stack_edge_in(Path(work)))
+
+
+# Each balancer's config text, by label.
+CONFIGS: dict[str, Callable[[], str]] = {"stack": stack_config, "compose": HAPROXY_CFG.read_text}
 
 # The app's body limit (SHOP_MAX_BODY_BYTES); neither topology overrides it.
 BODY_LIMIT = Settings.__dataclass_fields__["max_body_bytes"].default
@@ -258,7 +282,7 @@ def check_body_limit(text: str, label: str) -> list[str]:
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def config(request) -> tuple[str, str]:
-    return request.param, CONFIGS[request.param].read_text()
+    return request.param, CONFIGS[request.param]()
 
 
 def test_bodies_are_buffered_and_oversized_ones_answered_413_at_the_edge(config):
@@ -277,14 +301,14 @@ def test_hsts_goes_on_every_answer_over_tls(config):
 
 
 def test_both_balancers_apply_the_same_edge_rules():
-    stack, compose = (edge_rules(CONFIGS[name].read_text()) for name in ("stack", "compose"))
+    stack, compose = (edge_rules(CONFIGS[name]()) for name in ("stack", "compose"))
     assert any("track-sc0" in rule for rule in stack), "edge_rules() found no rate rules"
     assert stack == compose
 
 
 def test_the_readme_states_the_figures_the_configs_apply():
     """The README's description of the edge is read against the stack's config."""
-    text = STACK_TEMPLATE.read_text()
+    text = stack_config()
     found = tables(text)
     general, credential = (limit_of(text, name)[1] for name in (GENERAL, CREDENTIAL))
     seconds = {name: period_seconds(found[name]) for name in (GENERAL, CREDENTIAL)}
@@ -316,6 +340,105 @@ def test_compose_config_is_valid_for_haproxy():
         ["haproxy", "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_stack_config_is_valid_for_haproxy(tmp_path):
+    """``make stack`` runs ``haproxy -c`` at every start; this catches a broken render sooner."""
+    if shutil.which("haproxy") is None or shutil.which("openssl") is None:
+        pytest.skip("needs haproxy and openssl")
+    edge = stack_edge_in(tmp_path)
+    assert edge.tls is not None
+    _tls_certificate(Path(edge.tls.pem))
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(render(edge))
+    done = subprocess.run(
+        ["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def directives(text: str) -> list[str]:
+    """Each section header and directive in file order, comments dropped; a directive is
+    prefixed with its section (``backend shop: server app1 app1:8000 check``)."""
+    lines = []
+    for header, body in haproxy_sections(text):
+        name = " ".join(header)
+        lines += [name, *(f"{name}: {' '.join(words)}" for words in body)]
+    return lines
+
+
+def differences(a: list[str], b: list[str]) -> tuple[list[str], list[str]]:
+    """The lines only ``a`` has and the lines only ``b`` has, each in file order."""
+    only_a: list[str] = []
+    only_b: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            only_a += a[i1:i2]
+            only_b += b[j1:j2]
+    return only_a, only_b
+
+
+def test_the_configs_differ_only_where_the_topologies_do(tmp_path):
+    """One template, two renders: every directive that differs is one of the topologies' own
+    differences. The stack listens on loopback with an HTTPS port, has fixed instance ports, a
+    stats socket for its tools, 127.0.0.1 exempt from the rate rules and a share of a
+    developer's machine; compose listens on every address of its container over plain HTTP
+    and finds the instances through Docker's DNS. Anything else is the same in both, so a
+    rule, timeout or check changed in the template changes both, and only there."""
+    stack = stack_edge_in(tmp_path)
+    assert stack.tls is not None and stack.stats_socket is not None
+    ports = zip(APP_NAMES, Ports.from_env({}).apps, strict=True)
+    stack_only, compose_only = differences(directives(render(stack)), directives(render(COMPOSE)))
+
+    def backends(default_server: str, servers: dict[str, str]) -> list[str]:
+        return [
+            f"backend {backend}: {line}"
+            for backend in ("shop", "shop_alive")
+            for line in [
+                f"default-server {default_server}",
+                *(f"server {name} {address} check" for name, address in servers.items()),
+            ]
+        ]
+
+    assert stack_only == [
+        f"global: stats socket {stack.stats_socket} mode 600 level admin",
+        "global: stats timeout 10s",
+        "global: maxconn 2000",
+        "global: nbthread 2",
+        f"frontend edge: bind 127.0.0.1:{stack.port}",
+        f"frontend edge: bind 127.0.0.1:{stack.tls.port} ssl crt {stack.tls.pem}",
+        "frontend edge: acl rate_exempt src 127.0.0.1",
+        *backends("inter 1s fall 2 rise 2", {name: f"127.0.0.1:{port}" for name, port in ports}),
+    ]
+    assert compose_only == [
+        "global: maxconn 4096",
+        "resolvers docker",
+        "resolvers docker: nameserver dns 127.0.0.11:53",
+        "resolvers docker: resolve_retries 3",
+        "resolvers docker: timeout resolve 1s",
+        "resolvers docker: timeout retry 1s",
+        "resolvers docker: hold valid 10s",
+        "resolvers docker: hold nx 5s",
+        "frontend edge: bind :8000",
+        "frontend edge: acl rate_exempt always_false",
+        *backends(
+            "inter 1s fall 2 rise 2 resolvers docker init-addr last,libc,none",
+            {f"app{n}": f"app{n}:8000" for n in (1, 2, 3)},
+        ),
+    ]
+
+
+def test_the_template_is_the_only_haproxy_config_written_by_hand():
+    """deploy/ holds the template and compose's render of it, and no other HAProxy config
+    (tests/deploy/test_compose.py proves the committed render is the template's)."""
+    configs = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "deploy").rglob("*")
+        if path.is_file()
+        and path.suffix not in {".py", ".pyc"}
+        and any(line.startswith("frontend ") for line in path.read_text().splitlines())
+    }
+    assert configs == {"deploy/compose/haproxy.cfg", TEMPLATE.relative_to(ROOT).as_posix()}
 
 
 RULE_413 = f"if {{ req.body_size gt {BODY_LIMIT} }}"
@@ -387,7 +510,7 @@ EXEMPTIONS = [
 
 @pytest.mark.parametrize(("label", "before", "after"), EXEMPTIONS, ids=[e[0] for e in EXEMPTIONS])
 def test_rate_check_flags_a_wider_exemption(label: str, before: str, after: str):
-    text = CONFIGS[label].read_text()
+    text = CONFIGS[label]()
     assert before in text
     problems = check_rate_rules(text.replace(before, after, 1), label)
     assert any("rate_exempt" in problem for problem in problems), problems
@@ -395,5 +518,5 @@ def test_rate_check_flags_a_wider_exemption(label: str, before: str, after: str)
 
 def test_same_rules_check_flags_a_difference():
     compose = edge_rules(HAPROXY_CFG.read_text())
-    changed = STACK_TEMPLATE.read_text().replace("gt 1000 }", "gt 5000 }", 1)
+    changed = stack_config().replace("gt 1000 }", "gt 5000 }", 1)
     assert edge_rules(changed) != compose

@@ -33,7 +33,7 @@ def test_mypy_finds_nothing_in_the_shop():
 
 def test_mypy_is_strict_enough_to_catch_real_errors():
     config = PYPROJECT["tool"]["mypy"]
-    assert config["files"] == ["shop"]
+    assert "shop" in config["files"]
     for flag in ("check_untyped_defs", "warn_unused_ignores", "no_implicit_optional"):
         assert config[flag] is True, flag
     assert "ignore_missing_imports" not in config  # only per module, in an override

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -96,7 +96,6 @@ class Process:
     popen: subprocess.Popen
     log: Path
     url: str = ""
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -142,7 +141,7 @@ def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Pro
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    process = Process(name, popen, log, env=env)
+    process = Process(name, popen, log)
     STARTED.append(process)
     return process
 

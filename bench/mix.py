@@ -507,7 +507,7 @@ def run_mix(
         "peak": peak,
         "target_rps": target,
         "calibration": calibration,
-        "at_80": paced,
+        "paced": paced,
         "paced_share": PACED_SHARE,
         "tolerance": TOLERANCE,
         "shoppers": len(shoppers),

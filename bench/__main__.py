@@ -24,13 +24,15 @@ from pathlib import Path
 import redis
 import requests
 
+from shop.config import Settings
 from shop.session_ids import session_ref
 
-from . import mix, profiling, report, scale, servers, throughput, visitors, wrk
+from . import PARTS, mix, profiling, report, scale, servers, throughput, visitors, wrk
+from .report import PROFILES, RESULTS
 from .servers import BenchError, Process
 from .shop_templates import REPO
 
-RESULTS = REPO / "bench" / "results"
+TPUT_SCHEMA = "tput"
 TPUT_PRODUCTS = 10_000
 SESSIONS = 32
 PROFILE_CONNECTIONS = 32
@@ -41,6 +43,8 @@ def _ints(text: str) -> list[int]:
 
 
 def settings(quick: bool) -> dict:
+    """The run's settings, recorded in its results: the report states them from there, so it
+    describes the run that was made, whatever the code says by the time it is rendered."""
     env = os.environ
     return {
         "quick": quick,
@@ -55,7 +59,33 @@ def settings(quick: bool) -> dict:
         "threads": servers.THREADS,
         "products": TPUT_PRODUCTS,
         "profile_seconds": 4 if quick else 8,
+        "database": servers.DATABASE,
+        "schema": TPUT_SCHEMA,
+        # The shop's catalogue tiers in workloads (a) and (b) (throughput_env): a Redis tier
+        # that outlasts the run (servers.CACHE_TTL), and the in-process tier as it comes.
+        "catalogue_cache_ttl": servers.CACHE_TTL,
+        "catalogue_local_ttl": Settings().catalogue_local_ttl,
+        "instrumented": servers.INSTRUMENTED,
+        "cart_lines": visitors.CART_LINES,
+        "sessions": SESSIONS,
+        "grid_pages": visitors.grid_pages(TPUT_PRODUCTS),
+        "products_opened": visitors.PRODUCTS_OPENED,
+        "max_attempts": throughput.MAX_ATTEMPTS,
+        "foreign_cpu_limit": throughput.FOREIGN_LIMIT,
+        "profile_connections": PROFILE_CONNECTIONS,
+        "profile_rate": profiling.RATE_HZ,
     }
+
+
+def throughput_env(cfg: dict, redis_url: str) -> dict[str, str]:
+    """The environment of the contenders in workloads (a) and (b): the shop's catalogue tiers
+    as the run's settings record them."""
+    return servers.shop_env(
+        cfg["schema"],
+        redis_url,
+        SHOP_CATALOGUE_CACHE_TTL=str(cfg["catalogue_cache_ttl"]),
+        SHOP_CATALOGUE_LOCAL_TTL=f"{cfg['catalogue_local_ttl']:g}",
+    )
 
 
 class Clock:
@@ -124,21 +154,20 @@ def memory_of_session(shop: Process, redis_url: str) -> dict:
         "bytes": usage,
         "total": total,
         "fields": {name: client.hgetall(key) for name, key in keys.items()},
-        "ok": all(v is not None for v in usage.values()) and total <= 512,
     }
 
 
 def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
     logs, lua = RESULTS / "logs", RESULTS / "lua"
-    # The Redis tier's TTL outlasts the run, so "warm" stays warm: with the default 300 s the
-    # keys warmed at the start expire mid-run and are rebuilt (with SQL) all at once.
-    base = servers.shop_env("tput", redis_url, SHOP_CATALOGUE_CACHE_TTL=str(servers.CACHE_TTL))
-    conv_env = dict(base, BENCH_DATABASE_URL=servers.schema_url("tput"), BENCH_REDIS_URL=redis_url)
+    base = throughput_env(cfg, redis_url)
+    conv_env = dict(
+        base, BENCH_DATABASE_URL=servers.schema_url(cfg["schema"]), BENCH_REDIS_URL=redis_url
+    )
     log("starting the contenders: ceiling, conventional, shop (+ instrumented twins)")
     ceiling = servers.start_gunicorn(
         "ceiling",
         "bench.ceiling:create_app()",
-        dict(base, BENCH_CEILING_PRODUCTS=str(TPUT_PRODUCTS)),
+        dict(base, BENCH_CEILING_PRODUCTS=str(cfg["products"])),
         logs,
     )
     conventional = servers.start_gunicorn(
@@ -146,12 +175,16 @@ def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None
     )
     shop = servers.start_gunicorn("shop", "wsgi:app", base, logs, ready_path="/healthz")
     shop_twin = servers.start_gunicorn(
-        "shop-instrumented", "wsgi:app", dict(base, SHOP_INSTRUMENT="1"), logs, "/healthz"
+        "shop-instrumented",
+        "wsgi:app",
+        dict(base, **cfg["instrumented"]["shop"]),
+        logs,
+        "/healthz",
     )
     conv_twin = servers.start_gunicorn(
         "conventional-instrumented",
         "bench.conventional:create_app()",
-        dict(conv_env, BENCH_INSTRUMENT="1"),
+        dict(conv_env, **cfg["instrumented"]["conventional"]),
         logs,
     )
     processes = {"ceiling": ceiling, "conventional": conventional, "shop": shop}
@@ -159,18 +192,23 @@ def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None
     log(f"  page sizes {results['page_sizes']['sizes']} ok={results['page_sizes']['ok']}")
     if not results["page_sizes"]["ok"]:
         raise BenchError(f"the contenders do not render the same pages: {results['page_sizes']}")
-    paths = visitors.page_paths(TPUT_PRODUCTS)
+    paths = visitors.page_paths(cfg["products"], cfg["grid_pages"], cfg["products_opened"])
     stats = visitors.RedisStats(redis_url)
     shop_headers = ("X-Shop-SQL", "X-Shop-Redis")
     conv_headers = ("X-Bench-SQL", "X-Bench-Redis")
 
-    log("making the shoppers of workload (b): three-line carts through each app's own HTTP")
+    lines = cfg["cart_lines"]
+    log(f"making the shoppers of workload (b): {lines}-line carts through each app's own HTTP")
     in_stock = servers.sql(
-        "tput", "SELECT id FROM products WHERE stock >= 10 ORDER BY id LIMIT %s", (3 * 7,)
+        cfg["schema"],
+        "SELECT id FROM products WHERE stock >= 10 ORDER BY id LIMIT %s",
+        (lines * 7,),
     )
-    visitors.CART_PRODUCTS = [row[0] for row in in_stock][::7][: visitors.CART_LINES]
-    shop_cookies = visitors.sessions(visitors.shop_session, shop.url, SESSIONS)
-    conv_cookies = visitors.sessions(visitors.conventional_session, conventional.url, SESSIONS)
+    visitors.CART_PRODUCTS = [row[0] for row in in_stock][::7][:lines]
+    shop_cookies = visitors.sessions(visitors.shop_session, shop.url, cfg["sessions"])
+    conv_cookies = visitors.sessions(
+        visitors.conventional_session, conventional.url, cfg["sessions"]
+    )
 
     # (b): the ceiling has no session; it is sent the shop's cookies all the same.
     b_cookies = {"ceiling": shop_cookies, "conventional": conv_cookies, "shop": shop_cookies}
@@ -222,11 +260,11 @@ def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None
         )
 
     results["memory"] = memory_of_session(shop, redis_url)
-    log(f"Redis memory of a session with a three-line cart: {results['memory']['total']} bytes")
+    memory = results["memory"]["total"]
+    log(f"Redis memory of a session with a {cfg['cart_lines']}-line cart: {memory} bytes")
 
     results["profiles"] = {}
-    goals = {"a": 0.9, "b": 0.7}
-    for workload, goal in goals.items():
+    for workload, goal in report.CEILING_SHARE.items():
         ratio = results[workload]["summary"].get("shop_vs_ceiling", 0)
         if ratio >= goal and not cfg.get("profile_always"):
             continue
@@ -240,18 +278,18 @@ def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None
         results["profiles"][workload] = profiling.profile(
             shop,
             script,
-            connections=PROFILE_CONNECTIONS,
+            connections=cfg["profile_connections"],
             seconds=cfg["profile_seconds"],
-            out_dir=RESULTS / "profiles",
+            out_dir=PROFILES,
             name=f"shop-{workload}",
         )
         if workload == "a":  # what the ceiling spends, for comparison
             results["profiles"]["ceiling-a"] = profiling.profile(
                 ceiling,
                 lua / "a-ceiling.lua",
-                connections=PROFILE_CONNECTIONS,
+                connections=cfg["profile_connections"],
                 seconds=cfg["profile_seconds"],
-                out_dir=RESULTS / "profiles",
+                out_dir=PROFILES,
                 name="ceiling-a",
             )
     for process in (conv_twin, shop_twin, shop, conventional, ceiling):
@@ -279,6 +317,10 @@ def run_scale(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
     }
     results["scale"] = {
         "sizes": sizes,
+        "schemas": [scale.schema(size) for size in sizes],
+        "catalogue_local_ttl": scale.LOCAL_TTL,
+        "rare_word": scale.RARE_WORD,
+        "rare_products": len(scale.RARE_PRODUCTS),
         "seed_seconds": {str(k): v for k, v in seeded.items()},
         "timings": {str(k): v for k, v in timings.items()},
         "ratios": ratios,
@@ -286,8 +328,8 @@ def run_scale(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
 
 
 def run_stack(cfg: dict, results: dict, log: Clock) -> None:
-    log("the stack: PostgreSQL primary + replica, Redis, 3 instances, HAProxy")
-    with mix.Stack(TPUT_PRODUCTS, log) as stack:
+    log("the stack: PostgreSQL primary + replica, Redis, the shop's instances, HAProxy")
+    with mix.Stack(cfg["products"], log) as stack:
         log(f"  registering {cfg['shoppers']} shoppers through the balancer")
         shoppers = stack.register(cfg["shoppers"])
         half = min(50, len(shoppers) // 2)
@@ -309,7 +351,7 @@ def run_stack(cfg: dict, results: dict, log: Clock) -> None:
         results["c"] = mix.run_mix(
             stack,
             shoppers,
-            visitors.page_paths(TPUT_PRODUCTS),
+            visitors.page_paths(cfg["products"], cfg["grid_pages"], cfg["products_opened"]),
             concurrencies=cfg["mix_connections"],
             duration=cfg["duration"] * (1 if cfg["quick"] else 1.5),
             lua_dir=RESULTS / "lua",
@@ -322,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run of about two minutes")
     parser.add_argument(
         "--only",
-        choices=["throughput", "scale", "stack"],
+        choices=PARTS,
         action="append",
         help="run only these parts (repeatable); BENCHMARKS.md is then left alone",
     )
@@ -341,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = settings(args.quick)
     cfg["profile_always"] = args.profile
-    parts = args.only or ["throughput", "scale", "stack"]
+    parts = args.only or PARTS
     log = Clock()
     try:
         wrk.require_wrk()
@@ -372,9 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         redis_server = servers.start_redis(RESULTS / "logs")
         results["meta"]["machine"]["redis"] = servers.redis_version(redis_server.url)
-        log("throughput schema: 10,000 products")
+        log(f"throughput schema: {cfg['products']:,} products")
         seeded = servers.ensure_catalogue(
-            "tput", TPUT_PRODUCTS, redis_server.url, RESULTS / "logs", echo=log
+            cfg["schema"], cfg["products"], redis_server.url, RESULTS / "logs", echo=log
         )
         results["meta"]["machine"]["postgresql"] = servers.postgres_version()
         results["meta"]["tput_seed_seconds"] = seeded

@@ -2,14 +2,14 @@
 (``deploy/stack/stack.py``: PostgreSQL primary and replica, Redis, HAProxy, on ports of the
 benchmark's own).
 
-The mix: logged-in shoppers, each following a 50-request cycle of 45 page views, 4 cart
-changes (add a line, set its quantity, remove it, set the line to buy) and 1 checkout, so
-90 / 8 / 2 % and a checkout never meets an empty cart. Latency per kind of request comes from
-the instances' own access logs (gunicorn's request time), read for the run's window.
+The mix: logged-in shoppers, each following a cycle of :data:`CYCLE` requests: page views, the
+cart changes of :data:`CART_CHANGES` and a checkout last, which never meets an empty cart.
+Latency per kind of request comes from the instances' own access logs (gunicorn's request
+time), read for the run's window.
 
-Peak throughput is the best of a few closed-loop concurrencies; the run "at 80 % of peak"
-paces each connection with wrk's ``delay()`` (Debian has no wrk2), calibrated until the
-measured rate is within a few percent of the target.
+Peak throughput is the best of a few closed-loop concurrencies; the paced run (at
+:data:`PACED_SHARE` of peak) paces each connection with wrk's ``delay()`` (Debian has no wrk2),
+calibrated until the measured rate is within :data:`TOLERANCE` of the target.
 """
 
 from __future__ import annotations
@@ -39,6 +39,33 @@ from .servers import BenchError
 
 PASSWORD = "bench-shopper-passphrase-7"
 SHIPPING = {"name": "Bench Buyer", "address": "1 Loopback Road, 127.0.0.1"}
+UNITS_PER_BUYER = 1  # in each cart of the checkout race
+
+# A shopper's cycle of requests: a page view at every step but these, which the script below
+# finds by name in its table ``steps``; the last step checks out.
+CYCLE = 50
+CART_CHANGES = {  # name in the script: (step, what it does)
+    "add": (0, "add a line"),
+    "quantity": (12, "set its quantity"),
+    "remove": (24, "remove it"),
+    "rebuy": (36, "set the line to buy"),
+}
+PACED_SHARE = 0.8  # of the closed loop's peak: the rate of the paced run
+TOLERANCE = 0.03  # how close to that rate calibration must come
+CALIBRATION_TRIALS = 3
+
+
+def described_cycle() -> dict:
+    """The cycle as the results record it, for the report to describe."""
+    changes = [text for _step, text in sorted(CART_CHANGES.values())]
+    return {"requests": CYCLE, "cart_changes": changes, "checkouts": 1}
+
+
+def cycle_steps() -> dict[str, int]:
+    """The step of each request of the cycle that is not a page view, by its name in the
+    script."""
+    return {name: step for name, (step, _text) in CART_CHANGES.items()} | {"checkout": CYCLE - 1}
+
 
 MIX = r"""
 local mine, step = {}, {}
@@ -55,7 +82,7 @@ function init(args)
       mine[#mine + 1] = s
       -- Shoppers start at different points of their cycle, so checkouts are spread over the
       -- run (every cart holds p1 when a run starts: see prepare_carts).
-      step[#mine] = (i * 17) % 50
+      step[#mine] = (i * 17) % cycle
     end
   end
   browse = (id or 0) * 101
@@ -75,19 +102,19 @@ end
 function request()
   turn = (turn % #mine) + 1
   local s = mine[turn]
-  local k = step[turn] % 50
+  local k = step[turn] % cycle
   step[turn] = step[turn] + 1
-  if k == 0 then
+  if k == steps.add then
     return api(s, "POST", "/api/v1/cart/items", '{"product_id": ' .. s.p2 .. ', "quantity": 1}')
-  elseif k == 12 then
+  elseif k == steps.quantity then
     return api(s, "PUT", "/api/v1/cart/items/" .. s.p2, '{"quantity": 2}')
-  elseif k == 24 then
+  elseif k == steps.remove then
     return api(s, "DELETE", "/api/v1/cart/items/" .. s.p2, nil)
-  elseif k == 36 then
+  elseif k == steps.rebuy then
     -- Setting (not adding) the line checked out next: a checkout still in flight when the
-    -- cycle restarts clears the cart it finds, so nothing may rely on the add at step 0.
+    -- cycle restarts clears the cart it finds, so nothing may rely on the first add.
     return api(s, "PUT", "/api/v1/cart/items/" .. s.p1, '{"quantity": 1}')
-  elseif k == 49 then
+  elseif k == steps.checkout then
     orders = orders + 1
     local headers = { ["Cookie"] = s.cookie, ["X-CSRF-Token"] = s.csrf,
                       ["Content-Type"] = "application/json",
@@ -289,15 +316,14 @@ def api(base: str, shopper: Shopper, method: str, path: str, **kwargs) -> reques
 def checkout_race(
     stack: Stack, buyers: Sequence[Shopper], product_ids: Sequence[int], stock: int
 ) -> dict:
-    """Each buyer has one unit of its product (``product_ids`` cycled) in the cart; all check
-    out at once. Orders per second, and the database's word on overselling."""
+    """Each buyer has :data:`UNITS_PER_BUYER` of its product (``product_ids`` cycled) in the
+    cart; all check out at once. Orders per second, and the database's word on overselling."""
     distinct = sorted(set(product_ids))
     stack.set_stock(distinct, stock)
     for i, buyer in enumerate(buyers):
         pid = product_ids[i % len(product_ids)]
-        response = api(
-            stack.url, buyer, "POST", "/cart/items", json={"product_id": pid, "quantity": 1}
-        )
+        line = {"product_id": pid, "quantity": UNITS_PER_BUYER}
+        response = api(stack.url, buyer, "POST", "/cart/items", json=line)
         if response.status_code != 200:
             raise BenchError(f"filling a cart: {response.status_code} {response.text}")
     last_order = stack.sql("primary", "SELECT coalesce(max(id), 0) FROM orders")[0][0]
@@ -351,6 +377,7 @@ def checkout_race(
         "buyers": len(buyers),
         "products": len(distinct),
         "stock_each": stock,
+        "units_per_buyer": UNITS_PER_BUYER,
         "seconds": wall,
         "orders": created,
         "orders_per_second": created / wall if wall else 0.0,
@@ -370,6 +397,7 @@ def mix_script(
     products: Sequence[tuple[int, int]],
     paths: Sequence[str],
 ) -> Path:
+    steps = ", ".join(f"{name} = {step}" for name, step in cycle_steps().items())
     table = ",\n  ".join(
         f"{{cookie = {json.dumps(s.cookie)}, csrf = {json.dumps(s.csrf)}, p1 = {p1}, p2 = {p2}}}"
         for s, (p1, p2) in zip(shoppers, products, strict=True)
@@ -379,6 +407,8 @@ def mix_script(
         + f"shoppers = {{\n  {table}\n}}\n"
         + wrk.lua_table("paths", paths).replace("local paths", "paths")
         + f"shipping = {json.dumps(json.dumps({'shipping': SHIPPING}))}\n"
+        + f"cycle = {CYCLE}\n"
+        + f"steps = {{{steps}}}\n"
         + MIX
         + wrk.DONE.replace(
             "function done(summary, latency, requests)\n",
@@ -400,7 +430,8 @@ def run_mix(
     lua_dir: Path,
     progress: Callable[[str], None],
 ) -> dict:
-    """Peak throughput of the mix, then a run paced at 80 % of it."""
+    """Peak throughput of the mix, then a run paced at :data:`PACED_SHARE` of it; what the
+    report says of the run (the cycle, the instances) is recorded with it."""
     from .visitors import warm
 
     pool = 200  # products the shoppers buy, with stock that cannot run out
@@ -452,28 +483,36 @@ def run_mix(
 
     closed = [one(c, 0, duration, "closed loop") for c in concurrencies]
     peak = max(closed, key=lambda r: r["rps"])
-    target = 0.8 * peak["rps"]
+    target = PACED_SHARE * peak["rps"]
+    paced_label = f"{PACED_SHARE:.0%} of peak"
     # Many connections, each pausing much longer than a request takes: the rate then hardly
     # depends on the latency (close to an open loop, which wrk2 would give).
     connections = max(128, 4 * peak["connections"])
     # Each connection: a pause, then a request; rate = connections / (pause + latency), with
     # the latency of a trial at about that rate.
-    cycle = connections / target * 1000
-    pace = max(0.0, cycle - peak["mean_ms"] / 2)
+    period = connections / target * 1000
+    pace = max(0.0, period - peak["mean_ms"] / 2)
     calibration = []
-    for _ in range(3):
-        trial = one(connections, pace, max(3.0, duration / 2), "calibrating to 80 %")
+    for _ in range(CALIBRATION_TRIALS):
+        trial = one(connections, pace, max(3.0, duration / 2), f"calibrating to {paced_label}")
         calibration.append(trial)
-        if abs(trial["rps"] / target - 1) <= 0.03:
+        if abs(trial["rps"] / target - 1) <= TOLERANCE:
             break
         overhead = connections / trial["rps"] * 1000 - pace  # latency plus wrk's own time
-        pace = max(0.0, cycle - overhead)
-    paced = one(connections, pace, duration * 2, "at 80 % of peak")
+        pace = max(0.0, period - overhead)
+    paced = one(connections, pace, duration * 2, f"at {paced_label}")
+    instance = next(iter(stack.topology.apps.values())).env  # the instances are alike
     return {
         "closed_loop": closed,
         "peak": peak,
         "target_rps": target,
         "calibration": calibration,
-        "at_80": paced,
+        "paced": paced,
+        "paced_share": PACED_SHARE,
+        "tolerance": TOLERANCE,
         "shoppers": len(shoppers),
+        "cycle": described_cycle(),
+        "instances": len(stack.topology.apps),
+        "workers": int(instance["SHOP_WORKERS"]),
+        "threads": int(instance["SHOP_THREADS"]),
     }

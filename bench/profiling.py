@@ -15,6 +15,7 @@ from pathlib import Path
 from . import wrk
 from .servers import Process
 
+RATE_HZ = 200  # samples a second
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -33,7 +34,8 @@ def _record(server: Process, out: Path, fmt: str, seconds: float) -> subprocess.
         "--subprocesses",
         "--nonblocking",
     ]
-    command += ["--rate", "200", "--duration", f"{seconds:g}", "--format", fmt, "-o", str(out)]
+    command += ["--rate", str(RATE_HZ), "--duration", f"{seconds:g}"]
+    command += ["--format", fmt, "-o", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 import requests
 
-from .servers import Process, ensure_catalogue, shop_env, start_gunicorn
+from .servers import INSTRUMENTED, Process, ensure_catalogue, shop_env, start_gunicorn
 
 # Five products whose name holds a word no demo product has, added after the demo catalogue
 # (the highest ids: the far end of an index walk).
@@ -27,6 +27,13 @@ RARE_PRODUCTS = [
     for i in range(1, 6)
 ]
 COMMON_WORD = "steel"  # the material of one demo product in eight
+# The instances' in-process tier: off, so every timed request reaches Redis (and misses).
+LOCAL_TTL = 0
+
+
+def schema(size: int) -> str:
+    """The PostgreSQL schema holding the catalogue of ``size`` products."""
+    return f"scale_{size}"
 
 
 def requests_to_time() -> dict[str, str]:
@@ -43,7 +50,7 @@ def requests_to_time() -> dict[str, str]:
 def prepare(sizes: list[int], redis_url: str, log_dir: Path, echo) -> dict[int, float | None]:
     return {
         size: ensure_catalogue(
-            f"scale_{size}", size, redis_url, log_dir, extra=RARE_PRODUCTS, echo=echo
+            schema(size), size, redis_url, log_dir, extra=RARE_PRODUCTS, echo=echo
         )
         for size in sizes
     }
@@ -51,11 +58,11 @@ def prepare(sizes: list[int], redis_url: str, log_dir: Path, echo) -> dict[int, 
 
 def start_instance(size: int, redis_url: str, log_dir: Path) -> Process:
     env = shop_env(
-        f"scale_{size}",
+        schema(size),
         redis_url,
         SHOP_REDIS_PREFIX=f"bench-scale-{size}:",
-        SHOP_CATALOGUE_LOCAL_TTL="0",
-        SHOP_INSTRUMENT="1",
+        SHOP_CATALOGUE_LOCAL_TTL=str(LOCAL_TTL),
+        **INSTRUMENTED["shop"],
     )
     return start_gunicorn(f"shop-scale-{size}", "wsgi:app", env, log_dir, ready_path="/healthz")
 

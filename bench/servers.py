@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -32,6 +32,8 @@ from .shop_templates import REPO
 # The shop's Redis catalogue TTL in the throughput runs: longer than a run, so "warm" stays warm
 # (with the default 300 s the keys warmed at the start expire mid-run, all at once).
 CACHE_TTL = 3600
+# What turns on each app's own per-request counts (the X-Shop-* and X-Bench-* headers).
+INSTRUMENTED = {"shop": {"SHOP_INSTRUMENT": "1"}, "conventional": {"BENCH_INSTRUMENT": "1"}}
 VENV_BIN = Path(sys.prefix) / "bin"
 POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 DATABASE = os.environ.get("BENCH_DATABASE", "bench")
@@ -96,7 +98,6 @@ class Process:
     popen: subprocess.Popen
     log: Path
     url: str = ""
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -142,7 +143,7 @@ def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Pro
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    process = Process(name, popen, log, env=env)
+    process = Process(name, popen, log)
     STARTED.append(process)
     return process
 

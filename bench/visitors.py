@@ -15,18 +15,24 @@ import requests
 from .shop_templates import PER_PAGE
 
 CART_LINES = 3
+GRID_PAGES = 100  # grid pages a visitor walks through, at most
+PRODUCTS_OPENED = 2  # products opened from each grid page
 _CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-def page_paths(products: int, pages: int = 100) -> list[str]:
-    """A visitor paging through the grid: each grid page, then two products shown on it."""
-    pages = min(pages, max(1, products // PER_PAGE))
+def grid_pages(products: int, pages: int = GRID_PAGES) -> int:
+    """How many of the first ``pages`` grid pages a catalogue of ``products`` fills."""
+    return min(pages, max(1, products // PER_PAGE))
+
+
+def page_paths(products: int, pages: int = GRID_PAGES, opened: int = PRODUCTS_OPENED) -> list[str]:
+    """A visitor paging through the grid: each grid page, then ``opened`` products on it."""
     paths = []
-    for page in range(1, pages + 1):
+    for page in range(1, grid_pages(products, pages) + 1):
         first = (page - 1) * PER_PAGE + 1
         paths.append(f"/?page={page}")
-        paths.append(f"/products/{first + (page * 7) % PER_PAGE}")
-        paths.append(f"/products/{first + (page * 7 + 13) % PER_PAGE}")
+        # 13 and PER_PAGE are coprime: the products opened from a page are distinct.
+        paths += [f"/products/{first + (page * 7 + 13 * k) % PER_PAGE}" for k in range(opened)]
     return paths
 
 

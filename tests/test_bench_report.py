@@ -1,0 +1,464 @@
+"""BENCHMARKS.md rendered from results of the benchmark's shape, with no server and no wrk:
+one function per section, each heading once and in order, and prose that follows the results
+(the settings the run recorded and ran with), so it cannot drift from the code.
+
+The committed BENCHMARKS.md is not compared: the run's results JSON (bench/results/) is not
+committed, and that file predates the report's current prose.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from typing import Any
+
+import pytest
+
+import bench.__main__ as bench_main
+from bench import mix, report, servers
+from bench.report import SECTIONS, markdown
+from bench.shop_templates import REPO
+from bench.throughput import summarise
+from shop.config import Settings
+
+# -- results of the benchmark's shape ---------------------------------------------------------
+
+CONNECTIONS = (16, 32)
+
+
+def _wrk_run(rps: float, connections: int, **extra: Any) -> dict:
+    """One wrk run as ``bench.wrk.run`` returns it, with the Redis figures a workload adds."""
+    run = {
+        "connections": connections,
+        "threads": 1,
+        "requests": int(rps * 6),
+        "seconds": 6.0,
+        "rps": rps,
+        "p50_ms": connections * 0.6,
+        "p90_ms": connections * 1.2,
+        "p95_ms": connections * 1.5,
+        "p99_ms": connections * 2.0,
+        "mean_ms": connections * 0.7,
+        "max_ms": connections * 3.0,
+        "bytes_per_request": 9000.0,
+        "errors": 0,
+        "errors_detail": {},
+        "statuses": None,
+        "counted": None,
+        "cpu_wrk": 0.04,
+        "cpu_servers": 0.9,
+        "cpu_machine": 0.96,
+        "cpu_other": 0.02,
+        "cpu_foreign": 0.0,
+        "worker_split": [0.5, 0.5],
+        "redis_commands_per_request": 0.0,
+        "redis_writes_per_request": 0.0,
+        "redis_writes": {},
+        "round": 1,
+        "attempt": 1,
+    }
+    run.update(extra)
+    return run
+
+
+def _workload(rps: dict[str, float], trips: float, writes: dict[str, int]) -> dict:
+    runs = {
+        name: {
+            c: [
+                _wrk_run(
+                    base + c,
+                    c,
+                    redis_commands_per_request=trips if name != "ceiling" else 0.0,
+                    redis_writes_per_request=0.001 if name == "shop" and writes else 0.0,
+                    redis_writes=writes if name == "shop" else {},
+                )
+            ]
+            for c in CONNECTIONS
+        }
+        for name, base in rps.items()
+    }
+    counts = {
+        "shop": {
+            "responses": 8000,
+            "rps": 1400.0,
+            "sql_per_request": 0.0,
+            "sql_max": 0,
+            "redis_per_request": trips,
+            "redis_max": 1,
+        },
+        "conventional": {
+            "responses": 2000,
+            "rps": 550.0,
+            "sql_per_request": 2.33,
+            "sql_max": 3,
+            "redis_per_request": 1.0,
+            "redis_max": 1,
+        },
+    }
+    return {"runs": runs, "summary": summarise(runs), "counts": counts}
+
+
+def _mix_run(connections: int, pace_ms: float, rps: float) -> dict:
+    by_kind = {
+        "page": {"n": 7000, "p50_ms": 4.0, "p95_ms": 43.0, "p99_ms": 99.0},
+        "cart change": {"n": 620, "p50_ms": 10.0, "p95_ms": 83.0, "p99_ms": 177.0},
+        "checkout": {"n": 155, "p50_ms": 47.0, "p95_ms": 190.0, "p99_ms": 238.0},
+    }
+    return _wrk_run(
+        rps,
+        connections,
+        statuses={"200": int(rps * 6 * 0.98), "201": int(rps * 6 * 0.02)},
+        pace_ms=pace_ms,
+        orders=int(rps * 6 * 0.02),
+        orders_per_second=rps * 0.02,
+        by_kind=by_kind,
+        bad_statuses={},
+    )
+
+
+def _race(buyers: int, products: int, stock: int, seconds: float) -> dict:
+    return {
+        "buyers": buyers,
+        "products": products,
+        "stock_each": stock,
+        "units_per_buyer": 1,
+        "seconds": seconds,
+        "orders": buyers,
+        "orders_per_second": buyers / seconds,
+        "statuses": {"201": buyers},
+        "orders_in_database": buyers,
+        "units_sold": buyers,
+        "oversold_units": 0,
+        "negative_stock_products": 0,
+        "stock_plus_sold_equals_initial": True,
+        "ok": True,
+    }
+
+
+def synthetic_results(from_json: bool = True) -> dict:
+    """What ``python -m bench`` records, as read back from latest.json (keys are strings), or
+    as the run holds it (connection counts are ints)."""
+    settings = {
+        "quick": False,
+        "duration": 6.0,
+        "rounds": 3,
+        "connections": list(CONNECTIONS),
+        "mix_connections": list(CONNECTIONS),
+        "scale_sizes": [1000, 100000],
+        "scale_repetitions": 50,
+        "shoppers": 150,
+        "workers": 2,
+        "threads": 4,
+        "products": 10000,
+        "profile_seconds": 8,
+        "database": "bench",
+        "schema": "tput",
+        "catalogue_cache_ttl": 3600,
+        "catalogue_local_ttl": 30.0,
+        "instrumented": {
+            "shop": {"SHOP_INSTRUMENT": "1"},
+            "conventional": {"BENCH_INSTRUMENT": "1"},
+        },
+        "cart_lines": 3,
+        "sessions": 32,
+        "grid_pages": 100,
+        "products_opened": 2,
+        "max_attempts": 3,
+        "foreign_cpu_limit": 0.15,
+        "profile_connections": 32,
+        "profile_rate": 200,
+        "profile_always": False,
+    }
+    closed = [_mix_run(16, 0.0, 747.0), _mix_run(32, 0.0, 850.0)]
+    scale_labels = {
+        "grid page 1": "/api/v1/products?page=1",
+        "search rare word ('zephyr')": "/api/v1/products?q=zephyr",
+    }
+    timings = {
+        str(size): {
+            label: {
+                "path": path,
+                "median_ms": 5.0 + i + (size > 1000) * 0.5,
+                "p90_ms": 7.0,
+                "min_ms": 4.0,
+                "sql_per_request": 2,
+                "items": 24 if "zephyr" not in path else 5,
+                "statuses": [200],
+            }
+            for i, (label, path) in enumerate(scale_labels.items())
+        }
+        for size in settings["scale_sizes"]
+    }
+    results = {
+        "meta": {
+            "date": "2026-11-25 13:48 UTC",
+            "commit": "9977ba4cdff8" + "0" * 28,
+            "dirty": "",
+            "machine": {
+                "cpu": "AMD EPYC",
+                "cores": "2",
+                "memory": "23.5 GiB",
+                "kernel": "6.18.44",
+                "python": "3.11.7",
+                "flask": "3.1.3",
+                "flask-session": "0.8.0",
+                "sqlalchemy": "2.1.9",
+                "gunicorn": "27.0.1",
+                "wrk": "wrk debian/4.1.0-3+b2",
+                "redis": "7.0.15",
+                "postgresql": "15.20",
+            },
+            "settings": settings,
+            "command": "python -m bench",
+            "tput_seed_seconds": None,
+            "elapsed_seconds": 630.0,
+        },
+        "page_sizes": {
+            "sizes": {"/?page=3": {"ceiling": 17114, "conventional": 17114, "shop": 17114}},
+            "ok": True,
+        },
+        "a": _workload({"ceiling": 1600.0, "conventional": 500.0, "shop": 1450.0}, 0.03, {}),
+        "b": _workload(
+            {"ceiling": 1700.0, "conventional": 580.0, "shop": 1200.0}, 1.0, {"expire": 128}
+        ),
+        "memory": {
+            "keys": {"session": "bench:s:abc", "cart": "bench:cart:s:abc"},
+            "bytes": {"session": 136, "cart": 136},
+            "total": 272,
+            "fields": {"session": {"d": "{}"}, "cart": {"1": "1", "17": "1", "30": "1"}},
+        },
+        "profiles": {
+            "b": {
+                "samples": 1000,
+                "total": [
+                    ["Thread.run (threading.py)", 1.0],
+                    ["SessionStore.load (shop/sessions.py)", 0.31],
+                ],
+                "self": [["write (gunicorn/util.py)", 0.22]],
+            },
+            "ceiling-a": {"error": "py-spy: permission denied"},
+        },
+        "scale": {
+            "sizes": settings["scale_sizes"],
+            "schemas": [f"scale_{size}" for size in settings["scale_sizes"]],
+            "catalogue_local_ttl": 0,
+            "rare_word": "zephyr",
+            "rare_products": 5,
+            "seed_seconds": {"1000": None, "100000": 12.0},
+            "timings": timings,
+            "ratios": {
+                label: timings["100000"][label]["median_ms"] / timings["1000"][label]["median_ms"]
+                for label in scale_labels
+            },
+        },
+        "checkout": {
+            "one_product": _race(50, 1, 50, 0.35),
+            "many_products": _race(50, 50, 10, 0.26),
+        },
+        "c": {
+            "closed_loop": closed,
+            "peak": closed[1],
+            "target_rps": 0.8 * 850.0,
+            "calibration": [_mix_run(256, 328.8, 690.0)],
+            "paced": _mix_run(256, 328.8, 724.0),
+            "shoppers": 150,
+            "paced_share": 0.8,
+            "tolerance": 0.03,
+            "instances": 3,
+            "workers": 2,
+            "threads": 4,
+            "cycle": mix.described_cycle(),
+        },
+    }
+    return json.loads(json.dumps(results)) if from_json else results
+
+
+@pytest.fixture
+def results() -> dict:
+    return synthetic_results()
+
+
+def _set(results: dict, path: str, value: Any) -> None:
+    """``results`` with the value at a dotted ``path`` (``meta.settings.rounds``) replaced."""
+    *parents, last = path.split(".")
+    node = results
+    for key in parents:
+        node = node[key]
+    node[last] = value
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+# Each section of BENCHMARKS.md, in order, with the start of its heading (the plot has none).
+HEADINGS = {
+    "preamble": "# Benchmarks",
+    "targets_section": "## Targets",
+    "figure": None,
+    "workload_a": "## (a) An anonymous visitor",
+    "workload_b": "## (b) A shopper with a session",
+    "mix_section": "## (c) The mix",
+    "scale_section": "## Catalogue scale",
+    "memory_section": "## Redis memory of a session",
+    "checkout_section": "## Checkout under contention",
+    "profiles_section": "## Profiles",
+    "method_section": "## Method",
+    "machine_section": "## Machine",
+    "commands_section": "## Commands",
+}
+
+
+def test_each_section_has_its_function_and_its_heading_once_in_order(results):
+    assert [section.__name__ for section in SECTIONS] == list(HEADINGS)
+    lines = markdown(results).splitlines()
+    headings = []
+    for name, start in HEADINGS.items():
+        text = getattr(report, name)(results)
+        if start is not None:
+            heading = text.splitlines()[0]
+            assert heading.startswith(start), name
+            assert lines.count(heading) == 1, heading
+            headings.append(heading)
+    assert [line for line in lines if re.match(r"#{1,2} ", line)] == headings
+
+
+def test_markdown_only_joins_its_sections(results):
+    text = markdown(results)
+    assert text == "\n".join(section(results) for section in SECTIONS)
+    assert text.endswith(".\n") and "\n\n\n" not in text
+
+
+def test_parts_that_did_not_run_are_left_out(results):
+    for part in ("c", "scale", "profiles"):
+        del results[part]
+    text = markdown(results, plotted=False)
+    assert "## (c)" not in text and "## Catalogue scale" not in text and "## Profiles" not in text
+    assert "![" not in text
+    assert "## (a)" in text and "## Method" in text and "## Commands" in text
+
+
+def test_files_the_report_names_exist(results):
+    text = markdown(results)
+    named = set(re.findall(r"`([\w./-]+\.(?:py|md|png))`", text))
+    named |= set(re.findall(r"\]\(([\w./-]+)\)", text))
+    assert {"bench/ceiling.py", "deploy/stack/stack.py", report.PLOT, report.ANALYSIS} <= named
+    assert [name for name in named if not (REPO / name).exists()] == []
+
+
+# -- the prose follows the results --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "path", "value", "said"),
+    [
+        ("method_section", "meta.settings.catalogue_cache_ttl", 7200, "CACHE_TTL=7200`"),
+        ("method_section", "meta.settings.catalogue_local_ttl", 1.5, "at most 1.5 s"),
+        ("method_section", "meta.settings.catalogue_local_ttl", 0, "in-process tier off"),
+        ("method_section", "meta.settings.workers", 3, "`SHOP_WORKERS=3`"),
+        ("method_section", "meta.settings.threads", 8, "`SHOP_THREADS=8`"),
+        ("method_section", "meta.settings.products", 20000, "`tput` with 20,000 products"),
+        ("method_section", "meta.settings.database", "bench2", "database `bench2`"),
+        ("method_section", "meta.settings.rounds", 5, "5 rounds"),
+        ("method_section", "meta.settings.duration", 10.0, "runs 10 s at each"),
+        ("method_section", "meta.settings.connections", [8, 64], "each of [8, 64] connections"),
+        ("method_section", "meta.settings.max_attempts", 2, "(at most 1 more time)"),
+        ("method_section", "meta.settings.foreign_cpu_limit", 0.2, "more than 20 % of the CPU"),
+        ("method_section", "meta.settings.grid_pages", 50, "through 50 grid pages"),
+        ("method_section", "meta.settings.products_opened", 3, "and 3 products from each"),
+        ("method_section", "meta.settings.sessions", 16, "(16 sessions"),
+        ("workload_a", "meta.machine.cores", "8", "the machine's 8 cores"),
+        (
+            "workload_a",
+            "meta.settings.instrumented.shop",
+            {"SHOP_X": "2"},
+            "configuration, `SHOP_X=2` / `BENCH_INSTRUMENT=1`)",
+        ),
+        ("workload_b", "meta.settings.cart_lines", 5, "a 5-line cart"),
+        ("targets_section", "meta.settings.cart_lines", 5, "session + 5-line cart"),
+        ("mix_section", "c.instances", 4, "over 4 instances"),
+        ("mix_section", "c.workers", 3, "(3 workers × 4 threads each)"),
+        ("mix_section", "c.threads", 8, "(2 workers × 8 threads each)"),
+        ("mix_section", "c.paced_share", 0.7, "**at 70 % of peak**"),
+        ("mix_section", "c.tolerance", 0.05, "within 5 % of the target"),
+        ("mix_section", "c.cycle.requests", 100, "95 page views, 4 cart changes"),
+        ("mix_section", "c.cycle.cart_changes", ["add a line"], "1 cart change (add a line)"),
+        ("targets_section", "c.paced_share", 0.75, "(c) mix at 75 % of peak"),
+        ("scale_section", "scale.catalogue_local_ttl", 2, "at most 2 s"),
+        ("scale_section", "scale.rare_products", 3, "plus 3 products named"),
+        ("scale_section", "meta.settings.scale_repetitions", 20, "Median of 20 sequential"),
+        ("checkout_section", "checkout.one_product.units_per_buyer", 2, "1 unit or 2 units"),
+        ("profiles_section", "meta.settings.profile_rate", 100, "at 100 Hz"),
+        ("profiles_section", "meta.settings.profile_connections", 8, "(8 connections"),
+        ("commands_section", "meta.settings.rounds", 4, "BENCH_ROUNDS=6 make bench"),
+    ],
+)
+def test_the_prose_states_what_the_results_record(results, section, path, value, said):
+    render = getattr(report, section)
+    assert said not in render(results)
+    _set(results, path, value)
+    assert said in render(results)
+
+
+def test_the_goals_stated_are_the_goals_judged(results, monkeypatch):
+    memory = next(row for row in report.targets(results) if row["target"].startswith("Redis"))
+    assert (memory["goal"], memory["met"]) == ("≤ 512 bytes", True)
+    monkeypatch.setattr(report, "SESSION_BYTES", 256)
+    monkeypatch.setattr(report, "CEILING_SHARE", {"a": 0.95, "b": 0.7})
+    text = report.targets_section(results)
+    assert "| ≤ 256 bytes | 272 bytes (session 136, cart 136) | ❌ |" in text
+    assert "throughput vs the ceiling | ≥ 0.95 × | 0.908 × (1482 vs 1632 req/s) | ❌ |" in text
+
+
+# -- what the run records is what it runs with ----------------------------------------------------
+
+
+def test_the_results_here_hold_what_a_run_records():
+    recorded = bench_main.settings(quick=False).keys() | {"profile_always"}
+    assert synthetic_results()["meta"]["settings"].keys() == recorded
+
+
+def test_the_shop_runs_with_the_catalogue_tiers_its_results_record(results, monkeypatch):
+    cfg = bench_main.settings(quick=False)
+    assert cfg["catalogue_cache_ttl"] == servers.CACHE_TTL
+    assert cfg["catalogue_local_ttl"] == Settings().catalogue_local_ttl
+    for cache_ttl, local_ttl in ((servers.CACHE_TTL, Settings().catalogue_local_ttl), (77, 2.5)):
+        cfg.update(catalogue_cache_ttl=cache_ttl, catalogue_local_ttl=local_ttl)
+        shop = Settings.from_env(bench_main.throughput_env(cfg, "redis://127.0.0.1:1/0"))
+        assert (shop.catalogue_cache_ttl, shop.catalogue_local_ttl) == (cache_ttl, local_ttl)
+    # A new default of the in-process tier reaches the next run's settings, then its report.
+    monkeypatch.setattr(
+        bench_main, "Settings", functools.partial(Settings, catalogue_local_ttl=7.0)
+    )
+    _set(results, "meta.settings", dict(bench_main.settings(quick=False), profile_always=False))
+    assert "an entry living at most 7 s (`SHOP_CATALOGUE_LOCAL_TTL=7`)" in markdown(results)
+
+
+def test_the_mix_script_follows_the_cycle_the_report_describes(tmp_path):
+    lupa = pytest.importorskip("lupa.lua51")  # wrk runs LuaJIT: Lua 5.1, as fakeredis does
+    shopper = mix.Shopper(cookie="shop_sid=x", csrf="token")
+    script = mix.mix_script(tmp_path / "mix.lua", [shopper], [(5, 9)], ["/?page=1", "/p/2"])
+    lua = lupa.LuaRuntime()
+    lua.execute("wrk = {format = function(method, path) return method .. ' ' .. path end}")
+    lua.execute(script.read_text())
+    lua.globals().init(lua.table())
+    sent = [lua.globals().request() for _ in range(2 * mix.CYCLE)]
+    after_checkout = sent.index("POST /api/v1/orders") + 1
+    cycle = sent[after_checkout : after_checkout + mix.CYCLE]  # from step 0 to the checkout
+    not_pages = {step: request for step, request in enumerate(cycle) if request[:4] != "GET "}
+    assert not_pages == {
+        mix.CART_CHANGES["add"][0]: "POST /api/v1/cart/items",
+        mix.CART_CHANGES["quantity"][0]: "PUT /api/v1/cart/items/9",
+        mix.CART_CHANGES["remove"][0]: "DELETE /api/v1/cart/items/9",
+        mix.CART_CHANGES["rebuy"][0]: "PUT /api/v1/cart/items/5",
+        mix.CYCLE - 1: "POST /api/v1/orders",
+    }
+    described = mix.described_cycle()  # what run_mix records, and the report states
+    assert len(cycle) == described["requests"]
+    assert len(not_pages) == len(described["cart_changes"]) + described["checkouts"]
+
+
+def test_a_run_and_its_latest_json_render_alike(results):
+    """The run renders its results as it holds them; --report renders latest.json, where the
+    connection counts have become strings."""
+    assert markdown(synthetic_results(from_json=False)) == markdown(results)

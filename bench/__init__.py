@@ -2,7 +2,7 @@
 
 ``python -m bench`` (``make bench``) runs everything and rewrites ``BENCHMARKS.md``;
 ``python -m bench --quick`` is a smoke run of a couple of minutes. See ``bench/__main__.py``.
-Nothing here is imported by the shop; tests/test_bench_report.py renders the report from
+Nothing here is imported by the shop; tests/deploy/test_bench_report.py renders the report from
 results of its own, with no server.
 """
 

@@ -18,12 +18,13 @@ from deploy.stack.processes import (
     _wait_port_free,
     is_alive,
 )
-from deploy.stack.redis_server import _start_redis
+from deploy.stack.redis_server import _start_redis, _stop_redis
 from deploy.stack.topology import (
     APP_NAMES,
     App,
     Balancer,
     PgServer,
+    RedisServer,
     StackError,
     Topology,
     save_topology,
@@ -69,12 +70,14 @@ def stop_component(topology: Topology, name: str) -> Topology:
         _pg_stop(entry)
     elif isinstance(entry, App):
         _stop_app(entry, pid)
+    elif isinstance(entry, RedisServer):
+        _stop_redis(topology)
     else:
         _terminate([pid] if pid else [], _MARKERS[name])
         entry.pid = None
     if isinstance(entry, Balancer):
         Path(entry.stats_socket).unlink(missing_ok=True)
-    if isinstance(entry, (App, Balancer)):  # Redis removes its own; PostgreSQL has no pidfile
+    if isinstance(entry, (App, Balancer)):  # Redis's own stop removes it; PostgreSQL has none
         Path(entry.pidfile).unlink(missing_ok=True)
     save_topology(topology)
     if not _wait_port_free(entry.port):

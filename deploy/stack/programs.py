@@ -64,11 +64,15 @@ def require_programs(
     which: Callable[[str], str | None] = shutil.which,
     *,
     have_certificate: bool = False,
+    only: tuple[str, ...] | None = None,
 ) -> None:
     """Raise a :class:`StackError` naming each missing program and the package to install.
-    ``have_certificate``: the TLS certificate exists already, so openssl is not needed."""
+    ``have_certificate``: the TLS certificate exists already, so openssl is not needed;
+    ``only``: check just these programs (a part started on its own)."""
     pg_bin = _pg_bin_dir() if pg_bin is None else pg_bin
     missing = missing_programs(pg_bin, which)
+    if only is not None:
+        missing = [program for program in missing if program.name in only]
     if have_certificate:
         missing = [program for program in missing if program.name != "openssl"]
     if not missing:

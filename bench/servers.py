@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg2
 import redis
 
+from deploy.stack.redis_server import RedisServerError, RedisServerMissing, ThrowawayRedis
 from shop.throttle import RULES
 
 from .shop_templates import REPO
@@ -177,21 +178,21 @@ def stop_all() -> None:
 
 
 def start_redis(log_dir: Path) -> Process:
-    """A private redis-server: its command statistics and memory are the benchmark's alone."""
-    port = free_port()
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", str(log_dir), "--protected-mode", "no"]
-    process = spawn("redis", args, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, log_dir)
-    process.url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(process.url)
-    deadline = time.monotonic() + 10
-    while True:
-        with contextlib.suppress(redis.ConnectionError):
-            if client.ping():
-                return process
-        if time.monotonic() > deadline or not process.alive():
-            raise BenchError(f"redis-server would not start; see {process.log}")
-        time.sleep(0.05)
+    """A private redis-server: its command statistics and memory are the benchmark's alone.
+    Started in the foreground by deploy/stack/redis_server.py and stopped by :func:`stop_all`."""
+    server = ThrowawayRedis(log_dir / "redis", logfile=log_dir / "redis.log")
+    try:
+        server.start()
+    except RedisServerMissing:
+        raise BenchError(
+            "redis-server not found; install the Debian package redis-server"
+        ) from None
+    except RedisServerError as exc:
+        raise BenchError(f"redis-server would not start: {exc}") from None
+    assert server.process is not None  # a foreground server is our child
+    process = Process("redis", server.process, server.log, url=server.url)
+    STARTED.append(process)
+    return process
 
 
 def redis_version(url: str) -> str:

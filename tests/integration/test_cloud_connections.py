@@ -1,7 +1,7 @@
 """What the shop needs on AWS, shown on loopback: TLS and AUTH to Redis, TLS and a password from
 the environment to PostgreSQL, and new connections within seconds after a failover.
 
-Redis: throwaway redis-server processes (tests/support/redis_servers.py) with a throwaway CA, a
+Redis: throwaway redis-server processes (deploy/stack/redis_server.py) with a throwaway CA, a
 TLS-only port and ``requirepass``, as ElastiCache with in-transit encryption and an AUTH token; a
 restart on the same port; a replica promoted while a proxy (the endpoint's DNS name) moves to it.
 PostgreSQL: the connection URL of deploy/aws/shop.yaml, aimed at a stand-in server that speaks
@@ -31,13 +31,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from deploy.stack.redis_server import RedisServerError, ThrowawayRedis, TlsFiles
 from shop import create_app
 from shop.config import Settings
 from shop.db import make_engine
 from shop.redis_client import FailFastSSLConnection, RedisUnavailable, connect
 from tests.support import KETTLE, POSTGRES_URL, SECRET, Shopper, missing
 from tests.support.aws_template import Stack, load_template
-from tests.support.redis_servers import RedisServer, TlsMaterial, tls_material
+from tests.support.redis_servers import tls_material
 from tests.support.tcp_proxy import TcpProxy
 
 # An AUTH token with characters a URL would mangle, to show it survives the merge.
@@ -48,7 +49,7 @@ TOKEN = "tok:en/with@odd%chars+and=more"
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory) -> TlsMaterial:
+def tls(tmp_path_factory) -> TlsFiles:
     try:
         return tls_material(tmp_path_factory.mktemp("tls"))
     except (FileNotFoundError, subprocess.CalledProcessError) as exc:
@@ -57,18 +58,18 @@ def tls(tmp_path_factory) -> TlsMaterial:
 
 
 @pytest.fixture
-def start_redis(tmp_path) -> Iterator[Callable[..., RedisServer]]:
+def start_redis(tmp_path) -> Iterator[Callable[..., ThrowawayRedis]]:
     """Start redis-server processes for one test; each is stopped, by its pid, afterwards."""
-    servers: list[RedisServer] = []
+    servers: list[ThrowawayRedis] = []
 
-    def start(**options: Any) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis{len(servers)}", **options)
+    def start(**options: Any) -> ThrowawayRedis:
+        server = ThrowawayRedis(tmp_path / f"redis{len(servers)}", **options)
         servers.append(server)
         try:
             return server.start()
         except FileNotFoundError as exc:
             missing("redis-server", exc)
-        except RuntimeError as exc:
+        except RedisServerError as exc:
             if options.get("tls") is None:
                 raise
             missing("redis-server built with TLS", exc)
@@ -87,7 +88,7 @@ def shop_redis_url(settings: dict[str, str]) -> str:
     return url
 
 
-def tls_url(server: RedisServer, host: str = "localhost", *, ca: Path | None = None) -> str:
+def tls_url(server: ThrowawayRedis, host: str = "localhost", *, ca: Path | None = None) -> str:
     query = f"?ssl_ca_certs={ca}" if ca is not None else ""
     return f"rediss://{host}:{server.port}/0{query}"
 
@@ -117,7 +118,7 @@ def test_the_shop_reaches_redis_over_tls_with_its_auth_token(start_redis, tls, p
         shopper = Shopper(app.test_client(), app)
         assert shopper.add(KETTLE).status_code == 303
         assert shopper.cart()["count"] == 1
-        assert server.admin().dbsize() > 0  # the session and the cart are on that server
+        assert server.client().dbsize() > 0  # the session and the cart are on that server
 
         client = app.extensions["shop"].redis
         assert client.connection_pool.connection_class is FailFastSSLConnection
@@ -236,7 +237,7 @@ def test_after_a_failover_writes_follow_the_endpoint_to_the_promoted_replica(sta
     to it, and the old primary rejoins as a replica while the shop's pooled connection still
     reaches it. The first write there is refused (READONLY); the shop reconnects and retries."""
     old, new = start_redis(password=TOKEN), start_redis(password=TOKEN)
-    new.admin().replicaof("127.0.0.1", old.port)
+    new.client().replicaof("127.0.0.1", old.port)
     endpoint = TcpProxy("127.0.0.1", old.port).start()
     try:
         client = connect(
@@ -249,20 +250,20 @@ def test_after_a_failover_writes_follow_the_endpoint_to_the_promoted_replica(sta
         )
         assert client.set("cart", "1")
         deadline = time.monotonic() + 3
-        while new.admin().get("cart") != "1":
+        while new.client().get("cart") != "1":
             assert time.monotonic() < deadline, "the replica did not catch up"
             time.sleep(0.02)
 
-        new.admin().replicaof("no", "one")
+        new.client().replicaof("no", "one")
         endpoint.target = ("127.0.0.1", new.port)  # the DNS name now resolves to the new one
-        old.admin().replicaof("127.0.0.1", new.port)
+        old.client().replicaof("127.0.0.1", new.port)
 
         started = time.perf_counter()
         assert client.incr("cart") == 2
         assert client.eval("return redis.call('INCR', KEYS[1])", 1, "cart") == 3  # scripts too
         assert time.perf_counter() - started < 1.0
-        assert new.admin().get("cart") == "3"
-        assert new.admin().info("replication")["role"] == "master"
+        assert new.client().get("cart") == "3"
+        assert new.client().info("replication")["role"] == "master"
     finally:
         endpoint.stop()
 
@@ -288,7 +289,7 @@ class StandInPostgres:
 
     SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
 
-    def __init__(self, tls: TlsMaterial | None) -> None:
+    def __init__(self, tls: TlsFiles | None) -> None:
         self.tls = tls
         self.seen: dict[str, Any] = {}
         self._listener = socket.create_server(("127.0.0.1", 0))

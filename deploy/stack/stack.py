@@ -66,7 +66,8 @@ anything that cannot start (busy port, a part that never became ready: the messa
 log).
 
 The code lives in this package, one module per part: ``topology`` (ports, the topology record),
-``processes`` (pids, ports, waits), ``postgres``, ``redis_server``, ``apps``, ``haproxy``,
+``processes`` (pids, ports, waits), ``postgres``, ``redis_server`` (every throwaway redis-server:
+the stack's daemon, the benchmark's and the tests'), ``apps``, ``haproxy``,
 ``components`` (one part by name), ``whole_stack`` (up, down) and ``cli``; this module gathers
 the public names and is what the Makefile runs.
 """

@@ -51,6 +51,7 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["stock_state"] = stock_state
     app.jinja_env.filters["isotime"] = format_time
     app.jinja_env.globals.update(
+        added_to_cart=cart.added_to_cart,
         csrf_token=csrf_token,
         cart_count=cart_count,
         current_user=current_user,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import FormError
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from ..added_notice import Added, added_token, read_added
+from ..errors import FormError, NotFound
 from .actions import add_to_cart, current_cart, remove_from_cart, set_cart_quantity
-from .context import services
+from .context import services, shop_session
 from .errors import form_error
 from .inputs import form_int, product_id_from_form, safe_next
 
@@ -41,7 +44,36 @@ def add():
                 request.form.get("next"), url_for("catalogue.product", product_id=product_id)
             ),
         )
-    return redirect(safe_next(request.form.get("next"), url_for("cart.view")), code=303)
+    back = safe_next(request.form.get("next"), url_for("cart.view"))
+    return redirect(_with_added(back, Added(product_id, quantity)), code=303)
+
+
+def _with_added(target: str, added: Added) -> str:
+    """``target`` with ``?added=`` saying what was added (replacing an earlier one)."""
+    token = added_token(
+        current_app.config["SECRET_KEY"], shop_session().sid, added, now=services().clock()
+    )
+    parts = urlsplit(target)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "added"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("added", token)])))
+
+
+def added_to_cart() -> dict | None:
+    """For the page the add redirected to: the product's name (from the catalogue, never
+    from the link) and the quantity added; None on any other page."""
+    added = read_added(
+        current_app.config["SECRET_KEY"],
+        shop_session().sid,
+        request.args.get("added"),
+        now=services().clock(),
+    )
+    if added is None:
+        return None
+    try:
+        product = services().catalogue.product(added.product_id)
+    except NotFound:  # deleted since it was added: nothing left to name
+        return None
+    return {"name": product["name"], "quantity": added.quantity}
 
 
 @bp.post("/update")

@@ -23,10 +23,9 @@ import redis
 import requests
 
 from deploy.stack import stack as stack_module
-from tests.support import REQUIRE_SERVICES, ROOT
+from tests.support import REQUIRE_SERVICES
 
 PG_BIN = Path(os.environ.get("STACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
-SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 
 def _require(condition: bool, what: str) -> None:

@@ -3,39 +3,17 @@ does a shopper's journey and leaves a screenshot of each step in artifacts/scree
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 
 import pytest
 
-from tests.stack.conftest import SCREENSHOTS, _require
-
-CHROMIUM = os.environ.get("SHOP_TEST_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps dialling out, which this machine's
-# closed network refuses; as root it needs --no-sandbox.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.support.browser import SCREENSHOTS, chromium_context
 
 
 @pytest.fixture
 def page(healthy_stack):
-    _require(
-        shutil.which(CHROMIUM) is not None or os.path.exists(CHROMIUM), f"Chromium at {CHROMIUM}"
-    )
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
+    with chromium_context(viewport={"width": 1200, "height": 900}) as context:
         yield context.new_page()
-        browser.close()
 
 
 def test_a_shopper_buys_two_products_in_chromium(page, healthy_stack):

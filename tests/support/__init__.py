@@ -316,8 +316,9 @@ class Shopper:
     def post_form(self, path: str, data: dict | None = None, **kwargs):
         return self.client.post(path, data={"csrf_token": self.csrf(), **(data or {})}, **kwargs)
 
-    def add(self, product_id: int, quantity: int | str = 1):
-        return self.post_form("/cart/add", {"product_id": product_id, "quantity": quantity})
+    def add(self, product_id: int, quantity: int | str = 1, next: str | None = None):
+        form = {"product_id": product_id, "quantity": quantity}
+        return self.post_form("/cart/add", {**form, **({"next": next} if next else {})})
 
     def sign_up(self, email: str = "ada@example.com", password: str = "correct horse 42"):
         """The registration form alone: it signs nobody in (a mail goes to the address)."""

@@ -118,6 +118,11 @@ class Delivery:
             .order_by(outbox.c.next_attempt_at, outbox.c.id)
             .limit(1)
         )
+        with self.engine.connect() as conn:
+            # A read first, in a transaction of its own: an idle poll takes no write lock
+            # (SQLite has one for the whole database).
+            if conn.execute(due).first() is None:
+                return None
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 due = due.with_for_update(skip_locked=True)
@@ -245,11 +250,14 @@ class MailWorker:
             thread.join(timeout)
 
     def _run(self, stop_event: threading.Event) -> None:
-        delivery = self.make_delivery()
+        # The first pass comes one poll after the start: a process's first request is not
+        # slowed by it, and the engine is made only by a process that lives that long.
+        delivery: Delivery | None = None
         wait = self.poll
         try:
-            while not stop_event.is_set():
+            while not stop_event.wait(wait):
                 try:
+                    delivery = delivery or self.make_delivery()
                     delivery.run_once(stop=stop_event.is_set)
                     wait = self.poll
                 except Exception as exc:  # noqa: BLE001 - the database is down: try again later
@@ -260,6 +268,6 @@ class MailWorker:
                         exc,
                         wait,
                     )
-                stop_event.wait(wait)
         finally:
-            delivery.engine.dispose()
+            if delivery is not None:
+                delivery.engine.dispose()

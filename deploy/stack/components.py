@@ -18,12 +18,13 @@ from deploy.stack.processes import (
     _wait_port_free,
     is_alive,
 )
-from deploy.stack.redis_server import _start_redis
+from deploy.stack.redis_server import _start_redis, _start_smtp
 from deploy.stack.topology import (
     APP_NAMES,
     App,
     Balancer,
     PgServer,
+    SmtpSink,
     StackError,
     Topology,
     save_topology,
@@ -39,6 +40,8 @@ def _start_one(topology: Topology, name: str, wait: bool = True) -> str:
         return _start_replica(topology)
     if name == "redis":
         return _start_redis(topology)
+    if name == "smtp":
+        return _start_smtp(topology)
     if name in APP_NAMES:
         return _start_app(topology, name, wait)
     return _start_balancer(topology, wait)
@@ -74,7 +77,7 @@ def stop_component(topology: Topology, name: str) -> Topology:
         entry.pid = None
     if isinstance(entry, Balancer):
         Path(entry.stats_socket).unlink(missing_ok=True)
-    if isinstance(entry, (App, Balancer)):  # Redis removes its own; PostgreSQL has no pidfile
+    if isinstance(entry, (App, Balancer, SmtpSink)):  # Redis removes its own; PostgreSQL: none
         Path(entry.pidfile).unlink(missing_ok=True)
     save_topology(topology)
     if not _wait_port_free(entry.port):

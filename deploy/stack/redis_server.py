@@ -1,13 +1,15 @@
-"""Redis without persistence: stop + start gives an empty Redis."""
+"""Redis without persistence (stop + start gives an empty Redis), and the SMTP sink."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
-from deploy.stack.processes import _wait_until
-from deploy.stack.topology import LOOPBACK, StackError, Topology
+from deploy.stack.processes import _wait_until, spawn_child
+from deploy.stack.topology import LOOPBACK, REPO, StackError, Topology
 
 # ------------------------------------------------------------------------------------- Redis
 
@@ -40,3 +42,25 @@ def _start_redis(topology: Topology) -> str:
     _wait_until(ready, "Redis", str(log), 20)
     entry.pid = int(pidfile.read_text().strip())
     return f"{LOOPBACK}:{entry.port}  pid {entry.pid}  (no persistence)"
+
+
+# ------------------------------------------------------------------------------- SMTP sink
+
+
+def _start_smtp(topology: Topology) -> str:
+    """aiosmtpd keeping each message as a file in the sink's maildir (deploy/stack/smtp_sink)."""
+    entry = topology.smtp
+    Path(entry.pidfile).parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "deploy.stack.smtp_sink", "--port", str(entry.port)]
+    argv += ["--dir", entry.maildir]
+    entry.pid = spawn_child(argv, log=entry.log, pidfile=entry.pidfile, cwd=str(REPO))
+
+    def ready() -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, entry.port), timeout=1) as sock:
+                return sock.recv(3) == b"220"
+        except OSError:
+            return False
+
+    _wait_until(ready, "the SMTP sink", entry.log, 20)
+    return f"{entry.url}  pid {entry.pid}  (mail kept in {entry.maildir})"

@@ -5,6 +5,7 @@ server is real (aiosmtpd in this process), never a mock of smtplib."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -313,3 +314,24 @@ def test_retry_policy_doubles_up_to_its_ceiling():
 def test_bad_outbox_settings_are_refused(variable, value):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_process_starts_its_own_worker(make_app):
+    """gunicorn forks workers: each must run its own worker thread (threads do not survive a
+    fork), as the catalogue's invalidation listener does."""
+    app = make_app(mail_poll_seconds=0.05)
+    worker = app.extensions["shop"].mail_worker
+    worker.ensure_running()
+    parent_thread = worker._thread
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread is gone; the first request starts one
+        code = 1
+        try:
+            worker.ensure_running()
+            code = 0 if worker._thread is not parent_thread and worker._thread.is_alive() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent_thread.is_alive()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import MailUnavailable
-from .mail import Mailer, MailNotSent, Message
+from .mail import Mailer, MailNotSent, Message, recipient_domain
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,11 @@ class Outbox:
         try:
             return self.send(kind, recipient, message)
         except MailNotSent:
-            log.error("%s notice to %s not sent; the change stands", kind.value, message.to)
+            log.error(
+                "%s notice to %s not sent; the change stands",
+                kind.value,
+                recipient_domain(message.to),
+            )
             return False
 
     def flush(self) -> None:
@@ -115,7 +119,7 @@ class Outbox:
             try:
                 self.mailer.send(message)
             except MailNotSent:
-                log.error("mail %r to %s not sent", message.subject, message.to)
+                log.error("mail %r to %s not sent", message.subject, recipient_domain(message.to))
                 failed = failed or needed
         if failed:
             raise MailUnavailable(MAIL_NOT_SENT)

@@ -1,4 +1,5 @@
-"""Operator commands: ``flask --app shop db upgrade``, ``seed``, ``product add|set``."""
+"""Operator commands: ``flask --app shop db upgrade``, ``seed``, ``product add|set``,
+``mail deliver|status``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import migrate
+from . import migrate, outbox
 from .catalogue import save_product
 from .errors import ShopError
 from .redis_client import RedisUnavailable
@@ -17,6 +18,7 @@ from .services import Services
 
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
 product_cli = AppGroup("product", help="Add or change products; the cache is invalidated.")
+mail_cli = AppGroup("mail", help="The mail outbox: order mails waiting to be sent.")
 
 
 def _services() -> Services:
@@ -149,7 +151,27 @@ def _invalidate(services: Services, product_ids: list[int], *, structural: bool)
         click.echo("catalogue cache invalidated")
 
 
+@mail_cli.command("deliver")
+def mail_deliver() -> None:
+    """Send every mail that is due now, once (the instances' workers do this on their own;
+    this is for cron, or after fixing the mail server). Exit status 1 if any failed for good."""
+    report = _services().mail_delivery().run_once()
+    click.echo(
+        f"sent {report.sent}, to retry later {report.retrying}, failed for good {report.failed}"
+    )
+    if report.failed:
+        raise SystemExit(1)
+
+
+@mail_cli.command("status")
+def mail_status() -> None:
+    """How many mails are pending, being sent, sent and failed."""
+    found = outbox.counts(_services().engines.primary)
+    click.echo(", ".join(f"{status} {n}" for status, n in found.items()))
+
+
 def register_cli(app: Flask) -> None:
+    app.cli.add_command(mail_cli)
     app.cli.add_command(db_cli)
     app.cli.add_command(product_cli)
     app.cli.add_command(seed_command)

@@ -158,6 +158,15 @@ class Settings:
     # Seconds a password-reset link works, and a link that confirms an address.
     password_reset_ttl: int = 3600
     email_link_ttl: int = 3 * 24 * 3600
+    # The mail outbox (order mails; shop/outbox.py): a worker thread in each process (off: only
+    # `flask --app shop mail deliver` delivers), how often it looks for due mail, and the
+    # retries of a mail the server did not take: first after mail_retry_delay seconds, then
+    # twice as long each time up to mail_retry_max_delay, at most mail_retry_attempts sends.
+    mail_worker: bool = True
+    mail_poll_seconds: float = 2.0
+    mail_retry_delay: float = 30.0
+    mail_retry_max_delay: float = 3600.0
+    mail_retry_attempts: int = 12
 
     # Operations.
     # X-Served-By; unset, an opaque name derived from the host name (logged at start), so a
@@ -309,6 +318,8 @@ class Settings:
                 SmtpServer.from_url(self.smtp_url)  # refuses a malformed URL at start
             except ConfigError as exc:
                 problems.append(str(exc))
+        if self.mail_retry_max_delay < self.mail_retry_delay:
+            problems.append("SHOP_MAIL_RETRY_MAX_DELAY must be at least SHOP_MAIL_RETRY_DELAY")
         if self.public_url is not None and (
             urlsplit(self.public_url).scheme not in {"http", "https"}
             or not urlsplit(self.public_url).netloc
@@ -352,6 +363,10 @@ RANGES: dict[str, Range] = {
     "smtp_timeout": _POSITIVE,
     "password_reset_ttl": _AT_LEAST_1,
     "email_link_ttl": _AT_LEAST_1,
+    "mail_poll_seconds": _POSITIVE,
+    "mail_retry_delay": _POSITIVE,
+    "mail_retry_max_delay": _POSITIVE,
+    "mail_retry_attempts": _AT_LEAST_1,
     "hsts_seconds": _AT_LEAST_0,  # 0: no Strict-Transport-Security
     "trusted_proxies": _AT_LEAST_0,
 }

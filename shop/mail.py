@@ -9,8 +9,10 @@
 User and password are percent-encoded. Without ``SHOP_SMTP_URL`` (the embedded default) each
 message is written to the log instead, so a developer can follow its links.
 
-A mailer either hands the message over or raises :class:`MailNotSent`; it never retries (the
-shopper is told to try again), and every attempt is bounded by ``SHOP_SMTP_TIMEOUT``.
+A mailer either hands the message over or raises :class:`MailNotSent`; it never retries (an
+account mail's shopper is told to try again; the outbox, shop/outbox.py, retries order mail),
+and every attempt is bounded by ``SHOP_SMTP_TIMEOUT``. Logs name a message by its Message-ID
+and its recipient by the address's domain, never the whole address nor the SMTP password.
 """
 
 from __future__ import annotations
@@ -56,11 +58,26 @@ class MailNotSent(Exception):
 
 @dataclass(frozen=True)
 class Message:
-    """An e-mail to one address: plain text (sent with an HTML rendering of the same text)."""
+    """An e-mail to one address: plain text, sent with ``html`` as its HTML part (by default
+    an HTML rendering of the same text). ``message_id`` (a Message-ID header, ``<...@...>``)
+    is given when every attempt must carry the same one (the outbox); by default each send
+    makes a new one."""
 
     to: str
     subject: str
     body: str
+    html: str | None = None
+    message_id: str | None = None
+
+
+def recipient_domain(address: str) -> str:
+    """What logs say of a recipient: the domain alone (an address is personal data)."""
+    return "@" + address.rpartition("@")[2] if "@" in address else "(no domain)"
+
+
+def sender_domain(sender: str) -> str | None:
+    """The domain of a From like ``shop <no-reply@example.com>``, for Message-IDs."""
+    return sender.rpartition("@")[2].strip("> ") or None
 
 
 class Mailer(Protocol):
@@ -130,9 +147,9 @@ class SmtpMailer:
         mail["From"] = self.sender
         mail["To"] = message.to
         mail["Subject"] = message.subject
-        mail["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2].strip("> ") or None)
+        mail["Message-ID"] = message.message_id or make_msgid(domain=sender_domain(self.sender))
         mail.set_content(message.body)
-        mail.add_alternative(html_alternative(message.body), subtype="html")
+        mail.add_alternative(message.html or html_alternative(message.body), subtype="html")
         server = self.server
         try:
             if server.tls:
@@ -152,21 +169,28 @@ class SmtpMailer:
                 smtp.send_message(mail)
         except (smtplib.SMTPException, OSError) as exc:
             log.error(
-                "mail %r to %s not sent via %s:%s: %s: %s",
+                "mail %s %r to %s not sent via %s:%s: %s: %s",
+                mail["Message-ID"],
                 message.subject,
-                message.to,
+                recipient_domain(message.to),
                 server.host,
                 server.port,
                 type(exc).__name__,
                 exc,
             )
-            raise MailNotSent(str(exc)) from exc
-        log.info("mail %r sent to %s", message.subject, message.to)
+            raise MailNotSent(f"{type(exc).__name__}: {exc}") from exc
+        log.info(
+            "mail %s %r sent to %s",
+            mail["Message-ID"],
+            message.subject,
+            recipient_domain(message.to),
+        )
 
 
 class LogMailer:
     """The embedded default: every message goes to the log, in full, at WARNING (so that the
-    default INFO level shows it and a developer can follow its links)."""
+    default INFO level shows it and a developer can follow its links). The one place a log
+    shows an address: nothing is sent, and the log is the developer's mailbox."""
 
     def send(self, message: Message) -> None:
         log.warning(

@@ -100,3 +100,29 @@ order_lines = Table(
     Column("line_total_cents", Integer, nullable=False),
     CheckConstraint("quantity > 0", name="quantity_positive"),
 )
+
+# Mail written in the same transaction as what it reports (an order paid, shipped) and
+# delivered afterwards by a worker (shop/outbox.py), so an SMTP outage delays mail, never
+# loses it. ``status`` is pending -> sending -> sent, or failed after the last attempt;
+# ``next_attempt_at`` is when a pending row is due, or when a sending row's claim lapses (its
+# worker died mid-send) and the row is due again. ``message_key`` makes the Message-ID, the
+# same on every attempt.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_key", String(64), nullable=False, unique=True),
+    Column("kind", String(40), nullable=False),
+    Column("recipient", String(254), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("body_text", Text, nullable=False),
+    Column("body_html", Text, nullable=True),
+    Column("status", String(10), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed')", name="status_known"),
+    Index(None, "status", "next_attempt_at"),
+)

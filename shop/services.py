@@ -8,13 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+from sqlalchemy import Engine
 
 from .cart import CartStore
 from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
-from .db import Engines
-from .mail import Mailer, mailer_from_settings
+from .db import Engines, make_engine
+from .mail import Mailer, mailer_from_settings, sender_domain
+from .outbox import Delivery, MailWorker, RetryPolicy
 from .paging import Paging
 from .redis_client import connect
 from .sessions import SessionStore
@@ -32,6 +34,7 @@ class Services:
     throttle: Throttle
     hash_slots: HashSlots
     mailer: Mailer
+    mail_worker: MailWorker
     # Where account links read the time (their expiry); tests move it.
     clock: Callable[[], float] = field(default=time.time)
 
@@ -39,7 +42,12 @@ class Services:
         """Release connections and stop background work (tests build many apps)."""
         if self.catalogue.cache.local is not None:
             self.catalogue.cache.local.stop()
+        self.mail_worker.stop()
         self.engines.dispose()
+
+    def mail_delivery(self, engine: Engine | None = None) -> Delivery:
+        """Delivery of the outbox's mail on ``engine`` (default: the primary)."""
+        return mail_delivery(self.settings, engine or self.engines.primary, self.mailer)
 
 
 def database_url(settings: Settings, instance_path: str) -> str:
@@ -47,6 +55,21 @@ def database_url(settings: Settings, instance_path: str) -> str:
         return settings.database_url
     os.makedirs(instance_path, exist_ok=True)
     return f"sqlite:///{os.path.join(instance_path, 'shop.db')}"
+
+
+def mail_delivery(settings: Settings, engine: Engine, mailer: Mailer) -> Delivery:
+    return Delivery(
+        engine,
+        mailer,
+        RetryPolicy(
+            attempts=settings.mail_retry_attempts,
+            delay=settings.mail_retry_delay,
+            max_delay=settings.mail_retry_max_delay,
+        ),
+        domain=sender_domain(settings.mail_from) or "localhost",
+        # A send is a handful of SMTP exchanges, each bounded by the timeout: a claim outlives it.
+        lease=max(60.0, 30 * settings.smtp_timeout),
+    )
 
 
 def build_services(
@@ -62,6 +85,14 @@ def build_services(
         settings.redis_url, socket_timeout=settings.redis_socket_timeout
     )
     prefix = settings.redis_prefix
+    mailer = mailer_from_settings(settings)
+    primary_url = engines.primary.url.render_as_string(hide_password=False)
+
+    def worker_delivery() -> Delivery:
+        # Its own engine: the worker's polls take no connection from requests.
+        engine = make_engine(primary_url, name="mail", connect_timeout=settings.db_connect_timeout)
+        return mail_delivery(settings, engine, mailer)
+
     return Services(
         settings=settings,
         engines=engines,
@@ -102,5 +133,6 @@ def build_services(
             free_failures=settings.login_free_failures,
         ),
         hash_slots=HashSlots(settings.password_hash_slots, settings.password_hash_queue),
-        mailer=mailer_from_settings(settings),
+        mailer=mailer,
+        mail_worker=MailWorker(worker_delivery, poll=settings.mail_poll_seconds),
     )

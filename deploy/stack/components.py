@@ -19,12 +19,14 @@ from deploy.stack.processes import (
     is_alive,
 )
 from deploy.stack.redis_server import _start_redis, _stop_redis
+from deploy.stack.smtp_sink import _start_smtp
 from deploy.stack.topology import (
     APP_NAMES,
     App,
     Balancer,
     PgServer,
     RedisServer,
+    SmtpSink,
     StackError,
     Topology,
     save_topology,
@@ -40,6 +42,8 @@ def _start_one(topology: Topology, name: str, wait: bool = True) -> str:
         return _start_replica(topology)
     if name == "redis":
         return _start_redis(topology)
+    if name == "smtp":
+        return _start_smtp(topology)
     if name in APP_NAMES:
         return _start_app(topology, name, wait)
     return _start_balancer(topology, wait)
@@ -77,7 +81,7 @@ def stop_component(topology: Topology, name: str) -> Topology:
         entry.pid = None
     if isinstance(entry, Balancer):
         Path(entry.stats_socket).unlink(missing_ok=True)
-    if isinstance(entry, (App, Balancer)):  # Redis's own stop removes it; PostgreSQL has none
+    if isinstance(entry, (App, Balancer, SmtpSink)):  # Redis removes its own; PostgreSQL: none
         Path(entry.pidfile).unlink(missing_ok=True)
     save_topology(topology)
     if not _wait_port_free(entry.port):

@@ -25,6 +25,7 @@ from deploy.stack.topology import (
 
 # What a component's /proc/<pid>/cmdline must contain, so a recycled pid is never taken for ours.
 _MARKERS = {"primary": "postgres", "replica": "postgres", "redis": "redis-server"}
+_MARKERS["smtp"] = "smtp_sink"
 _MARKERS.update({name: "gunicorn" for name in APP_NAMES}, balancer="haproxy")
 
 # Popen objects of the children we started, so they are reaped rather than left as zombies

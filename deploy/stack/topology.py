@@ -20,7 +20,7 @@ LOOPBACK = "127.0.0.1"
 
 APP_NAMES = ("app1", "app2", "app3")
 # Start order; stop order is the reverse.
-COMPONENTS = ("primary", "replica", "redis", *APP_NAMES, "balancer")
+COMPONENTS = ("primary", "replica", "redis", "smtp", *APP_NAMES, "balancer")
 
 DEFAULT_PORT = 8000
 DEFAULT_PORT_BASE = 25400
@@ -46,6 +46,7 @@ class Ports:
     redis: int
     apps: tuple[int, ...]
     balancer_tls: int
+    smtp: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
@@ -56,13 +57,14 @@ class Ports:
         if base + 14 > 65535:
             raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+14")
         apps = (base + 11, base + 12, base + 13)
-        ports = cls(balancer, base, base + 1, base + 2, apps, base + 14)
+        ports = cls(balancer, base, base + 1, base + 2, apps, base + 14, base + 3)
         if len(set(ports.all().values())) != len(ports.all()):
             raise StackError(f"STACK_PORT={balancer} collides with a port derived from {base}")
         return ports
 
     def all(self) -> dict[str, int]:
         named = {"primary": self.primary, "replica": self.replica, "redis": self.redis}
+        named["smtp"] = self.smtp
         named.update(zip(APP_NAMES, self.apps, strict=True))
         named["balancer"] = self.balancer
         named["balancer_tls"] = self.balancer_tls
@@ -107,6 +109,30 @@ class RedisServer:
 
 
 @dataclass
+class SmtpSink:
+    """The mail server the instances send to: it keeps each message as a file in ``maildir``
+    (deploy/stack/smtp_sink.py; read them with its ``read_mail``)."""
+
+    port: int
+    pid: int | None
+    pidfile: str
+    log: str
+    url: str
+    maildir: str
+
+    @classmethod
+    def under(cls, work: Path, port: int) -> SmtpSink:
+        return cls(
+            port=port,
+            pid=None,
+            pidfile=str(work / "run" / "smtp.pid"),
+            log=str(work / "logs" / "smtp.log"),
+            url=f"smtp://{LOOPBACK}:{port}",
+            maildir=str(work / "mail"),
+        )
+
+
+@dataclass
 class App:
     """One gunicorn instance, with the exact command and environment it is started with."""
 
@@ -136,7 +162,7 @@ class Balancer:
 
 
 _NO_TLS = {"tls_port": None, "tls_url": None, "tls_pem": None}
-Component = PgServer | RedisServer | App | Balancer
+Component = PgServer | RedisServer | SmtpSink | App | Balancer
 
 
 @dataclass
@@ -153,6 +179,7 @@ class Topology:
     replica: PgServer
     redis: RedisServer
     apps: dict[str, App]
+    smtp: SmtpSink
 
     def component(self, name: str) -> Component:
         """``primary``, ``replica``, ``redis``, ``app1``..``app3`` or ``balancer``."""
@@ -178,6 +205,10 @@ class Topology:
             replica=PgServer(**data["replica"]),
             redis=RedisServer(**data["redis"]),
             apps={name: App(**app) for name, app in data["apps"].items()},
+            # A topology.json written before the stack had a mail server: one, not running.
+            smtp=SmtpSink(**data["smtp"])
+            if "smtp" in data
+            else SmtpSink.under(Path(data["work_dir"]), data["redis"]["port"] + 1),
         )
 
 
@@ -258,6 +289,7 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
 
     primary, replica = pg("primary", ports.primary), pg("replica", ports.replica)
     redis_url = f"redis://{LOOPBACK}:{ports.redis}/0"
+    smtp = SmtpSink.under(work, ports.smtp)
     bin_dir = _venv_bin()
     apps: dict[str, App] = {}
     for name, port in zip(APP_NAMES, ports.apps, strict=True):
@@ -280,6 +312,9 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
             "SHOP_ENV": "development",
             "SHOP_REPLICA_RETRY_AFTER": "2",
             "SHOP_DB_CONNECT_TIMEOUT": "2",
+            # Every mail goes to the stack's sink, which keeps it as a file (<work>/mail).
+            "SHOP_SMTP_URL": smtp.url,
+            "SHOP_MAIL_FROM": "shop <shop@stack.invalid>",
             # The shop's own per-address rules: everything here comes from 127.0.0.1 (you, the
             # stack tests' 100 racing buyers, make bench), which HAProxy exempts too. They are
             # tested in tests/app/test_throttle.py; the failed-login back-off per account stays on.
@@ -324,4 +359,5 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
             url=redis_url,
         ),
         apps=apps,
+        smtp=smtp,
     )

@@ -33,6 +33,7 @@ from deploy.stack.processes import (
 )
 from deploy.stack.programs import require_programs
 from deploy.stack.redis_server import _start_redis
+from deploy.stack.smtp_sink import _start_smtp
 from deploy.stack.topology import (
     APP_NAMES,
     COMPONENTS,
@@ -105,11 +106,13 @@ def _summary(topology: Topology, echo: Echo) -> None:
     if balancer.tls_url is not None:
         echo(f"          {balancer.tls_url}  (certificate: {balancer.tls_pem})")
     rows = [("balancer", topology.balancer.log)]
-    rows += [(name, topology.component(name).log) for name in ("primary", "replica", "redis")]
+    names = ("primary", "replica", "redis", "smtp")
+    rows += [(name, topology.component(name).log) for name in names]
     rows += [(name, app.log) for name, app in topology.apps.items()]
     rows.append(("setup", topology.setup_log))
     for i, (name, path) in enumerate(rows):
         echo(f"{'logs' if i == 0 else '':<9} {name:<9} {path}")
+    echo(f"mail      {topology.smtp.maildir}  (every mail the shop sent, one .eml each)")
     echo(f"topology  {Path(topology.work_dir) / 'topology.json'}")
 
 
@@ -167,6 +170,7 @@ def start_stack(
     _parallel(
         lambda: _timed(echo, "primary", lambda: _start_primary(topology), topology),
         lambda: _timed(echo, "redis", lambda: _start_redis(topology), topology),
+        lambda: _timed(echo, "smtp", lambda: _start_smtp(topology), topology),
     )
     save_topology(topology)
     _parallel(
@@ -237,7 +241,7 @@ def stop_stack(
         if busy:
             raise StackError(f"stopped, but ports are still taken: {busy}")
     if purge:
-        for sub in ("pg", "logs", "run", "redis"):
+        for sub in ("pg", "logs", "run", "redis", "mail"):
             shutil.rmtree(work / sub, ignore_errors=True)
         for name in ("secret_key", "haproxy.cfg", "tls.pem", "topology.json.tmp"):
             (work / name).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ import datetime
 from flask import Flask
 
 from ..catalogue import stock_state
+from ..order_mail import money_text
 from ..password_policy import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from .context import cart_count, csrf_token, current_user, services
 from .converters import IdConverter
@@ -16,12 +17,7 @@ from .middleware import register_middleware
 
 def format_money(cents: int) -> str:
     """Integer cents to '12.34 EUR' style text, with the configured currency."""
-    currency = services().settings.currency
-    sign = "-" if cents < 0 else ""
-    cents = abs(int(cents))
-    symbol = {"EUR": "€", "USD": "$", "GBP": "£"}.get(currency)
-    amount = f"{cents // 100:,}.{cents % 100:02d}"
-    return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {currency}"
+    return money_text(cents, services().settings.currency)
 
 
 def format_time(timestamp: float) -> str:
@@ -47,6 +43,10 @@ def register(app: Flask) -> None:
     )
     for blueprint in (*blueprints, ops.bp):
         app.register_blueprint(blueprint)
+    shop = app.extensions["shop"]
+    if shop.settings.mail_worker:
+        # The outbox's worker starts with this process's first request (again after a fork).
+        app.before_request(shop.mail_worker.ensure_running)
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.filters["stock_state"] = stock_state
     app.jinja_env.filters["isotime"] = format_time

@@ -103,6 +103,44 @@ def test_smtp_mailer_delivers_plain_text_with_an_html_rendering(mailbox):
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_message_sent_twice_keeps_its_message_id_and_its_html(mailbox):
+    """The outbox gives each mail one Message-ID, so a retry is recognisably the same mail."""
+    mailer = SmtpMailer(SmtpServer.from_url(mailbox.url), "shop@example.com", timeout=5)
+    message = Message("ada@example.com", "Hi", "Text", html="<p>Own HTML</p>", message_id="<k@x>")
+    mailer.send(message)
+    mailer.send(message)
+    first, second = mailbox.to("ada@example.com")
+    assert first.message["Message-ID"] == second.message["Message-ID"] == "<k@x>"
+    assert "<p>Own HTML</p>" in second.message.get_body(preferencelist=("html",)).get_content()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_failed_login_never_logs_the_password(caplog):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from tests.support import Mailbox
+
+    controller = Controller(
+        Mailbox(),
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=lambda *args: AuthResult(success=False),
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        url = f"smtp://ada:hunter2secret@127.0.0.1:{controller.port}"
+        with caplog.at_level(logging.DEBUG), pytest.raises(MailNotSent):
+            SmtpMailer(SmtpServer.from_url(url), "shop@example.com", timeout=2).send(MESSAGE)
+    finally:
+        controller.stop()
+    assert "not sent" in caplog.text
+    assert "hunter2secret" not in caplog.text and "ada@example.com" not in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_smtp_mailer_logs_in_with_the_url_s_credentials():
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
@@ -142,7 +180,9 @@ def test_a_refusing_server_raises_mail_not_sent(mailbox, caplog):
     mailer = SmtpMailer(SmtpServer.from_url(mailbox.url), "shop@example.com", timeout=5)
     with caplog.at_level(logging.ERROR, logger="shop.mail"), pytest.raises(MailNotSent):
         mailer.send(MESSAGE)
-    assert "not sent" in caplog.text and "ada@example.com" in caplog.text
+    # The log names the message and the recipient's domain, never the whole address.
+    assert "not sent" in caplog.text and "to @example.com" in caplog.text
+    assert "ada@example.com" not in caplog.text and "<" in caplog.text  # the Message-ID
     assert mailbox.to("ada@example.com") == []
 
 

@@ -38,6 +38,11 @@ from .paging import Paging
 log = logging.getLogger(__name__)
 
 LOW_STOCK = 5
+# Money is integer cents in 64-bit columns (migration 0005). A price is at most 999,999,999.99,
+# and no line or order total may pass what the columns hold: checked where prices are written
+# (save_product, the CLI) and where totals are computed (checkout).
+MAX_PRICE_CENTS = 999_999_999_99
+MAX_TOTAL_CENTS = 2**63 - 1
 MAX_QUERY_LENGTH = 100
 MAX_QUERY_WORDS = 8
 SEARCH_COUNT_CAP = 1000
@@ -50,6 +55,11 @@ _PRODUCT_COLUMNS = (
     products.c.stock,
     categories.c.slug.label("category"),
 )
+
+
+def format_cents(cents: int) -> str:
+    """``123456`` -> ``"1234.56"``: how an operator types a price."""
+    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def stock_state(stock: int) -> str:
@@ -309,6 +319,8 @@ def save_product(
             values[column] = value
     if price_cents is not None and price_cents < 0:
         raise InvalidInput("A price cannot be negative.", field="price")
+    if price_cents is not None and price_cents > MAX_PRICE_CENTS:
+        raise InvalidInput(f"A price is at most {format_cents(MAX_PRICE_CENTS)}.", field="price")
     if stock is not None and stock < 0:
         raise InvalidInput("Stock cannot be negative.", field="stock")
     if product_id is None:

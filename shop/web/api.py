@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from ..accounts import get_account, send_verification
-from ..errors import NotFound
+from ..catalogue import MAX_PRICE_CENTS
+from ..errors import InvalidInput, NotFound
 from ..models import MAX_ID
 from ..orders import Shipping, get_order, list_orders
 from .account import SENT_TO_CONFIRM
@@ -15,6 +16,7 @@ from .actions import (
     ask_password_reset,
     change_own_password,
     checkout,
+    confirm_prices,
     current_cart,
     log_in_with_password,
     note_account,
@@ -165,6 +167,28 @@ def add_item():
     body = json_body()
     product_id = json_int(body.get("product_id"), "product_id", minimum=1, maximum=MAX_ID)
     add_to_cart(product_id, _quantity(body, minimum=1))
+    return jsonify(current_cart().as_json())
+
+
+@bp.post("/cart/prices")
+def confirm_cart_prices():
+    """The client has shown these unit prices: ``{"items": [{"product_id", "unit_price_cents"}]}``
+    (the cart's ``price_changes`` or items); the lines take them."""
+    items = json_body().get("items")
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise InvalidInput(
+            "'items' must be a list of {product_id, unit_price_cents}.", field="items"
+        )
+    if len(items) > services().settings.max_cart_lines:
+        raise InvalidInput("More items than a cart can hold.", field="items")
+    confirm_prices(
+        {
+            json_int(item.get("product_id"), "product_id", minimum=1, maximum=MAX_ID): json_int(
+                item.get("unit_price_cents"), "unit_price_cents", minimum=0, maximum=MAX_PRICE_CENTS
+            )
+            for item in items
+        }
+    )
     return jsonify(current_cart().as_json())
 
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from ..cart import parse_shown_prices
 from ..errors import FormError
-from .actions import add_to_cart, current_cart, remove_from_cart, set_cart_quantity
+from .actions import (
+    add_to_cart,
+    confirm_prices,
+    current_cart,
+    remove_from_cart,
+    set_cart_quantity,
+)
 from .context import services
 from .errors import form_error
 from .inputs import form_int, product_id_from_form, safe_next
@@ -61,4 +68,12 @@ def remove():
         remove_from_cart(product_id_from_form(request.form.get("product_id")))
     except FormError as exc:
         return form_error("cart.html", exc, cart=current_cart())
+    return redirect(url_for("cart.view"), code=303)
+
+
+@bp.post("/prices", endpoint="confirm_prices")
+def confirm_prices_view():
+    """ "Accept the new prices": the lines take the prices the page showed (not whatever the
+    catalogue says by now, which the shopper has not seen)."""
+    confirm_prices(parse_shown_prices(request.form.get("shown_prices")) or {})
     return redirect(url_for("cart.view"), code=303)

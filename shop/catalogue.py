@@ -189,11 +189,30 @@ def recount_categories(conn: Connection) -> None:
 
 @dataclass
 class Catalogue:
+    """The catalogue read cache-aside. ``changes`` is for a cache nobody else can reach (the
+    embedded mode's in-process Redis): a marker of the database's writes
+    (:class:`shop.db.SqliteChanges`) read before each lookup; when it moves, another process
+    (the ``product`` command) may have changed anything, and the cache starts empty."""
+
     engines: Engines
     cache: CacheAside
     paging: Paging = field(default_factory=Paging)
+    changes: Callable[[], int] | None = None
+    _changes_seen: int | None = field(default=None, init=False, repr=False)
+
+    def _follow_other_writers(self) -> None:
+        if self.changes is None:
+            return
+        seen, self._changes_seen = self._changes_seen, self.changes()
+        if seen is None or seen == self._changes_seen:
+            return
+        keys = [self.cache.key("categories"), *self.cache.client.scan_iter(self.cache.key("p:*"))]
+        self.cache.invalidate(keys=keys, structural=True)
+        if self.cache.local is not None:
+            self.cache.local.clear()
 
     def categories(self) -> list[dict[str, Any]]:
+        self._follow_other_writers()
         return self.cache.get_or_load(
             self.cache.key("categories"),
             lambda position: self.engines.read(query_categories, min_position=position),
@@ -209,6 +228,7 @@ class Catalogue:
     def product(self, product_id: int) -> dict[str, Any]:
         if not 1 <= product_id <= MAX_ID:
             raise NotFound(f"There is no product {product_id}.")
+        self._follow_other_writers()
         found = self.cache.get_or_load(
             self.cache.key("p", product_id),
             lambda position: self.engines.read(
@@ -244,6 +264,7 @@ class Catalogue:
         ``admit`` is asked before the page is read from the database (see
         :meth:`CacheAside.get_or_load`): a rate limit raises from it."""
         self.paging.check(page, per_page)
+        self._follow_other_writers()
         category_id = self.category(category)["id"] if category else None
         text = normalise_query(q)
         digest = hashlib.sha1(text.encode()).hexdigest()[:16] if text else "-"

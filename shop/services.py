@@ -13,7 +13,7 @@ from .cart import CartStore
 from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
-from .db import Engines
+from .db import Engines, SqliteChanges
 from .mail import Mailer, mailer_from_settings
 from .paging import Paging
 from .redis_client import connect
@@ -39,6 +39,8 @@ class Services:
         """Release connections and stop background work (tests build many apps)."""
         if self.catalogue.cache.local is not None:
             self.catalogue.cache.local.stop()
+        if isinstance(self.catalogue.changes, SqliteChanges):
+            self.catalogue.changes.close()
         self.engines.dispose()
 
 
@@ -94,6 +96,9 @@ def build_services(
                 per_page_default=settings.per_page_default,
                 max_result_window=settings.max_result_window,
             ),
+            # An in-process Redis hears no other process's invalidations: the CLI writes the
+            # same SQLite file from a process of its own.
+            changes=SqliteChanges.of(engines.primary) if settings.redis_url is None else None,
         ),
         throttle=Throttle(
             client,

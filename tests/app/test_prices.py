@@ -227,3 +227,26 @@ def test_a_cli_price_change_shows_on_the_embedded_servers_next_page(sqlite_url, 
     finally:
         server.extensions["shop"].close()
         cli.extensions["shop"].close()
+
+
+def test_the_product_command_refuses_a_price_the_shop_cannot_hold(app):
+    runner = app.test_cli_runner()
+    too_high = runner.invoke(args=["product", "set", str(KETTLE), "--price", "1000000000.00"])
+    assert too_high.exit_code != 0
+    assert "1000000000.00 is more than the highest price, 999999999.99" in too_high.output
+    assert app.test_client().get(f"/api/v1/products/{KETTLE}").get_json()["price_cents"] == 1999
+    _set_price(app, KETTLE, "999999999.99")
+    assert (
+        app.test_client().get(f"/api/v1/products/{KETTLE}").get_json()["price_cents"]
+        == 999_999_999_99
+    )
+
+
+def test_three_items_at_ten_million_are_one_order(app, shopper):
+    _set_price(app, KETTLE, "10000000.00")
+    shopper.register()
+    shopper.add(KETTLE, 3)
+    placed = _order(shopper, "big")
+    assert placed.status_code == 201, placed.get_json()
+    assert placed.get_json()["total_cents"] == 3_000_000_000
+    assert "€30,000,000.00" in page_text(shopper.client.get(f"/orders/{placed.get_json()['id']}"))

@@ -66,6 +66,7 @@ def test_the_cart_page_says_a_price_changed_and_accepting_it_is_a_button(app, sh
     _set_price(app, KETTLE, "24.99")
     cart = shopper.client.get("/cart")
     assert CHANGED in page_text(cart)
+    assert "was €19.99" in page_text(cart)  # and beside the line
     assert "Red Mug changed" not in page_text(cart)
     assert "€55.97" in page_text(cart)  # totals at today's price: 2 × 24.99 + 5.99
     assert shopper.cart()["price_changes"] == [
@@ -173,7 +174,7 @@ def test_a_product_gone_from_the_catalogue_shows_as_unavailable_and_can_be_remov
         conn.execute(delete(products).where(products.c.id == 4))
     app.extensions["shop"].catalogue.invalidate([4])
     cart = page_text(shopper.client.get("/cart"))
-    assert "(no. 4, 2 of it) is no longer available" in cart
+    assert "(no. 4, quantity 2) is no longer available" in cart
     assert 'name="product_id" value="4"' in cart  # its Remove button
     assert "€19.99" in cart and "Total (1 item)" in cart  # counted in no total
     assert shopper.cart()["unavailable"] == [{"product_id": 4, "quantity": 2}]

@@ -5,8 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from ..accounts import get_account, send_verification
-from ..catalogue import MAX_PRICE_CENTS
-from ..errors import InvalidInput, NotFound
+from ..errors import NotFound
 from ..models import MAX_ID
 from ..orders import Shipping, get_order, list_orders
 from .account import SENT_TO_CONFIRM
@@ -36,7 +35,7 @@ from .context import (
     services,
 )
 from .credentials import SENT_NEW_ADDRESS, SENT_RESET
-from .inputs import json_body, json_int, page_args
+from .inputs import json_body, json_int, json_prices, page_args
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -172,23 +171,8 @@ def add_item():
 
 @bp.post("/cart/prices")
 def confirm_cart_prices():
-    """The client has shown these unit prices: ``{"items": [{"product_id", "unit_price_cents"}]}``
-    (the cart's ``price_changes`` or items); the lines take them."""
-    items = json_body().get("items")
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise InvalidInput(
-            "'items' must be a list of {product_id, unit_price_cents}.", field="items"
-        )
-    if len(items) > services().settings.max_cart_lines:
-        raise InvalidInput("More items than a cart can hold.", field="items")
-    confirm_prices(
-        {
-            json_int(item.get("product_id"), "product_id", minimum=1, maximum=MAX_ID): json_int(
-                item.get("unit_price_cents"), "unit_price_cents", minimum=0, maximum=MAX_PRICE_CENTS
-            )
-            for item in items
-        }
-    )
+    """The client has shown the shopper these unit prices; the cart's lines take them."""
+    confirm_prices(json_prices(json_body().get("items"), services().settings.max_cart_lines))
     return jsonify(current_cart().as_json())
 
 

@@ -73,7 +73,7 @@ def remove():
 
 @bp.post("/prices", endpoint="confirm_prices")
 def confirm_prices_view():
-    """ "Accept the new prices": the lines take the prices the page showed (not whatever the
-    catalogue says by now, which the shopper has not seen)."""
+    """The "Accept the new prices" button: the lines take the prices the page showed (not
+    whatever the catalogue says by now, which the shopper has not seen)."""
     confirm_prices(parse_shown_prices(request.form.get("shown_prices")) or {})
     return redirect(url_for("cart.view"), code=303)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DataError
 
 from tests.support import KETTLE, Shopper
 
@@ -17,10 +19,9 @@ def _order(shopper: Shopper, key: str):
     )
 
 
-def test_money_columns_are_bigint(pg_url):
-    engine = create_engine(pg_url)
+def _money_types(engine) -> dict[str, str]:
     with engine.connect() as conn:
-        types = dict(
+        return dict(
             conn.execute(
                 text(
                     "SELECT table_name || '.' || column_name, data_type "
@@ -30,13 +31,23 @@ def test_money_columns_are_bigint(pg_url):
                 )
             ).all()
         )
+
+
+def test_migration_0005_makes_money_bigint_and_goes_down_and_up(pg_url):
+    from shop.migrate import downgrade, upgrade
+
+    engine = create_engine(pg_url)
+    assert set(_money_types(engine).values()) == {"bigint"} and len(_money_types(engine)) == 4
+    downgrade(engine, "0003")
+    assert set(_money_types(engine).values()) == {"integer"}
+    upgrade(engine)
+    assert set(_money_types(engine).values()) == {"bigint"}
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE products SET price_cents = 99999999999 WHERE id = 1"))
+    with pytest.raises(DataError):  # an amount INTEGER cannot hold: refused, nothing changed
+        downgrade(engine, "0003")
+    assert set(_money_types(engine).values()) == {"bigint"}
     engine.dispose()
-    assert types == {
-        "products.price_cents": "bigint",
-        "orders.total_cents": "bigint",
-        "order_lines.unit_price_cents": "bigint",
-        "order_lines.line_total_cents": "bigint",
-    }
 
 
 def test_three_items_at_ten_million_are_one_order_on_postgresql(make_real_app):

@@ -38,6 +38,11 @@ from .paging import Paging
 log = logging.getLogger(__name__)
 
 LOW_STOCK = 5
+# Money is integer cents in 64-bit columns (migration 0005). A price is at most 999,999,999.99,
+# and no line or order total may pass what the columns hold: checked where prices are written
+# (save_product, the CLI) and where totals are computed (checkout).
+MAX_PRICE_CENTS = 999_999_999_99
+MAX_TOTAL_CENTS = 2**63 - 1
 MAX_QUERY_LENGTH = 100
 MAX_QUERY_WORDS = 8
 SEARCH_COUNT_CAP = 1000
@@ -50,6 +55,11 @@ _PRODUCT_COLUMNS = (
     products.c.stock,
     categories.c.slug.label("category"),
 )
+
+
+def format_cents(cents: int) -> str:
+    """``123456`` -> ``"1234.56"``: how an operator types a price."""
+    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def stock_state(stock: int) -> str:
@@ -179,11 +189,30 @@ def recount_categories(conn: Connection) -> None:
 
 @dataclass
 class Catalogue:
+    """The catalogue read cache-aside. ``changes`` is for a cache nobody else can reach (the
+    embedded mode's in-process Redis): a marker of the database's writes
+    (:class:`shop.db.SqliteChanges`) read before each lookup; when it moves, another process
+    (the ``product`` command) may have changed anything, and the cache starts empty."""
+
     engines: Engines
     cache: CacheAside
     paging: Paging = field(default_factory=Paging)
+    changes: Callable[[], int] | None = None
+    _changes_seen: int | None = field(default=None, init=False, repr=False)
+
+    def _follow_other_writers(self) -> None:
+        if self.changes is None:
+            return
+        seen, self._changes_seen = self._changes_seen, self.changes()
+        if seen is None or seen == self._changes_seen:
+            return
+        keys = [self.cache.key("categories"), *self.cache.client.scan_iter(self.cache.key("p:*"))]
+        self.cache.invalidate(keys=keys, structural=True)
+        if self.cache.local is not None:
+            self.cache.local.clear()
 
     def categories(self) -> list[dict[str, Any]]:
+        self._follow_other_writers()
         return self.cache.get_or_load(
             self.cache.key("categories"),
             lambda position: self.engines.read(query_categories, min_position=position),
@@ -199,6 +228,7 @@ class Catalogue:
     def product(self, product_id: int) -> dict[str, Any]:
         if not 1 <= product_id <= MAX_ID:
             raise NotFound(f"There is no product {product_id}.")
+        self._follow_other_writers()
         found = self.cache.get_or_load(
             self.cache.key("p", product_id),
             lambda position: self.engines.read(
@@ -234,6 +264,7 @@ class Catalogue:
         ``admit`` is asked before the page is read from the database (see
         :meth:`CacheAside.get_or_load`): a rate limit raises from it."""
         self.paging.check(page, per_page)
+        self._follow_other_writers()
         category_id = self.category(category)["id"] if category else None
         text = normalise_query(q)
         digest = hashlib.sha1(text.encode()).hexdigest()[:16] if text else "-"
@@ -309,6 +340,8 @@ def save_product(
             values[column] = value
     if price_cents is not None and price_cents < 0:
         raise InvalidInput("A price cannot be negative.", field="price")
+    if price_cents is not None and price_cents > MAX_PRICE_CENTS:
+        raise InvalidInput(f"A price is at most {format_cents(MAX_PRICE_CENTS)}.", field="price")
     if stock is not None and stock < 0:
         raise InvalidInput("Stock cannot be negative.", field="stock")
     if product_id is None:

@@ -10,7 +10,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from . import migrate, outbox
-from .catalogue import save_product
+from .catalogue import MAX_PRICE_CENTS, format_cents, save_product
 from .errors import ShopError
 from .redis_client import RedisUnavailable
 from .seed import seed_catalogue
@@ -77,10 +77,16 @@ def parse_price(text: str | None) -> int | None:
     """'12.34' or '12' -> 1234 cents; money never passes through a float."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d{1,9})(?:\.(\d{1,2}))?\s*", text)
+    match = re.fullmatch(r"\s*(\d{1,30})(?:\.(\d{1,2}))?\s*", text)
     if not match:
         raise click.BadParameter(f"{text!r} is not a price like 12.34", param_hint="--price")
-    return int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
+    cents = int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
+    if cents > MAX_PRICE_CENTS:
+        raise click.BadParameter(
+            f"{text.strip()} is more than the highest price, {format_cents(MAX_PRICE_CENTS)}",
+            param_hint="--price",
+        )
+    return cents
 
 
 @product_cli.command("add")

@@ -103,6 +103,62 @@ class OutOfStock(FormError):
         }
 
 
+@dataclass(frozen=True)
+class PriceChange:
+    """A cart line whose price is not the one the shopper saw (``seen_cents`` None: never
+    seen, a line kept before carts remembered prices)."""
+
+    product_id: int
+    name: str
+    seen_cents: int | None
+    current_cents: int
+
+    def as_json(self) -> dict:
+        return {
+            "product_id": self.product_id,
+            "name": self.name,
+            "seen_unit_price_cents": self.seen_cents,
+            "unit_price_cents": self.current_cents,
+        }
+
+
+class PricesChanged(FormError):
+    """Checkout found prices the shopper has not seen; nothing was written. Seeing them (the
+    checkout page again, or accepting them in the cart) and ordering again places the order."""
+
+    status = 409
+    code = "prices_changed"
+
+    def __init__(self, changes: list[PriceChange]) -> None:
+        names = ", ".join(change.name for change in changes)
+        super().__init__(
+            f"Prices changed since you last saw them ({names}). Review them and order again."
+        )
+        self.changes = changes
+
+    def details(self) -> dict:
+        return {"lines": [change.as_json() for change in self.changes]}
+
+
+class ProductsUnavailable(FormError):
+    """The cart holds products that are no longer sold; checkout waits until they are removed."""
+
+    status = 409
+    code = "product_unavailable"
+
+    def __init__(self, product_ids: list[int]) -> None:
+        many = len(product_ids) > 1
+        what = (
+            f"{len(product_ids)} products in your cart are" if many else "A product in your cart is"
+        )
+        them = "them" if many else "it"
+        super().__init__(f"{what} no longer available: remove {them} from your cart to check out.")
+        self.product_ids = product_ids
+
+    def details(self) -> dict:
+        return {"product_ids": self.product_ids}
+
+
 class DuplicateEmail(FormError):
     """An address change, confirmed, finds that the new address got an account meanwhile."""
 

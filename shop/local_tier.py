@@ -86,7 +86,8 @@ class LocalTier:
                 if key in keys or tags & ids or (structural and is_list):
                     self._entries.pop(key, None)
 
-    def _clear(self) -> None:
+    def clear(self) -> None:
+        """Forget everything (a change this process could not hear about in detail)."""
         with self._lock:
             self.generation += 1
             self._entries.clear()
@@ -122,7 +123,7 @@ class LocalTier:
                     if message is None:
                         continue
                     if message["type"] == "subscribe":
-                        self._clear()  # anything kept before may have missed a message
+                        self.clear()  # anything kept before may have missed a message
                         self.live = True
                         backoff = 0.1
                     elif message["type"] == "message":
@@ -132,7 +133,7 @@ class LocalTier:
                 if self.live:
                     log.warning("catalogue invalidations lost (%s); in-process tier off", exc)
                 self.live = False
-                self._clear()
+                self.clear()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -32,6 +33,7 @@ metadata = MetaData(
 # migration 0002); it is not mapped here because SQLite has no equivalent.
 SEARCH_VECTOR = "search_vector"
 MAX_ID = 2**31 - 1
+# Money columns are BIGINT (migration 0005): 3 x 10,000,000.00 overflowed INTEGER at checkout.
 
 categories = Table(
     "categories",
@@ -51,7 +53,7 @@ products = Table(
     Column("category_id", Integer, ForeignKey("categories.id"), nullable=False),
     Column("name", String(200), nullable=False),
     Column("description", Text, nullable=False, server_default=""),
-    Column("price_cents", Integer, nullable=False),
+    Column("price_cents", BigInteger, nullable=False),
     Column("stock", Integer, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("stock >= 0", name="stock_not_negative"),
@@ -78,7 +80,7 @@ orders = Table(
     Column("id", Integer, primary_key=True),
     Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
     Column("status", String(20), nullable=False, server_default="placed"),
-    Column("total_cents", Integer, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
     Column("shipping_name", String(200), nullable=False),
     Column("shipping_address", Text, nullable=False),
     Column("idempotency_key", String(100), nullable=False),
@@ -95,9 +97,9 @@ order_lines = Table(
     Column("order_id", Integer, ForeignKey("orders.id"), nullable=False, index=True),
     Column("product_id", Integer, ForeignKey("products.id"), nullable=False),
     Column("product_name", String(200), nullable=False),
-    Column("unit_price_cents", Integer, nullable=False),
+    Column("unit_price_cents", BigInteger, nullable=False),
     Column("quantity", Integer, nullable=False),
-    Column("line_total_cents", Integer, nullable=False),
+    Column("line_total_cents", BigInteger, nullable=False),
     CheckConstraint("quantity > 0", name="quantity_positive"),
 )
 

@@ -16,7 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .errors import EmptyCart, InvalidInput, OutOfStock, ShortLine
+from .cart import changed_prices
+from .catalogue import MAX_TOTAL_CENTS
+from .errors import EmptyCart, InvalidInput, OutOfStock, PricesChanged, ShortLine
 from .models import order_lines, orders, products
 
 MAX_IDEMPOTENCY_KEY = 100
@@ -105,8 +107,10 @@ def place_order(
     cart: dict[int, int],
     shipping: Shipping,
     idempotency_key: str,
+    seen_prices: dict[int, int] | None = None,
 ) -> PlacedOrder:
-    """Turn a cart into an order, or raise and write nothing."""
+    """Turn a cart into an order, or raise and write nothing. With ``seen_prices`` (id -> the
+    unit price the shopper saw), a line whose price read here differs raises PricesChanged."""
     key = check_idempotency_key(idempotency_key)
     try:
         with engine.begin() as conn:
@@ -118,6 +122,7 @@ def place_order(
             lines, short = _take_stock(conn, cart)
             if short:
                 raise OutOfStock(short)
+            _check_money(seen_prices, lines)
             order_id = _insert_order(conn, user_id, shipping, key, lines)
             order = _load_order(conn, order_id)
     except IntegrityError:
@@ -128,6 +133,18 @@ def place_order(
                 raise
             return PlacedOrder(_load_order(conn, existing), created=False)
     return PlacedOrder(order, created=True)
+
+
+def _check_money(seen: dict[int, int] | None, lines: list[OrderLine]) -> None:
+    """The prices read with the stock decrement (the same transaction) are the ones the shopper
+    saw, and the total fits the money columns."""
+    if seen is not None:
+        current = {line.product_id: (line.name, line.unit_price_cents) for line in lines}
+        changed = changed_prices(seen, current)
+        if changed:
+            raise PricesChanged(changed)
+    if sum(line.line_total_cents for line in lines) > MAX_TOTAL_CENTS:
+        raise InvalidInput("This order is larger than the shop can take; order fewer items.")
 
 
 def has_shipped_to(engine: Engine, *, user_id: int, address: str) -> bool:

@@ -14,7 +14,7 @@ from .cart import CartStore
 from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
-from .db import Engines, make_engine
+from .db import Engines, SqliteChanges, make_engine
 from .mail import Mailer, mailer_from_settings, sender_domain
 from .outbox import Delivery, MailWorker, RetryPolicy
 from .paging import Paging
@@ -43,6 +43,8 @@ class Services:
         if self.catalogue.cache.local is not None:
             self.catalogue.cache.local.stop()
         self.mail_worker.stop()
+        if isinstance(self.catalogue.changes, SqliteChanges):
+            self.catalogue.changes.close()
         self.engines.dispose()
 
     def mail_delivery(self, engine: Engine | None = None) -> Delivery:
@@ -125,6 +127,9 @@ def build_services(
                 per_page_default=settings.per_page_default,
                 max_result_window=settings.max_result_window,
             ),
+            # An in-process Redis hears no other process's invalidations: the CLI writes the
+            # same SQLite file from a process of its own.
+            changes=SqliteChanges.of(engines.primary) if settings.redis_url is None else None,
         ),
         throttle=Throttle(
             client,

@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 
 import redis
 
+from .cart import decode_line
 from .session_ids import session_ref
 
 MAX_USER_AGENT = 200  # characters of User-Agent kept to describe a session to its owner
@@ -183,7 +184,9 @@ class SessionStore:
             data=json.loads(record.get("d") or "{}"),
             user_id=int(uid) if uid else None,
             created=float(record.get("c") or 0),
-            cart={int(k): int(v) for k, v in zip(cart[::2], cart[1::2], strict=True)},
+            cart={
+                int(k): decode_line(v).quantity for k, v in zip(cart[::2], cart[1::2], strict=True)
+            },
         )
 
     def save(

@@ -17,7 +17,7 @@ from ..account_changes import (
 )
 from ..accounts import User, authenticate, register
 from ..cart import CartOwner, PricedCart, price_cart
-from ..errors import InvalidCredentials, ReauthRequired, WrongPassword
+from ..errors import InvalidCredentials, ProductsUnavailable, ReauthRequired, WrongPassword
 from ..orders import PlacedOrder, Shipping, has_shipped_to, place_order
 from ..redis_client import RedisUnavailable
 from .context import (
@@ -63,8 +63,8 @@ def search_admission(q: str | None) -> Callable[[], None] | None:
 
 def current_cart() -> PricedCart:
     current = require_session_store()
-    quantities = services().carts.get(cart_owner(current))
-    return price_cart(quantities, services().catalogue.products(list(quantities)))
+    lines = services().carts.lines(cart_owner(current))
+    return price_cart(lines, services().catalogue.products(list(lines)))
 
 
 def add_to_cart(product_id: int, quantity: int) -> int:
@@ -73,7 +73,11 @@ def add_to_cart(product_id: int, quantity: int) -> int:
     _count_cart_write()
     product = services().catalogue.product(product_id)
     new_quantity = services().carts.add(
-        cart_owner(current), product_id, quantity, stock=product["stock"]
+        cart_owner(current),
+        product_id,
+        quantity,
+        stock=product["stock"],
+        price_cents=product["price_cents"],
     )
     current.ensure_stored()
     return new_quantity
@@ -83,9 +87,25 @@ def set_cart_quantity(product_id: int, quantity: int) -> None:
     services().carts.check_quantity(quantity, allow_zero=True)
     current = require_session_store()
     _count_cart_write()
-    stock = services().catalogue.product(product_id)["stock"] if quantity else 0
-    services().carts.set(cart_owner(current), product_id, quantity, stock=stock)
+    product = services().catalogue.product(product_id) if quantity else None
+    services().carts.set(
+        cart_owner(current),
+        product_id,
+        quantity,
+        stock=product["stock"] if product else 0,
+        price_cents=product["price_cents"] if product else 0,
+    )
     current.ensure_stored()
+
+
+def confirm_prices(prices: dict[int, int]) -> None:
+    """The shopper accepts the prices shown (cart page, API): its lines take them. Changes
+    nothing for a visitor with no cart yet (no Redis write for browsing)."""
+    current = require_session_store()
+    if not current.stored and current.user_id is None:
+        return
+    _count_cart_write(may_create=False)
+    services().carts.confirm_prices(cart_owner(current), prices)
 
 
 def remove_from_cart(product_id: int) -> None:
@@ -257,9 +277,17 @@ def sign_out() -> None:
     current.log_out()
 
 
-def checkout(shipping: Shipping, idempotency_key: str, *, password: object = None) -> PlacedOrder:
+def checkout(
+    shipping: Shipping,
+    idempotency_key: str,
+    *,
+    password: object = None,
+    shown_prices: dict[int, int] | None = None,
+) -> PlacedOrder:
     """Place the order; the cart is cleared and the catalogue refreshed only after the commit.
-    A new shipping address needs a recently entered password (``password`` confirms it)."""
+    A new shipping address needs a recently entered password (``password`` confirms it). The
+    order is placed only at the prices the shopper saw: ``shown_prices`` (the checkout page's),
+    else the ones the cart's lines were seen at. A product no longer sold must go first."""
     user_id = require_login()
     current = shop_session()
     primary = services().engines.primary
@@ -268,13 +296,23 @@ def checkout(shipping: Shipping, idempotency_key: str, *, password: object = Non
             confirm_password(password)
         require_recent_password()
     owner = cart_owner(current)
-    quantities = services().carts.get(owner)
+    lines = services().carts.lines(owner)
+    gone = set(lines) - set(services().catalogue.products(list(lines)))
+    if gone:
+        raise ProductsUnavailable(sorted(gone))
+    if shown_prices is None:
+        shown_prices = {
+            pid: line.seen_price_cents
+            for pid, line in lines.items()
+            if line.seen_price_cents is not None
+        }
     placed = place_order(
         primary,
         user_id=user_id,
-        cart=quantities,
+        cart={pid: line.quantity for pid, line in lines.items()},
         shipping=shipping,
         idempotency_key=idempotency_key,
+        seen_prices=shown_prices,
     )
     if placed.created:
         try:

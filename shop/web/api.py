@@ -15,6 +15,7 @@ from .actions import (
     ask_password_reset,
     change_own_password,
     checkout,
+    confirm_prices,
     current_cart,
     log_in_with_password,
     note_account,
@@ -34,7 +35,7 @@ from .context import (
     services,
 )
 from .credentials import SENT_NEW_ADDRESS, SENT_RESET
-from .inputs import json_body, json_int, page_args
+from .inputs import json_body, json_int, json_prices, page_args
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -165,6 +166,13 @@ def add_item():
     body = json_body()
     product_id = json_int(body.get("product_id"), "product_id", minimum=1, maximum=MAX_ID)
     add_to_cart(product_id, _quantity(body, minimum=1))
+    return jsonify(current_cart().as_json())
+
+
+@bp.post("/cart/prices")
+def confirm_cart_prices():
+    """The client has shown the shopper these unit prices; the cart's lines take them."""
+    confirm_prices(json_prices(json_body().get("items"), services().settings.max_cart_lines))
     return jsonify(current_cart().as_json())
 
 

@@ -7,8 +7,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from ..added_notice import Added, added_token, read_added
+from ..cart import parse_shown_prices
 from ..errors import FormError, NotFound
-from .actions import add_to_cart, current_cart, remove_from_cart, set_cart_quantity
+from .actions import (
+    add_to_cart,
+    confirm_prices,
+    current_cart,
+    remove_from_cart,
+    set_cart_quantity,
+)
 from .context import services, shop_session
 from .errors import form_error
 from .inputs import form_int, product_id_from_form, safe_next
@@ -93,4 +100,12 @@ def remove():
         remove_from_cart(product_id_from_form(request.form.get("product_id")))
     except FormError as exc:
         return form_error("cart.html", exc, cart=current_cart())
+    return redirect(url_for("cart.view"), code=303)
+
+
+@bp.post("/prices", endpoint="confirm_prices")
+def confirm_prices_view():
+    """The "Accept the new prices" button: the lines take the prices the page showed (not
+    whatever the catalogue says by now, which the shopper has not seen)."""
+    confirm_prices(parse_shown_prices(request.form.get("shown_prices")) or {})
     return redirect(url_for("cart.view"), code=303)

@@ -6,6 +6,7 @@ import secrets
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from ..cart import parse_shown_prices
 from ..errors import FormError, NotFound
 from ..orders import Shipping, get_order, list_orders
 from .actions import checkout as place_checkout
@@ -31,7 +32,12 @@ def checkout():
     key = request.form.get("idempotency_key", "")
     try:
         shipping = Shipping.parse(form["name"], form["address"])
-        placed = place_checkout(shipping, key, password=request.form.get("password"))
+        placed = place_checkout(
+            shipping,
+            key,
+            password=request.form.get("password"),
+            shown_prices=parse_shown_prices(request.form.get("shown_prices")),
+        )
     except FormError as exc:
         return form_error(
             "checkout/checkout.html",

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from flask import request
 
+from ..catalogue import MAX_PRICE_CENTS
 from ..errors import InvalidInput, InvalidQuantity
 from ..models import MAX_ID
 from ..paging import Paging
@@ -51,6 +52,23 @@ def _in_range(value: int, field: str, minimum: int, maximum: int | None) -> int:
             f"{field.replace('_', ' ').capitalize()} must be at most {maximum}.", field=field
         )
     return value
+
+
+def json_prices(items: Any, max_items: int) -> dict[int, int]:
+    """``[{"product_id", "unit_price_cents"}, ...]`` (a cart's ``price_changes`` or items) as
+    product id -> cents."""
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise InvalidInput(
+            "'items' must be a list of {product_id, unit_price_cents}.", field="items"
+        )
+    if len(items) > max_items:
+        raise InvalidInput(f"A cart holds at most {max_items} different products.", field="items")
+    return {
+        json_int(item.get("product_id"), "product_id", minimum=1, maximum=MAX_ID): json_int(
+            item.get("unit_price_cents"), "unit_price_cents", minimum=0, maximum=MAX_PRICE_CENTS
+        )
+        for item in items
+    }
 
 
 def product_id_from_form(value: str | None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shop.cart import CartOwner, CartStore
+from shop.cart import CartLine, CartOwner, CartStore
 from shop.errors import InvalidQuantity, QuantityUnavailable
 from tests.support import KETTLE, MUG, TEAPOT, Shopper, fake_client
 
@@ -20,45 +20,61 @@ def carts(fake_redis_server) -> CartStore:
     )
 
 
-def test_cart_holds_quantities_not_prices(carts):
+def test_cart_holds_quantities_and_the_price_each_line_was_seen_at(carts):
+    """One compact hash field per line, "quantity:cents" (was: the quantity alone)."""
     owner = CartOwner.session("x" * 43)
-    carts.add(owner, KETTLE, 2, stock=10)
-    carts.add(owner, KETTLE, 3, stock=10)
-    carts.add(owner, MUG, 1, stock=3)
-    assert carts.client.hgetall(carts.key(owner)) == {str(KETTLE): "5", str(MUG): "1"}
+    carts.add(owner, KETTLE, 2, stock=10, price_cents=1999)
+    carts.add(owner, KETTLE, 3, stock=10, price_cents=2499)  # added again at a new price: seen
+    carts.add(owner, MUG, 1, stock=3, price_cents=599)
+    assert carts.client.hgetall(carts.key(owner)) == {str(KETTLE): "5:2499", str(MUG): "1:599"}
     assert carts.get(owner) == {KETTLE: 5, MUG: 1}
+    assert carts.lines(owner) == {KETTLE: CartLine(5, 2499), MUG: CartLine(1, 599)}
+
+
+def test_quantity_changes_keep_the_seen_price_and_confirming_replaces_it(carts):
+    owner, account = CartOwner.session("p" * 43), CartOwner.account(7)
+    carts.add(owner, KETTLE, 1, stock=10, price_cents=1999)
+    carts.set(owner, KETTLE, 4, stock=10, price_cents=2499)  # the cart page, price since raised
+    carts.set(owner, MUG, 2, stock=3, price_cents=599)  # a new line by quantity: seen now
+    assert carts.lines(owner) == {KETTLE: CartLine(4, 1999), MUG: CartLine(2, 599)}
+    carts.confirm_prices(owner, {KETTLE: 2499, TEAPOT: 2500})  # a line not in the cart: ignored
+    assert carts.lines(owner) == {KETTLE: CartLine(4, 2499), MUG: CartLine(2, 599)}
+    carts.client.hset(carts.key(account), str(MUG), "1")  # a line kept before prices were
+    assert carts.lines(account) == {MUG: CartLine(1, None)}
+    carts.merge(owner, account, {KETTLE: 10, MUG: 3})  # this browser's prices win
+    assert carts.lines(account) == {KETTLE: CartLine(4, 2499), MUG: CartLine(3, 599)}
 
 
 def test_add_past_stock_is_refused_and_changes_nothing(carts):
     owner = CartOwner.session("y" * 43)
-    carts.add(owner, MUG, 2, stock=3)
+    carts.add(owner, MUG, 2, stock=3, price_cents=100)
     with pytest.raises(QuantityUnavailable) as refused:
-        carts.add(owner, MUG, 2, stock=3)
+        carts.add(owner, MUG, 2, stock=3, price_cents=100)
     assert refused.value.available == 1
     assert carts.get(owner) == {MUG: 2}
     with pytest.raises(QuantityUnavailable):
-        carts.add(owner, TEAPOT, 1, stock=0)
+        carts.add(owner, TEAPOT, 1, stock=0, price_cents=100)
     with pytest.raises(InvalidQuantity):
-        carts.add(owner, MUG, 0, stock=3)
+        carts.add(owner, MUG, 0, stock=3, price_cents=100)
     assert carts.get(owner) == {MUG: 2}
 
 
 def test_set_zero_removes_the_line_and_ttls_follow_the_owner(carts):
     visitor, account = CartOwner.session("z" * 43), CartOwner.account(5)
-    carts.set(visitor, KETTLE, 4, stock=10)
-    carts.set(account, KETTLE, 1, stock=10)
+    carts.set(visitor, KETTLE, 4, stock=10, price_cents=100)
+    carts.set(account, KETTLE, 1, stock=10, price_cents=100)
     assert 0 < carts.client.ttl(carts.key(visitor)) <= 100
     assert 100 < carts.client.ttl(carts.key(account)) <= 1000
-    carts.set(visitor, KETTLE, 0, stock=10)
+    carts.set(visitor, KETTLE, 0, stock=10, price_cents=100)
     assert carts.get(visitor) == {}
 
 
 def test_merge_adds_up_capped_by_stock(carts):
     visitor, account = CartOwner.session("m" * 43), CartOwner.account(9)
-    carts.set(account, MUG, 2, stock=3)
-    carts.set(account, KETTLE, 1, stock=10)
-    carts.set(visitor, MUG, 2, stock=3)
-    carts.set(visitor, 4, 5, stock=50)
+    carts.set(account, MUG, 2, stock=3, price_cents=100)
+    carts.set(account, KETTLE, 1, stock=10, price_cents=100)
+    carts.set(visitor, MUG, 2, stock=3, price_cents=100)
+    carts.set(visitor, 4, 5, stock=50, price_cents=100)
     carts.merge(visitor, account, {MUG: 3, 4: 50})
     assert carts.get(account) == {MUG: 3, KETTLE: 1, 4: 5}
     assert not carts.client.exists(carts.key(visitor))
@@ -81,6 +97,7 @@ def test_cart_page_shows_lines_and_totals(shopper):
                 "quantity": 2,
                 "unit_price_cents": 1999,
                 "line_total_cents": 3998,
+                "seen_unit_price_cents": 1999,
             },
             {
                 "product_id": MUG,
@@ -88,10 +105,13 @@ def test_cart_page_shows_lines_and_totals(shopper):
                 "quantity": 1,
                 "unit_price_cents": 599,
                 "line_total_cents": 599,
+                "seen_unit_price_cents": 599,
             },
         ],
         "total_cents": 4597,
         "count": 3,
+        "price_changes": [],
+        "unavailable": [],
     }
 
 
@@ -122,7 +142,13 @@ def test_api_cart_changes_answer_with_the_cart(shopper):
     changed = shopper.api("PUT", f"/cart/items/{KETTLE}", json={"quantity": 4})
     assert changed.get_json()["items"][0]["quantity"] == 4
     removed = shopper.api("DELETE", f"/cart/items/{KETTLE}")
-    assert removed.get_json() == {"items": [], "total_cents": 0, "count": 0}
+    assert removed.get_json() == {
+        "items": [],
+        "total_cents": 0,
+        "count": 0,
+        "price_changes": [],
+        "unavailable": [],
+    }
 
 
 def test_visitor_cart_merges_into_the_account_cart_at_login(make_app):
@@ -158,18 +184,18 @@ def test_account_cart_lasts_thirty_days_by_default(app, shopper):
 
 def test_line_maximum_and_stock_are_two_rules_with_their_own_messages(carts):
     owner = CartOwner.session("q" * 43)
-    carts.add(owner, KETTLE, 60, stock=500)
+    carts.add(owner, KETTLE, 60, stock=500, price_cents=100)
     with pytest.raises(QuantityUnavailable) as past_maximum:
-        carts.add(owner, KETTLE, 50, stock=500)
+        carts.add(owner, KETTLE, 50, stock=500, price_cents=100)
     assert past_maximum.value.message == (
         "The per-product maximum is 99, and 60 are already in your cart."
     )
     assert past_maximum.value.available == 39
     with pytest.raises(QuantityUnavailable) as past_stock:
-        carts.add(owner, KETTLE, 50, stock=70)
+        carts.add(owner, KETTLE, 50, stock=70, price_cents=100)
     assert past_stock.value.message == "Only 70 available and 60 already in your cart."
     with pytest.raises(InvalidQuantity) as too_many:
-        carts.add(owner, MUG, 100, stock=500)
+        carts.add(owner, MUG, 100, stock=500, price_cents=100)
     assert too_many.value.message == "Quantity must be at most 99."
     assert carts.get(owner) == {KETTLE: 60}
 

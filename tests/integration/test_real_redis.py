@@ -36,7 +36,7 @@ def test_two_tabs_adding_at_once_lose_nothing(real_redis):
     def tab(_: int) -> None:
         start.wait()
         for _ in range(50):
-            carts.add(owner, KETTLE, 1, stock=1000)
+            carts.add(owner, KETTLE, 1, stock=1000, price_cents=100)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(tab, range(8)))

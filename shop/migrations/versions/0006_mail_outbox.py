@@ -1,7 +1,7 @@
 """Mail outbox: messages written in the transaction of what they report, delivered later
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-09 10:00:00
 
 A new table only; nothing existing changes. See shop/outbox.py.
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -15,7 +15,10 @@ from .catalogue_cache import CacheAside
 from .config import Settings
 from .db import Engines
 from .mail import Mailer, mailer_from_settings
+from .order_lifecycle import Listener
 from .paging import Paging
+from .payment_test_provider import TestProvider
+from .payments import PaymentProvider
 from .redis_client import connect
 from .sessions import SessionStore
 from .throttle import RULES, HashSlots, Throttle
@@ -32,7 +35,13 @@ class Services:
     throttle: Throttle
     hash_slots: HashSlots
     mailer: Mailer
-    # Where account links read the time (their expiry); tests move it.
+    # The payment providers by name (the webhook's path names one) and the one checkout uses.
+    payment_providers: dict[str, PaymentProvider]
+    payment_provider: PaymentProvider
+    # Called inside the transaction of every order status change (shop.order_lifecycle): the
+    # mail outbox registers here.
+    order_listeners: list[Listener] = field(default_factory=list)
+    # Where account links and payment holds read the time; tests move it.
     clock: Callable[[], float] = field(default=time.time)
 
     def close(self) -> None:
@@ -62,7 +71,14 @@ def build_services(
         settings.redis_url, socket_timeout=settings.redis_socket_timeout
     )
     prefix = settings.redis_prefix
-    return Services(
+    assert settings.secret_key is not None  # create_app generates one for the embedded mode
+    # The provider reads the services' clock (bound below), which tests may move.
+    test_provider = TestProvider(
+        settings.webhook_secret(),
+        f"test-payment-id:{settings.secret_key}",
+        clock=lambda: services.clock(),
+    )
+    services = Services(
         settings=settings,
         engines=engines,
         redis=client,
@@ -103,4 +119,7 @@ def build_services(
         ),
         hash_slots=HashSlots(settings.password_hash_slots, settings.password_hash_queue),
         mailer=mailer_from_settings(settings),
+        payment_providers={test_provider.name: test_provider},
+        payment_provider=test_provider,
     )
+    return services

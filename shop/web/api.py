@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from ..accounts import get_account, send_verification
-from ..errors import NotFound
 from ..models import MAX_ID
-from ..orders import Shipping, get_order, list_orders
+from ..orders import Shipping, list_orders
 from .account import SENT_TO_CONFIRM
 from .actions import (
     add_to_cart,
@@ -18,6 +17,8 @@ from .actions import (
     current_cart,
     log_in_with_password,
     note_account,
+    order_token,
+    payment_url,
     remove_from_cart,
     reset_with_link,
     search_admission,
@@ -25,6 +26,7 @@ from .actions import (
     sign_out,
     sign_up,
 )
+from .checkout import viewed_order
 from .context import (
     account_tokens,
     csrf_token,
@@ -181,7 +183,8 @@ def cart_item(product_id: int):
 
 @bp.post("/orders")
 def create_order():
-    require_login()  # 401 before anything about the body
+    """An account's or a guest's order (a guest gives ``email``), waiting for payment at
+    ``payment_url``; ``access_token`` opens it without the session (``?token=``)."""
     body = json_body()
     shipping = body.get("shipping")
     if not isinstance(shipping, dict):
@@ -189,9 +192,13 @@ def create_order():
     placed = checkout(
         Shipping.parse(shipping.get("name"), shipping.get("address")),
         request.headers.get("Idempotency-Key", ""),
+        email=body.get("email"),
         password=body.get("password"),
     )
-    return jsonify(placed.order.as_json()), 201 if placed.created else 200
+    url = payment_url(placed.order)
+    found = placed.order.as_json(access_token=order_token(placed.order))
+    found["payment_url"] = url
+    return jsonify({"order": found}), 201 if placed.created else 200
 
 
 @bp.get("/orders")
@@ -203,8 +210,6 @@ def orders():
 
 @bp.get("/orders/<id:order_id>")
 def order(order_id: int):
-    user_id = require_login()
-    found = get_order(services().engines.primary, user_id=user_id, order_id=order_id)
-    if found is None:
-        raise NotFound(f"There is no order {order_id} in your account.")
-    return jsonify(found.as_json())
+    """The owner's session (account or guest) or ``?token=`` sees it; anyone else gets 404."""
+    found = viewed_order(order_id)
+    return jsonify({"order": found.as_json(access_token=order_token(found))})

@@ -29,7 +29,8 @@ RETRY_AFTER = "5"  # seconds, for a 503 or 429 whose cause named no time of its 
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/")
+    """The API, and the payment webhook (a provider's server reads the answer)."""
+    return request.path.startswith(("/api/", "/payments/webhook/"))
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None):

@@ -119,16 +119,23 @@ def test_the_same_key_with_another_body_is_refused(app, shopper):
     assert fresh_key.get_json()["order"]["id"] == order["id"] and _stock(shopper) == 8
 
 
-def test_an_unpaid_order_expires_after_its_hold_and_its_stock_returns(make_app):
+def test_an_unpaid_order_expires_after_its_hold_and_its_stock_returns(make_app, monkeypatch):
     app = make_app(payment_hold_seconds=60)
     shopper = Shopper(app.test_client(), app)
     order = _guest_order(shopper)
+    headers, body = _undelivered(shopper, order, "succeed")  # the shopper pays too late
     app.extensions["shop"].clock = lambda: time.time() + 61
     found = shopper.client.get(f"/api/v1/orders/{order['id']}").get_json()["order"]
     assert found["status"] == "expired" and _stock(shopper) == 10
-    headers, body = _undelivered(shopper, order, "succeed")  # paid too late: refunded
+    assert [e["status"] for e in found["history"]] == ["pending_payment", "expired"]
+    app.extensions["shop"].clock = time.time  # the notification arrives, fresh
+    refunds: list[str] = []
+    provider = app.extensions["shop"].payment_provider
+    monkeypatch.setattr(provider, "refund", lambda ref, cents: refunds.append(ref) or "re_1")
     late = _webhook(shopper, headers, body)
     assert late.status_code == 200 and late.get_json()["status"] == "expired"
+    assert _webhook(shopper, headers, body).status_code == 200  # the provider retries
+    assert len(refunds) == 1  # refunded once, however often it is told
 
 
 def test_the_cli_ships_and_cancels_and_refuses_illegal_moves(app, shopper):

@@ -71,6 +71,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
     from .web import register
 
     register(app)
+    # Each process (each gunicorn worker, after its fork) sweeps expired payment holds.
+    app.before_request(services.hold_sweeper.start)
 
     from .cli import register_cli
 

@@ -14,8 +14,9 @@ from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
 from .db import Engines
+from .hold_sweeper import HoldSweeper
 from .mail import Mailer, mailer_from_settings
-from .order_lifecycle import Listener
+from .order_lifecycle import Listener, expire_overdue, utcnow
 from .paging import Paging
 from .payment_test_provider import TestProvider
 from .payments import PaymentProvider
@@ -38,6 +39,7 @@ class Services:
     # The payment providers by name (the webhook's path names one) and the one checkout uses.
     payment_providers: dict[str, PaymentProvider]
     payment_provider: PaymentProvider
+    hold_sweeper: HoldSweeper
     # Called inside the transaction of every order status change (shop.order_lifecycle): the
     # mail outbox registers here.
     order_listeners: list[Listener] = field(default_factory=list)
@@ -48,6 +50,7 @@ class Services:
         """Release connections and stop background work (tests build many apps)."""
         if self.catalogue.cache.local is not None:
             self.catalogue.cache.local.stop()
+        self.hold_sweeper.stop()
         self.engines.dispose()
 
 
@@ -121,5 +124,19 @@ def build_services(
         mailer=mailer_from_settings(settings),
         payment_providers={test_provider.name: test_provider},
         payment_provider=test_provider,
+        hold_sweeper=HoldSweeper(
+            lambda: sweep_holds(services), interval=min(60.0, settings.payment_hold_seconds / 4)
+        ),
     )
     return services
+
+
+def sweep_holds(services: Services) -> None:
+    """Expire unpaid orders past their hold; refresh the catalogue for the stock that returned."""
+    restocked = expire_overdue(
+        services.engines.primary,
+        now=utcnow(services.clock),
+        listeners=services.order_listeners,
+    )
+    if restocked:
+        services.catalogue.invalidate(restocked)

@@ -18,7 +18,7 @@ from ..account_changes import (
 from ..accounts import User, authenticate, normalise_email, register
 from ..cart import CartOwner, PricedCart, price_cart
 from ..errors import InvalidCredentials, ReauthRequired, WrongPassword
-from ..order_lifecycle import expire_overdue, utcnow
+from ..order_lifecycle import utcnow
 from ..orders import (
     Order,
     PlacedOrder,
@@ -30,6 +30,7 @@ from ..orders import (
 )
 from ..payments import Applied, apply_notification, ensure_payment
 from ..redis_client import RedisUnavailable
+from ..services import sweep_holds
 from .context import (
     account_tokens,
     cart_owner,
@@ -368,13 +369,10 @@ def receive_notification(provider_name: str, headers, body: bytes) -> Applied:
 
 def sweep_expired_orders() -> None:
     """Expire unpaid orders past their hold (any instance may: each expires once)."""
-    restocked = expire_overdue(
-        services().engines.primary,
-        now=utcnow(services().clock),
-        listeners=services().order_listeners,
-    )
-    if restocked:
-        _invalidate(restocked, None)
+    try:
+        sweep_holds(services())
+    except RedisUnavailable as exc:
+        log.warning("expired orders: catalogue cache not invalidated: %s", exc)
 
 
 def _invalidate(product_ids: list[int], order_id: int | None) -> None:

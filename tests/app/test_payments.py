@@ -163,3 +163,19 @@ def test_listeners_run_in_the_transaction_of_the_change(app, shopper):
     app.test_cli_runner().invoke(args=["order", "ship", str(order["id"])])
     assert seen == [(order["id"], "paid"), (order["id"], "shipped")]
     assert json.dumps(seen)
+
+
+def test_each_process_sweeps_expired_holds_in_the_background(make_app):
+    app = make_app(payment_hold_seconds=60)
+    services = app.extensions["shop"]
+    services.hold_sweeper.interval = 0.02
+    shopper = Shopper(app.test_client(), app)
+    order = _guest_order(shopper)  # its first request started the sweeper
+    services.clock = lambda: time.time() + 61
+    deadline = time.monotonic() + 3
+    while _stock(shopper) != 10:  # no request of this test expires it: the thread does
+        assert time.monotonic() < deadline, "the sweeper never expired the order"
+        time.sleep(0.02)
+    assert services.hold_sweeper._thread is not None
+    found = shopper.client.get(f"/api/v1/orders/{order['id']}").get_json()["order"]
+    assert found["status"] == "expired"

@@ -233,7 +233,7 @@ def test_two_sweepers_racing_expire_each_order_and_return_its_stock_once(pg_url)
     for _ in range(3):  # a few rounds, so the race is not won by luck once
         start = threading.Barrier(4)
 
-        def sweep(_: int) -> list[int]:
+        def sweep(_: int, start: threading.Barrier = start) -> list[int]:
             start.wait()
             return expire_overdue(engine, now=later)
 

@@ -29,8 +29,7 @@ RETRY_AFTER = "5"  # seconds, for a 503 or 429 whose cause named no time of its 
 
 
 def wants_json() -> bool:
-    """The API, and the payment webhook (a provider's server reads the answer)."""
-    return request.path.startswith(("/api/", "/payments/webhook/"))
+    return request.path.startswith("/api/")
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None):

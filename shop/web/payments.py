@@ -29,7 +29,7 @@ def csrf_exempt(view):
     return view
 
 
-@bp.post("/payments/webhook/<provider>")
+@bp.post("/api/v1/payments/webhook/<provider>")
 @csrf_exempt
 def webhook(provider: str):
     applied = receive_notification(provider, request.headers, request.get_data())

@@ -506,9 +506,9 @@ ORDERS = [
     _api("api an order, logged out", "GET", "/api/v1/orders/1", 404, "not_found"),
     _api("api another shopper's order, wrong token", "GET", "/api/v1/orders/{order}?token=x",
          404, "not_found", state="others_order"),
-    _api("webhook, no signature", "POST", "/payments/webhook/test", 400,
+    _api("webhook, no signature", "POST", "/api/v1/payments/webhook/test", 400,
          "invalid_notification", json={"id": "evt_1"}, token="no"),
-    _api("webhook, unknown provider", "POST", "/payments/webhook/nope", 404, "not_found",
+    _api("webhook, unknown provider", "POST", "/api/v1/payments/webhook/nope", 404, "not_found",
          json={}, token="no"),
     _api("api method not allowed", "PATCH", "/api/v1/cart", 405, "method_not_allowed"),
 ]

@@ -115,7 +115,7 @@ def _path_values(rule: str, links: dict[str, str]) -> dict[str, str]:
         "/orders/<id:order_id>": {"order_id": links["order"]},
         "/api/v1/orders/<id:order_id>": {"order_id": links["order"]},
         "/orders/<id:order_id>/pay": {"order_id": links["order"]},
-        "/payments/webhook/<provider>": {"provider": "test"},
+        "/api/v1/payments/webhook/<provider>": {"provider": "test"},
         "/test-payments/<payment_id>": {"payment_id": links["payment"]},
         "/verify/<token>": {"token": links["verify"]},
         "/password/reset/<token>": {"token": links["reset"]},

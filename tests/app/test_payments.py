@@ -30,7 +30,7 @@ def _undelivered(shopper: Shopper, order: dict, outcome: str) -> tuple[dict, byt
 
 
 def _webhook(shopper: Shopper, headers: dict, body: bytes):
-    return shopper.client.post("/payments/webhook/test", data=body, headers=headers)
+    return shopper.client.post("/api/v1/payments/webhook/test", data=body, headers=headers)
 
 
 def test_a_guest_pays_and_the_order_is_paid_only_by_the_notification(app, shopper):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
@@ -56,7 +57,17 @@ def checkout():
 
 def viewed_order(order_id: int) -> Order:
     """The order if this browser may see it (its account, the guest session that placed it,
-    or ``?token=``, the access link's secret); 404 for anyone else, as for a missing one."""
+    or ``?token=``, the access link's secret); 404 for anyone else, as for a missing one. An
+    unpaid order past its hold is shown expired (this request sweeps)."""
+    found = _find(order_id)
+    expires = found.hold_expires_at
+    if found.status == PENDING and expires and _aware(expires) <= utcnow(services().clock):
+        sweep_expired_orders()
+        found = _find(order_id)
+    return found
+
+
+def _find(order_id: int) -> Order:
     current = require_session_store()
     found = get_order(
         services().engines.primary,
@@ -67,16 +78,11 @@ def viewed_order(order_id: int) -> Order:
     )
     if found is None:
         raise NotFound(f"There is no order {order_id} here.")
-    expires = found.hold_expires_at
-    if found.status == PENDING and expires and _aware(expires) <= utcnow(services().clock):
-        sweep_expired_orders()
-        return viewed_order(order_id)
     return found
 
 
-def _aware(moment):
-    from datetime import UTC
-
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive UTC times; PostgreSQL aware ones."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -179,3 +179,48 @@ def test_each_process_sweeps_expired_holds_in_the_background(make_app):
     assert services.hold_sweeper._thread is not None
     found = shopper.client.get(f"/api/v1/orders/{order['id']}").get_json()["order"]
     assert found["status"] == "expired"
+
+
+def test_a_guest_checks_out_with_the_pages_and_returns_to_a_paid_order(app, shopper):
+    shopper.add(KETTLE, 1)
+    placed = shopper.post_form(
+        "/checkout",
+        {"email": "guest@example.com", **SHIPPING, "idempotency_key": "form-1"},
+    )
+    assert placed.status_code == 303 and placed.headers["Location"].endswith("/pay")
+    provider = shopper.client.get(placed.headers["Location"]).headers["Location"]
+    page = shopper.client.get(provider).get_data(as_text=True)
+    assert "TEST MODE" in page and "€19.99" in page
+    back = shopper.client.post(provider, data={"outcome": "succeed"})
+    order_page = shopper.client.get(back.headers["Location"]).get_data(as_text=True)
+    assert "Thank you" in order_page and "access-link" in order_page and "?token=" in order_page
+    assert "pending_payment" in order_page and "paid" in order_page  # the history
+    assert shopper.cart()["count"] == 0
+
+
+def test_login_and_registration_from_checkout_come_back_to_it(app, shopper):
+    shopper.add(KETTLE)
+    register_page = shopper.client.get("/register?next=/checkout").get_data(as_text=True)
+    assert 'name="next" value="/checkout"' in register_page
+    sent = shopper.post_form(
+        "/register",
+        {"email": "ada@example.com", "password": "correct horse 42", "next": "/checkout"},
+    ).get_data(as_text=True)
+    assert "/login?next=/checkout" in sent
+    offsite = shopper.client.get("/register?next=https://evil.example/").get_data(as_text=True)
+    assert "evil.example" not in offsite
+    back = shopper.post_form(
+        "/login", {"email": "ada@example.com", "password": "correct horse 42", "next": "/checkout"}
+    )
+    assert back.status_code == 303 and back.headers["Location"] == "/checkout"
+
+
+def test_the_test_provider_refuses_bad_outcomes_and_unknown_payments(app, shopper):
+    order = _guest_order(shopper)
+    bad = shopper.client.post(order["payment_url"], json={"outcome": "maybe"})
+    assert bad.status_code == 400
+    forged = order["payment_url"].rsplit("/", 1)[0] + "/not-a-signed-id"
+    assert shopper.client.get(forged).status_code == 404
+    assert shopper.client.post(forged, json={"outcome": "succeed"}).status_code == 404
+    found = shopper.client.get(f"/api/v1/orders/{order['id']}").get_json()["order"]
+    assert found["status"] == "pending_payment" and _stock(shopper) == 8

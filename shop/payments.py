@@ -103,6 +103,7 @@ def apply_notification(
     *,
     now: datetime,
     listeners: Sequence[Listener] = (),
+    retried: bool = False,
 ) -> Applied:
     """Verify and apply a notification, once: ``succeeded`` pays a pending order, ``declined``
     fails it (its stock returns). A payment that succeeds for an order no longer waiting
@@ -159,12 +160,14 @@ def apply_notification(
             ).scalar()
         return Applied(note.order_id, status or "", False, [], None)
     except IllegalTransition:
-        # A concurrent notification or the expiry sweeper changed the order first.
-        with engine.connect() as conn:
-            status = conn.execute(
-                select(orders.c.status).where(orders.c.id == note.order_id)
-            ).scalar()
-        return Applied(note.order_id, status or "", False, [], None)
+        # The expiry sweeper (or another notification) changed the order between our read and
+        # our UPDATE, and everything here rolled back: apply it again to the order as it now
+        # is (a success for an expired order is refunded then, and the event recorded).
+        if retried:
+            raise
+        return apply_notification(
+            engine, provider, headers, body, now=now, listeners=listeners, retried=True
+        )
     return Applied(note.order_id, target, True, restocked, owner)
 
 

@@ -14,7 +14,7 @@ from shop.db import make_engine
 from shop.errors import OutOfStock
 from shop.models import metadata, order_events, order_lines, orders, products, users
 from shop.order_lifecycle import expire_overdue
-from shop.orders import Shipping, place_order
+from shop.orders import Shipping, load_order, place_order
 from tests.support import KETTLE, MUG, Shopper, shopper_on
 
 SHIP = Shipping("Ada", "1 Analytical St")
@@ -266,3 +266,41 @@ def test_concurrent_checkouts_of_one_cart_with_different_keys_place_one_order(pg
     stock = _stock_of(engine, KETTLE)
     engine.dispose()
     assert len(ids) == 1 and count == 1 and stock == 8
+
+
+def test_a_payment_racing_the_expiry_either_pays_or_expires_never_both(pg_url):
+    from shop.payment_test_provider import TestProvider
+    from shop.payments import apply_notification, ensure_payment
+
+    engine = make_engine(pg_url, name="primary")
+    later = NOW + timedelta(seconds=901)
+    provider = TestProvider("webhook-secret-0123456789", "ids", clock=lambda: later.timestamp())
+    refunds: list[str] = []
+    provider.refund = lambda ref, cents: refunds.append(ref) or "re"  # type: ignore[method-assign]
+    outcomes = []
+    for round_ in range(6):
+        placed = _place(engine, None, {KETTLE: 2}, f"race-{round_}", owner=f"s:race-{round_}")
+        ensure_payment(engine, provider, placed.order, return_url="http://shop/orders/1")
+        with engine.connect() as conn:
+            order = load_order(conn, placed.order.id)
+        headers, body = provider.notification(provider.payment(order.payment_ref), "succeed")
+        start = threading.Barrier(2)
+
+        def pay(start: threading.Barrier = start, headers=headers, body=body) -> None:
+            start.wait()
+            apply_notification(engine, provider, headers, body, now=later)
+
+        def sweep(start: threading.Barrier = start) -> None:
+            start.wait()
+            expire_overdue(engine, now=later)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for future in [pool.submit(pay), pool.submit(sweep)]:
+                future.result()
+        with engine.connect() as conn:
+            outcomes.append(load_order(conn, placed.order.id).status)
+    stock = _stock_of(engine, KETTLE)
+    engine.dispose()
+    assert set(outcomes) <= {"paid", "expired"}
+    assert stock == 10 - 2 * outcomes.count("paid")  # an expired order's stock came back once
+    assert len(refunds) == outcomes.count("expired")  # a payment that lost the race is refunded

@@ -21,7 +21,7 @@ from .errors import IllegalTransition
 from .models import order_events, order_lines, orders, products
 
 if TYPE_CHECKING:
-    from .orders import Order
+    from .order_records import Order
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def transition(
         _return_stock(conn, order_id)
     record(conn, order_id, to, at, note)
     if listeners:
-        from .orders import load_order
+        from .order_records import load_order
 
         order = load_order(conn, order_id)
         for listener in listeners:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from .errors import InvalidNotification, NotFound
-from .orders import Order
+from .order_records import Order
 from .payments import (
     DECLINED,
     SIGNATURE_HEADER,

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from .errors import IllegalTransition, InvalidNotification
 from .models import orders, payment_events
 from .order_lifecycle import FAILED, PAID, PENDING, Listener, product_ids, transition
-from .orders import Order, load_order
+from .order_records import Order, load_order
 
 log = logging.getLogger(__name__)
 

@@ -6,19 +6,17 @@ from flask import Blueprint, jsonify, request
 
 from ..accounts import get_account, send_verification
 from ..models import MAX_ID
-from ..orders import Shipping, list_orders
+from ..order_records import list_orders
+from ..orders import Shipping
 from .account import SENT_TO_CONFIRM
 from .actions import (
     add_to_cart,
     ask_email_change,
     ask_password_reset,
     change_own_password,
-    checkout,
     current_cart,
     log_in_with_password,
     note_account,
-    order_token,
-    payment_url,
     remove_from_cart,
     reset_with_link,
     search_admission,
@@ -37,6 +35,7 @@ from .context import (
 )
 from .credentials import SENT_NEW_ADDRESS, SENT_RESET
 from .inputs import json_body, json_int, page_args
+from .ordering import checkout, order_token, payment_url
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 

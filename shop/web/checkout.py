@@ -9,17 +9,13 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from ..errors import FormError, NotFound
 from ..order_lifecycle import PENDING, utcnow
-from ..orders import Order, Shipping, get_order, list_orders
-from .actions import checkout as place_checkout
-from .actions import (
-    current_cart,
-    order_token,
-    owner_key,
-    payment_url,
-    sweep_expired_orders,
-)
-from .context import require_login, require_session_store, services
+from ..order_records import Order, get_order, list_orders
+from ..orders import Shipping
+from .actions import current_cart
+from .context import owner_key, require_login, require_session_store, services
 from .errors import form_error
+from .ordering import checkout as place_checkout
+from .ordering import order_token, payment_url, sweep_expired_orders
 
 bp = Blueprint("checkout", __name__)
 

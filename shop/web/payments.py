@@ -17,9 +17,9 @@ from flask import Blueprint, jsonify, redirect, render_template, request
 
 from ..errors import InvalidInput
 from ..payment_test_provider import OUTCOMES, TestProvider
-from .actions import receive_notification
 from .context import services
 from .inputs import json_body
+from .ordering import receive_notification
 
 bp = Blueprint("payments", __name__)
 
@@ -32,7 +32,7 @@ def csrf_exempt(view):
 @bp.post("/api/v1/payments/webhook/<provider>")
 @csrf_exempt
 def webhook(provider: str):
-    applied = receive_notification(provider, request.headers, request.get_data())
+    applied = receive_notification(provider, dict(request.headers), request.get_data())
     return jsonify(
         {"order_id": applied.order_id, "status": applied.status, "changed": applied.changed}
     )

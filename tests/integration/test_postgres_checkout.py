@@ -14,7 +14,8 @@ from shop.db import make_engine
 from shop.errors import OutOfStock
 from shop.models import metadata, order_events, order_lines, orders, products, users
 from shop.order_lifecycle import expire_overdue
-from shop.orders import Shipping, load_order, place_order
+from shop.order_records import load_order
+from shop.orders import Shipping, place_order
 from tests.support import KETTLE, MUG, Shopper, shopper_on
 
 SHIP = Shipping("Ada", "1 Analytical St")

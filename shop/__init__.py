@@ -88,6 +88,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
             "SHOP_SMTP_URL is not set: mails are written to the log instead, with their links "
             "(password resets): fine for development, not for production."
         )
+    if not settings.embedded:
+        log.warning(
+            "payments go to the built-in TEST provider (/test-payments/...): anyone can mark an "
+            "order paid there. Fine for staging and CI; a real adapter is needed to take money "
+            "(docs/payments.md)."
+        )
     if not settings.embedded and settings.public_url is None:
         log.warning(
             "SHOP_PUBLIC_URL is not set: links in mails (password resets) follow each request's "

@@ -52,6 +52,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
     app.json = json_provider
     services = build_services(settings, app.instance_path, redis_client=kwargs.get("redis_client"))
     app.extensions["shop"] = services
+    from .order_mail import OrderMails
+    from .web.ordering import order_links
+
+    # A paid or shipped order's mail goes into the outbox in the status change's transaction.
+    services.order_listeners.append(
+        OrderMails(links=order_links(settings), currency=settings.currency)
+    )
     if settings.instrument:
         from . import instrumentation
 
@@ -71,6 +78,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
     from .web import register
 
     register(app)
+    # Each process (each gunicorn worker, after its fork) sweeps expired payment holds.
+    app.before_request(services.hold_sweeper.start)
 
     from .cli import register_cli
 
@@ -85,6 +94,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         log.warning(
             "SHOP_SMTP_URL is not set: mails are written to the log instead, with their links "
             "(password resets): fine for development, not for production."
+        )
+    if not settings.embedded:
+        log.warning(
+            "payments go to the built-in TEST provider (/test-payments/...): anyone can mark an "
+            "order paid there. Fine for staging and CI; a real adapter is needed to take money "
+            "(docs/payments.md)."
         )
     if not settings.embedded and settings.public_url is None:
         log.warning(

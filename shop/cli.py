@@ -19,6 +19,7 @@ from .services import Services
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
 product_cli = AppGroup("product", help="Add or change products; the cache is invalidated.")
 mail_cli = AppGroup("mail", help="The mail outbox: order mails waiting to be sent.")
+order_cli = AppGroup("order", help="Ship, cancel (refund) or expire orders, until a back office.")
 
 
 def _services() -> Services:
@@ -176,8 +177,71 @@ def mail_status() -> None:
     click.echo(", ".join(f"{status} {n}" for status, n in found.items()))
 
 
+def _now(services: Services):
+    from .order_lifecycle import utcnow
+
+    return utcnow(services.clock)
+
+
+@order_cli.command("ship")
+@click.argument("order_id", type=click.IntRange(1))
+@click.option("--tracking", help="The carrier's tracking number.")
+def order_ship(order_id: int, tracking: str | None) -> None:
+    """Mark a paid order shipped."""
+    from .payments import ship_order
+
+    services = _services()
+    try:
+        ship_order(
+            services.engines.primary,
+            order_id,
+            now=_now(services),
+            tracking=tracking,
+            listeners=services.order_listeners,
+        )
+    except ShopError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"order {order_id} shipped")
+
+
+@order_cli.command("cancel")
+@click.argument("order_id", type=click.IntRange(1))
+def order_cancel(order_id: int) -> None:
+    """Cancel a paid order: refunded through the provider, its stock returned."""
+    from .payments import cancel_order
+
+    services = _services()
+    try:
+        restocked = cancel_order(
+            services.engines.primary,
+            services.payment_provider,
+            order_id,
+            now=_now(services),
+            listeners=services.order_listeners,
+        )
+    except ShopError as exc:
+        raise click.ClickException(exc.message) from None
+    _invalidate(services, restocked, structural=False)
+    click.echo(f"order {order_id} cancelled and refunded")
+
+
+@order_cli.command("expire")
+def order_expire() -> None:
+    """Expire unpaid orders past their hold (safe beside the instances' own sweeps)."""
+    from .order_lifecycle import expire_overdue
+
+    services = _services()
+    restocked = expire_overdue(
+        services.engines.primary, now=_now(services), listeners=services.order_listeners
+    )
+    if restocked:
+        _invalidate(services, restocked, structural=False)
+    click.echo(f"stock returned for products: {restocked}")
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(mail_cli)
+    app.cli.add_command(order_cli)
     app.cli.add_command(db_cli)
     app.cli.add_command(product_cli)
     app.cli.add_command(seed_command)

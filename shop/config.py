@@ -168,6 +168,12 @@ class Settings:
     mail_retry_max_delay: float = 3600.0
     mail_retry_attempts: int = 12
 
+    # Payments. Seconds an order waiting for payment holds its stock (then it expires and the
+    # stock returns); the key the payment provider signs its notifications with (default:
+    # derived from secret_key, so every instance agrees).
+    payment_hold_seconds: int = 900
+    payment_webhook_secret: str | None = field(default=None, repr=False)
+
     # Operations.
     # X-Served-By; unset, an opaque name derived from the host name (logged at start), so a
     # response does not tell the world the host's name.
@@ -211,6 +217,13 @@ class Settings:
     def embedded(self) -> bool:
         """True when neither a database nor a Redis server is configured."""
         return self.database_url is None and self.redis_url is None
+
+    def webhook_secret(self) -> str:
+        """``payment_webhook_secret``, or one derived from ``secret_key``."""
+        if self.payment_webhook_secret:
+            return self.payment_webhook_secret
+        seed = f"payment-webhook:{self.secret_key}".encode()
+        return hashlib.sha256(seed).hexdigest()
 
     def opaque_instance_name(self) -> str:
         """A stable name for this host that does not reveal it (for X-Served-By)."""
@@ -284,6 +297,8 @@ class Settings:
             )
         if self.secret_key is not None and len(self.secret_key) < 16:
             problems.append("SHOP_SECRET_KEY must be at least 16 characters")
+        if self.payment_webhook_secret is not None and len(self.payment_webhook_secret) < 16:
+            problems.append("SHOP_PAYMENT_WEBHOOK_SECRET must be at least 16 characters")
         for name, allowed in RANGES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -367,6 +382,7 @@ RANGES: dict[str, Range] = {
     "mail_retry_delay": _POSITIVE,
     "mail_retry_max_delay": _POSITIVE,
     "mail_retry_attempts": _AT_LEAST_1,
+    "payment_hold_seconds": _AT_LEAST_1,
     "hsts_seconds": _AT_LEAST_0,  # 0: no Strict-Transport-Security
     "trusted_proxies": _AT_LEAST_0,
 }

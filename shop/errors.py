@@ -250,3 +250,25 @@ class MailUnavailable(ServiceUnavailable):
     written before it stays written; the shopper is asked to try again."""
 
     code = "mail_unavailable"
+
+
+class IllegalTransition(ShopError):
+    """An order cannot go from its status to the one asked for (or another change won the
+    race); nothing was changed."""
+
+    status = 409
+    code = "illegal_transition"
+
+
+class IdempotencyKeyReused(ShopError):
+    """The same ``Idempotency-Key`` came with a different request: refused, as Stripe does."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class InvalidNotification(ShopError):
+    """A payment notification whose signature, timestamp or body does not verify."""
+
+    status = 400
+    code = "invalid_notification"

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 
 metadata = MetaData(
@@ -78,16 +79,66 @@ orders = Table(
     "orders",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
-    Column("status", String(20), nullable=False, server_default="placed"),
+    # NULL for a guest's order until the guest signs in from the browser that placed it.
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=True),
+    # Whose submits an idempotency key is scoped to: "u:<user id>" or "s:<session ref>" (a
+    # guest), as the cart's owner is named (shop.cart.CartOwner). Migration 0004.
+    Column("owner_key", String(80), nullable=False),
+    Column("status", String(20), nullable=False, server_default="pending_payment"),
     Column("total_cents", BigInteger, nullable=False),
+    Column("email", String(254), nullable=True),
     Column("shipping_name", String(200), nullable=False),
     Column("shipping_address", Text, nullable=False),
     Column("idempotency_key", String(100), nullable=False),
+    # SHA-256 of what the submit asked for: the same key with another body is refused (422).
+    Column("request_hash", String(64), nullable=True),
+    # SHA-256 of the cart's lines: one pending order per (owner, cart), see the index below.
+    Column("cart_hash", String(64), nullable=True),
+    # SHA-256 of the access link's token (a guest sees the order through it).
+    Column("access_token_hash", String(64), nullable=True, unique=True),
+    Column("hold_expires_at", DateTime(timezone=True), nullable=True),
+    Column("payment_ref", String(300), nullable=True),
+    Column("payment_url", Text, nullable=True),
+    Column("tracking", String(200), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    # One order per (shopper, key): the database, not the app, refuses a duplicate checkout.
-    UniqueConstraint("user_id", "idempotency_key"),
+    # One order per (owner, key): the database, not the app, refuses a duplicate checkout.
+    UniqueConstraint("owner_key", "idempotency_key"),
     Index(None, "user_id", "id"),
+    Index(None, "status", "hold_expires_at"),
+    # One cart, one order: concurrent checkouts of the same cart under different keys cannot
+    # both leave an order waiting for payment.
+    Index(
+        "uq_orders_pending_cart",
+        "owner_key",
+        "cart_hash",
+        unique=True,
+        postgresql_where=text("status = 'pending_payment'"),
+        sqlite_where=text("status = 'pending_payment'"),
+    ),
+)
+
+# Every status an order took, with its time: the history a shopper sees on the order page.
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("note", String(300), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# Payment notifications already applied, by the provider's event id: a replay changes nothing.
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("provider", String(40), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=True),
+    Column("outcome", String(20), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("provider", "event_id"),
 )
 
 order_lines = Table(

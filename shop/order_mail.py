@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select
 from .account_mail import SIGNATURE
 from .mail import Message
 from .models import orders, users
-from .orders import Order
+from .order_records import Order
 from .outbox import enqueue
 
 OrderListener = Callable[[Connection, Order, str], None]

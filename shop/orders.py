@@ -2,24 +2,36 @@
 
 :func:`place_order` is one transaction: a conditional decrement per line (``stock >= wanted``),
 so stock never goes below zero whatever runs concurrently; lines are taken in product-id order
-so two checkouts cannot deadlock. A (shopper, idempotency key) pair is unique in the database,
-so a repeated submit returns the first order instead of creating a second.
+so two checkouts cannot deadlock. The order waits for payment, holding that stock until
+``hold_expires_at`` (shop.order_lifecycle expires it after). A (owner, idempotency key) pair is
+unique in the database, so a repeated submit returns the first order instead of creating a
+second, and the same key with another request is refused; one cart (owner, lines) has at most
+one order waiting for payment, so two tabs with two keys cannot both place it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .cart import changed_prices
 from .catalogue import MAX_TOTAL_CENTS
-from .errors import EmptyCart, InvalidInput, OutOfStock, PricesChanged, ShortLine
+from .errors import (
+    EmptyCart,
+    IdempotencyKeyReused,
+    InvalidInput,
+    OutOfStock,
+    PricesChanged,
+    ShortLine,
+)
 from .models import order_lines, orders, products
+from .order_lifecycle import PENDING, record
+from .order_records import Order, OrderLine, access_token, load_order, token_hash
 
 MAX_IDEMPOTENCY_KEY = 100
 
@@ -42,43 +54,8 @@ class Shipping:
         return cls(name.strip(), address.strip())
 
 
-@dataclass(frozen=True)
-class OrderLine:
-    product_id: int
-    name: str
-    unit_price_cents: int
-    quantity: int
-    line_total_cents: int
-
-
-@dataclass(frozen=True)
-class Order:
-    id: int
-    status: str
-    total_cents: int
-    shipping_name: str
-    shipping_address: str
-    created_at: datetime | None
-    lines: list[OrderLine] = field(default_factory=list)
-
-    def as_json(self) -> dict:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "total_cents": self.total_cents,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "shipping": {"name": self.shipping_name, "address": self.shipping_address},
-            "lines": [
-                {
-                    "product_id": line.product_id,
-                    "name": line.name,
-                    "quantity": line.quantity,
-                    "unit_price_cents": line.unit_price_cents,
-                    "line_total_cents": line.line_total_cents,
-                }
-                for line in self.lines
-            ],
-        }
+def _fingerprint(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -103,35 +80,65 @@ def check_idempotency_key(key: object) -> str:
 def place_order(
     engine: Engine,
     *,
-    user_id: int,
+    owner_key: str,
+    user_id: int | None,
+    email: str | None,
     cart: dict[int, int],
     shipping: Shipping,
     idempotency_key: str,
+    now: datetime,
+    hold_seconds: int,
+    secret: str,
     seen_prices: dict[int, int] | None = None,
 ) -> PlacedOrder:
-    """Turn a cart into an order, or raise and write nothing. With ``seen_prices`` (id -> the
-    unit price the shopper saw), a line whose price read here differs raises PricesChanged."""
+    """Turn a cart into an order waiting for payment, or raise and write nothing. With
+    ``seen_prices`` (id -> the unit price the shopper saw), a line whose price read here
+    differs raises PricesChanged."""
     key = check_idempotency_key(idempotency_key)
+    asked = _fingerprint([shipping.name, shipping.address, email])
+    cart_hash = _fingerprint(sorted(cart.items()))
     try:
         with engine.begin() as conn:
-            existing = _order_id_for_key(conn, user_id, key)
-            if existing is not None:
-                return PlacedOrder(_load_order(conn, existing), created=False)
+            earlier = _earlier_order(conn, owner_key, key, asked, cart_hash)
+            if earlier is not None:
+                return PlacedOrder(load_order(conn, earlier), created=False)
             if not cart:
                 raise EmptyCart("Your cart is empty.")
             lines, short = _take_stock(conn, cart)
             if short:
                 raise OutOfStock(short)
             _check_money(seen_prices, lines)
-            order_id = _insert_order(conn, user_id, shipping, key, lines)
-            order = _load_order(conn, order_id)
+            order_id = _insert_order(
+                conn,
+                {
+                    "user_id": user_id,
+                    "owner_key": owner_key,
+                    "email": email,
+                    "status": PENDING,
+                    "shipping_name": shipping.name,
+                    "shipping_address": shipping.address,
+                    "idempotency_key": key,
+                    "request_hash": asked,
+                    "cart_hash": cart_hash,
+                    "hold_expires_at": now + timedelta(seconds=hold_seconds),
+                    "created_at": now,
+                },
+                lines,
+            )
+            conn.execute(
+                update(orders)
+                .where(orders.c.id == order_id)
+                .values(access_token_hash=token_hash(access_token(secret, order_id)))
+            )
+            record(conn, order_id, PENDING, now, None)
+            order = load_order(conn, order_id)
     except IntegrityError:
-        # The same key committed by a concurrent submit: answer with that order.
+        # A concurrent submit with this key, or of this cart, committed first: its order.
         with engine.connect() as conn:
-            existing = _order_id_for_key(conn, user_id, key)
-            if existing is None:
+            earlier = _earlier_order(conn, owner_key, key, asked, cart_hash)
+            if earlier is None:
                 raise
-            return PlacedOrder(_load_order(conn, existing), created=False)
+            return PlacedOrder(load_order(conn, earlier), created=False)
     return PlacedOrder(order, created=True)
 
 
@@ -147,21 +154,29 @@ def _check_money(seen: dict[int, int] | None, lines: list[OrderLine]) -> None:
         raise InvalidInput("This order is larger than the shop can take; order fewer items.")
 
 
-def has_shipped_to(engine: Engine, *, user_id: int, address: str) -> bool:
-    """Whether an earlier order of this account went to ``address`` (a new one asks for the
-    password again in a session that has not been asked for a while)."""
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(orders.c.id)
-            .where(orders.c.user_id == user_id, orders.c.shipping_address == address)
-            .limit(1)
-        ).first()
-    return found is not None
-
-
-def _order_id_for_key(conn: Connection, user_id: int, key: str) -> int | None:
+def _earlier_order(
+    conn: Connection, owner_key: str, key: str, asked: str, cart_hash: str
+) -> int | None:
+    """The order this submit repeats: the same key (refused if it asked for something else),
+    or the same cart still waiting for payment."""
+    same_key = conn.execute(
+        select(orders.c.id, orders.c.request_hash).where(
+            orders.c.owner_key == owner_key, orders.c.idempotency_key == key
+        )
+    ).first()
+    if same_key is not None:
+        if same_key.request_hash not in (None, asked):
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used for a different order; use a new key.",
+                field="idempotency_key",
+            )
+        return same_key.id
     return conn.execute(
-        select(orders.c.id).where(orders.c.user_id == user_id, orders.c.idempotency_key == key)
+        select(orders.c.id).where(
+            orders.c.owner_key == owner_key,
+            orders.c.cart_hash == cart_hash,
+            orders.c.status == PENDING,
+        )
     ).scalar()
 
 
@@ -195,20 +210,10 @@ def _take_stock(conn: Connection, cart: dict[int, int]) -> tuple[list[OrderLine]
     return lines, short
 
 
-def _insert_order(
-    conn: Connection, user_id: int, shipping: Shipping, key: str, lines: list[OrderLine]
-) -> int:
+def _insert_order(conn: Connection, values: dict, lines: list[OrderLine]) -> int:
+    total = sum(line.line_total_cents for line in lines)
     order_id = conn.execute(
-        insert(orders)
-        .values(
-            user_id=user_id,
-            status="placed",
-            total_cents=sum(line.line_total_cents for line in lines),
-            shipping_name=shipping.name,
-            shipping_address=shipping.address,
-            idempotency_key=key,
-        )
-        .returning(orders.c.id)
+        insert(orders).values(**values, total_cents=total).returning(orders.c.id)
     ).scalar_one()
     conn.execute(
         insert(order_lines),
@@ -225,61 +230,3 @@ def _insert_order(
         ],
     )
     return order_id
-
-
-def _load_order(conn: Connection, order_id: int) -> Order:
-    row = conn.execute(select(orders).where(orders.c.id == order_id)).one()
-    return _order_from(conn, [row])[0]
-
-
-def _order_from(conn: Connection, rows: Sequence[Row[Any]]) -> list[Order]:
-    if not rows:
-        return []
-    by_order: dict[int, list[OrderLine]] = {row.id: [] for row in rows}
-    for line in conn.execute(
-        select(order_lines)
-        .where(order_lines.c.order_id.in_(list(by_order)))
-        .order_by(order_lines.c.order_id, order_lines.c.id)
-    ):
-        by_order[line.order_id].append(
-            OrderLine(
-                line.product_id,
-                line.product_name,
-                line.unit_price_cents,
-                line.quantity,
-                line.line_total_cents,
-            )
-        )
-    return [
-        Order(
-            id=row.id,
-            status=row.status,
-            total_cents=row.total_cents,
-            shipping_name=row.shipping_name,
-            shipping_address=row.shipping_address,
-            created_at=row.created_at,
-            lines=by_order[row.id],
-        )
-        for row in rows
-    ]
-
-
-def get_order(engine: Engine, *, user_id: int, order_id: int) -> Order | None:
-    """The shopper's own order, or None (someone else's is as absent as a missing one)."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(orders).where(orders.c.id == order_id, orders.c.user_id == user_id)
-        ).first()
-        return _order_from(conn, [row])[0] if row else None
-
-
-def list_orders(engine: Engine, *, user_id: int, limit: int = 50) -> list[Order]:
-    """The shopper's latest orders with their lines, newest first."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(orders)
-            .where(orders.c.user_id == user_id)
-            .order_by(orders.c.id.desc())
-            .limit(limit)
-        ).all()
-        return _order_from(conn, rows)

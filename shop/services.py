@@ -15,9 +15,13 @@ from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
 from .db import Engines, SqliteChanges, make_engine
+from .hold_sweeper import HoldSweeper
 from .mail import Mailer, mailer_from_settings, sender_domain
+from .order_lifecycle import Listener, expire_overdue, utcnow
 from .outbox import Delivery, MailWorker, RetryPolicy
 from .paging import Paging
+from .payment_test_provider import TestProvider
+from .payments import PaymentProvider
 from .redis_client import connect
 from .sessions import SessionStore
 from .throttle import RULES, HashSlots, Throttle
@@ -35,7 +39,14 @@ class Services:
     hash_slots: HashSlots
     mailer: Mailer
     mail_worker: MailWorker
-    # Where account links read the time (their expiry); tests move it.
+    # The payment providers by name (the webhook's path names one) and the one checkout uses.
+    payment_providers: dict[str, PaymentProvider]
+    payment_provider: PaymentProvider
+    hold_sweeper: HoldSweeper
+    # Called inside the transaction of every order status change (shop.order_lifecycle): the
+    # mail outbox registers here (create_app).
+    order_listeners: list[Listener] = field(default_factory=list)
+    # Where account links and payment holds read the time; tests move it.
     clock: Callable[[], float] = field(default=time.time)
 
     def close(self) -> None:
@@ -43,6 +54,7 @@ class Services:
         if self.catalogue.cache.local is not None:
             self.catalogue.cache.local.stop()
         self.mail_worker.stop()
+        self.hold_sweeper.stop()
         if isinstance(self.catalogue.changes, SqliteChanges):
             self.catalogue.changes.close()
         self.engines.dispose()
@@ -95,7 +107,14 @@ def build_services(
         engine = make_engine(primary_url, name="mail", connect_timeout=settings.db_connect_timeout)
         return mail_delivery(settings, engine, mailer)
 
-    return Services(
+    assert settings.secret_key is not None  # create_app generates one for the embedded mode
+    # The provider reads the services' clock (bound below), which tests may move.
+    test_provider = TestProvider(
+        settings.webhook_secret(),
+        f"test-payment-id:{settings.secret_key}",
+        clock=lambda: services.clock(),
+    )
+    services = Services(
         settings=settings,
         engines=engines,
         redis=client,
@@ -140,4 +159,21 @@ def build_services(
         hash_slots=HashSlots(settings.password_hash_slots, settings.password_hash_queue),
         mailer=mailer,
         mail_worker=MailWorker(worker_delivery, poll=settings.mail_poll_seconds),
+        payment_providers={test_provider.name: test_provider},
+        payment_provider=test_provider,
+        hold_sweeper=HoldSweeper(
+            lambda: sweep_holds(services), interval=min(60.0, settings.payment_hold_seconds / 4)
+        ),
     )
+    return services
+
+
+def sweep_holds(services: Services) -> None:
+    """Expire unpaid orders past their hold; refresh the catalogue for the stock that returned."""
+    restocked = expire_overdue(
+        services.engines.primary,
+        now=utcnow(services.clock),
+        listeners=services.order_listeners,
+    )
+    if restocked:
+        services.catalogue.invalidate(restocked)

@@ -27,7 +27,17 @@ def format_time(timestamp: float) -> str:
 
 
 def register(app: Flask) -> None:
-    from . import account, account_sessions, api, cart, catalogue, checkout, credentials, ops
+    from . import (
+        account,
+        account_sessions,
+        api,
+        cart,
+        catalogue,
+        checkout,
+        credentials,
+        ops,
+        payments,
+    )
 
     app.url_map.converters["id"] = IdConverter
     register_middleware(app)
@@ -39,6 +49,7 @@ def register(app: Flask) -> None:
         credentials.bp,
         account_sessions.bp,
         checkout.bp,
+        payments.bp,
         api.bp,
     )
     for blueprint in (*blueprints, ops.bp):

@@ -18,19 +18,21 @@ SENT_TO_CONFIRM = "We sent a message to {email}: follow the link in it to confir
 
 @bp.route("/register", methods=["GET", "POST"])
 def register_page():
+    next_url = safe_next(request.values.get("next"), "")
     if request.method == "GET":
-        return render_template("account/register.html", error=None, email="")
+        return render_template("account/register.html", error=None, email="", next=next_url)
     email = request.form.get("email", "")
     try:
         address = sign_up(email, request.form.get("password", ""))
     except FormError as exc:
-        return form_error("account/register.html", exc, email=email)
+        return form_error("account/register.html", exc, email=email, next=next_url)
     # The same page whether or not the address had an account: the mail differs.
     return render_template(
         "account/sent.html",
         title="Check your mail",
         message=SENT_TO_CONFIRM.format(email=address),
         then="Then log in with your email and password (you may log in before confirming).",
+        next=next_url,
     )
 
 

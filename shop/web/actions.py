@@ -17,13 +17,14 @@ from ..account_changes import (
 )
 from ..accounts import User, authenticate, register
 from ..cart import CartOwner, PricedCart, price_cart
-from ..errors import InvalidCredentials, ProductsUnavailable, ReauthRequired, WrongPassword
-from ..orders import PlacedOrder, Shipping, has_shipped_to, place_order
+from ..errors import InvalidCredentials, ReauthRequired, WrongPassword
+from ..order_records import claim_guest_orders
 from ..redis_client import RedisUnavailable
 from .context import (
     account_tokens,
     cart_owner,
     outbox,
+    owner_key,
     require_login,
     require_session_store,
     services,
@@ -256,6 +257,8 @@ def sign_in(user: User) -> None:
         carts.merge(
             visitor, CartOwner.account(user.id), {pid: stock.get(pid, 0) for pid in quantities}
         )
+    # Orders this browser placed as a guest become the account's.
+    claim_guest_orders(services().engines.primary, owner_key=owner_key(current), user_id=user.id)
     current.log_in(user.id, user.email, now=services().sessions.clock())
     current["verified"] = user.verified
 
@@ -275,52 +278,3 @@ def note_account(user: User) -> None:
 def sign_out() -> None:
     current = require_session_store()
     current.log_out()
-
-
-def checkout(
-    shipping: Shipping,
-    idempotency_key: str,
-    *,
-    password: object = None,
-    shown_prices: dict[int, int] | None = None,
-) -> PlacedOrder:
-    """Place the order; the cart is cleared and the catalogue refreshed only after the commit.
-    A new shipping address needs a recently entered password (``password`` confirms it). The
-    order is placed only at the prices the shopper saw: ``shown_prices`` (the checkout page's),
-    else the ones the cart's lines were seen at. A product no longer sold must go first."""
-    user_id = require_login()
-    current = shop_session()
-    primary = services().engines.primary
-    if not has_shipped_to(primary, user_id=user_id, address=shipping.address):
-        if password:
-            confirm_password(password)
-        require_recent_password()
-    owner = cart_owner(current)
-    lines = services().carts.lines(owner)
-    gone = set(lines) - set(services().catalogue.products(list(lines)))
-    if gone:
-        raise ProductsUnavailable(sorted(gone))
-    if shown_prices is None:
-        shown_prices = {
-            pid: line.seen_price_cents
-            for pid, line in lines.items()
-            if line.seen_price_cents is not None
-        }
-    placed = place_order(
-        primary,
-        user_id=user_id,
-        cart={pid: line.quantity for pid, line in lines.items()},
-        shipping=shipping,
-        idempotency_key=idempotency_key,
-        seen_prices=shown_prices,
-    )
-    if placed.created:
-        try:
-            services().carts.clear(owner)
-        except RedisUnavailable as exc:
-            log.error("order %s placed but the cart could not be cleared: %s", placed.order.id, exc)
-        try:
-            services().catalogue.invalidate([line.product_id for line in placed.order.lines])
-        except RedisUnavailable as exc:
-            log.warning("order %s: catalogue cache not invalidated: %s", placed.order.id, exc)
-    return placed

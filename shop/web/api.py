@@ -5,16 +5,15 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from ..accounts import get_account, send_verification
-from ..errors import NotFound
 from ..models import MAX_ID
-from ..orders import Shipping, get_order, list_orders
+from ..order_records import list_orders
+from ..orders import Shipping
 from .account import SENT_TO_CONFIRM
 from .actions import (
     add_to_cart,
     ask_email_change,
     ask_password_reset,
     change_own_password,
-    checkout,
     confirm_prices,
     current_cart,
     log_in_with_password,
@@ -26,6 +25,7 @@ from .actions import (
     sign_out,
     sign_up,
 )
+from .checkout import viewed_order
 from .context import (
     account_tokens,
     csrf_token,
@@ -36,6 +36,7 @@ from .context import (
 )
 from .credentials import SENT_NEW_ADDRESS, SENT_RESET
 from .inputs import json_body, json_int, json_prices, page_args
+from .ordering import checkout, order_token, payment_url
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -189,7 +190,8 @@ def cart_item(product_id: int):
 
 @bp.post("/orders")
 def create_order():
-    require_login()  # 401 before anything about the body
+    """An account's or a guest's order (a guest gives ``email``), waiting for payment at
+    ``payment_url``; ``access_token`` opens it without the session (``?token=``)."""
     body = json_body()
     shipping = body.get("shipping")
     if not isinstance(shipping, dict):
@@ -197,9 +199,13 @@ def create_order():
     placed = checkout(
         Shipping.parse(shipping.get("name"), shipping.get("address")),
         request.headers.get("Idempotency-Key", ""),
+        email=body.get("email"),
         password=body.get("password"),
     )
-    return jsonify(placed.order.as_json()), 201 if placed.created else 200
+    url = payment_url(placed.order)
+    found = placed.order.as_json(access_token=order_token(placed.order))
+    found["payment_url"] = url
+    return jsonify({"order": found}), 201 if placed.created else 200
 
 
 @bp.get("/orders")
@@ -211,8 +217,6 @@ def orders():
 
 @bp.get("/orders/<id:order_id>")
 def order(order_id: int):
-    user_id = require_login()
-    found = get_order(services().engines.primary, user_id=user_id, order_id=order_id)
-    if found is None:
-        raise NotFound(f"There is no order {order_id} in your account.")
-    return jsonify(found.as_json())
+    """The owner's session (account or guest) or ``?token=`` sees it; anyone else gets 404."""
+    found = viewed_order(order_id)
+    return jsonify({"order": found.as_json(access_token=order_token(found))})

@@ -51,6 +51,12 @@ def cart_owner(current: ShopSession) -> CartOwner:
     return CartOwner.session(current.ref)
 
 
+def owner_key(current: ShopSession) -> str:
+    """Whose orders and idempotency keys: the cart owner's name (``u:<id>`` / ``s:<ref>``)."""
+    owner = cart_owner(current)
+    return f"{owner.kind}:{owner.ident}"
+
+
 def csrf_token() -> str:
     """The token for this session id, computed once per request (a grid page has a form per
     product) and again only if the id rotates."""

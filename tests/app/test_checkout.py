@@ -18,16 +18,26 @@ def _stock(shopper: Shopper, product_id: int) -> int:
     return shopper.client.get(f"/api/v1/products/{product_id}").get_json()["stock"]
 
 
+def pay(shopper: Shopper, placed, outcome: str = "succeed"):
+    """Follow the payment step to the test provider's page and press its button."""
+    provider_page = shopper.client.get(placed.headers["Location"]).headers["Location"]
+    assert "/test-payments/" in provider_page
+    return shopper.client.post(provider_page, data={"outcome": outcome})
+
+
 def test_checkout_places_the_order_and_shows_a_confirmation(app, shopper):
     shopper.add(KETTLE, 2)
     shopper.add(MUG, 1)
-    assert shopper.client.get("/checkout").status_code == 303  # log in first
+    guest_page = shopper.client.get("/checkout").get_data(as_text=True)  # guests may check out
+    assert 'name="email"' in guest_page and "/login?next=/checkout" in guest_page
     shopper.register()
     page = shopper.client.get("/checkout")
     assert page.status_code == 200 and b"Place order" in page.data and b"45.97" in page.data
+    assert b'name="email"' not in page.data
     placed = shopper.checkout(name="Ada", address="1 Analytical St\nLondon")
     assert placed.status_code == 303
-    confirmation = shopper.client.get(placed.headers["Location"])
+    assert shopper.cart()["count"] == 3  # kept until the order is paid
+    confirmation = shopper.client.get(pay(shopper, placed).headers["Location"])
     text = confirmation.get_data(as_text=True)
     assert "Thank you" in text and "Blue Kettle" in text and "€45.97" in text
     assert "1 Analytical St" in text
@@ -45,8 +55,9 @@ def test_api_order_is_idempotent_per_key(app, shopper):
     body = {"shipping": {"name": "Bo", "address": "2 Road"}}
     first = shopper.api("POST", "/orders", json=body, headers={"Idempotency-Key": "k-1"})
     assert first.status_code == 201
-    order = first.get_json()
-    assert order["total_cents"] == 3 * 1999 and order["status"] == "placed"
+    order = first.get_json()["order"]
+    assert order["total_cents"] == 3 * 1999 and order["status"] == "pending_payment"
+    assert "/test-payments/" in order["payment_url"] and order["access_token"]
     assert order["lines"] == [
         {
             "product_id": KETTLE,
@@ -57,12 +68,13 @@ def test_api_order_is_idempotent_per_key(app, shopper):
         }
     ]
     again = shopper.api("POST", "/orders", json=body, headers={"Idempotency-Key": "k-1"})
-    assert again.status_code == 200 and again.get_json()["id"] == order["id"]
+    assert again.status_code == 200 and again.get_json()["order"]["id"] == order["id"]
     assert _count(app, orders) == 1 and _count(app, order_lines) == 1
     assert _stock(shopper, KETTLE) == 7
     listed = shopper.client.get("/api/v1/orders").get_json()["items"]
     assert [o["id"] for o in listed] == [order["id"]]
-    assert shopper.client.get(f"/api/v1/orders/{order['id']}").get_json() == listed[0]
+    one = shopper.client.get(f"/api/v1/orders/{order['id']}").get_json()["order"]
+    assert one == {**listed[0], "access_token": order["access_token"]}
 
 
 def test_double_submitted_checkout_form_makes_one_order(app, shopper):
@@ -114,14 +126,17 @@ def test_order_stands_when_the_cart_cannot_be_cleared(app, shopper, monkeypatch)
     monkeypatch.setattr(carts, "clear", redis_gone)
     placed = shopper.checkout()
     assert placed.status_code == 303
+    assert pay(shopper, placed).status_code == 303
     assert _count(app, orders) == 1
+    order_id = int(placed.headers["Location"].split("/orders/")[1].split("/")[0])
+    assert shopper.client.get(f"/api/v1/orders/{order_id}").get_json()["order"]["status"] == "paid"
 
 
 def test_another_shoppers_order_is_not_found(app, shopper):
     shopper.register()
     shopper.add(KETTLE)
     location = shopper.checkout().headers["Location"]
-    order_id = int(location.split("/orders/")[1].split("?")[0])
+    order_id = int(location.split("/orders/")[1].split("/")[0])
     other = Shopper(app.test_client(), app)
     other.register(email="eve@example.com")
     assert other.client.get(f"/orders/{order_id}").status_code == 404
@@ -143,4 +158,5 @@ def test_checkout_started_on_one_instance_finishes_on_another(make_app):
     again.client.set_cookie("shop_sid", moved.cookie)
     assert again.checkout(key=key).headers["Location"] == placed.headers["Location"]
     assert _count(first, orders) == 1
-    assert again.client.get(placed.headers["Location"]).status_code == 200
+    order_page = placed.headers["Location"].removesuffix("/pay")
+    assert again.client.get(order_page).status_code == 200

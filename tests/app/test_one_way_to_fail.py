@@ -39,6 +39,8 @@ WORKS_WITHOUT_REDIS = {
     "credentials.confirm_email",  # a mailed link is its own proof: the database alone
     "ops.healthz",  # the process answers, whatever its dependencies do
     "static",
+    "payments.test_payment_page",  # the test provider keeps no state: its id is signed
+    "payments.test_payment",  # the provider's side; the shop's webhook then needs the database
 }
 WORKS_WITHOUT_PRIMARY = {
     "catalogue.grid",  # the catalogue is read from a replica
@@ -58,6 +60,7 @@ WORKS_WITHOUT_PRIMARY = {
     "credentials.email_change",
     "api.logout",  # sessions are in Redis
     "api.session_info",
+    "payments.test_payment_page",
     "account_sessions.page",
     "account_sessions.api_list",
     "account_sessions.api_end_others",
@@ -100,6 +103,7 @@ def _bodies(links: dict[str, str]) -> dict[tuple[str, str], dict]:
         ("POST", "/api/v1/cart/items"): {"product_id": KETTLE, "quantity": 1},
         ("PUT", "/api/v1/cart/items/<id:product_id>"): {"quantity": 2},
         ("POST", "/api/v1/orders"): {"shipping": SHIPPING},
+        ("POST", "/test-payments/<payment_id>"): {"outcome": "succeed"},
     }
 
 
@@ -110,6 +114,9 @@ def _path_values(rule: str, links: dict[str, str]) -> dict[str, str]:
         "/api/v1/cart/items/<id:product_id>": {"product_id": KETTLE},
         "/orders/<id:order_id>": {"order_id": links["order"]},
         "/api/v1/orders/<id:order_id>": {"order_id": links["order"]},
+        "/orders/<id:order_id>/pay": {"order_id": links["order"]},
+        "/api/v1/payments/webhook/<provider>": {"provider": "test"},
+        "/test-payments/<payment_id>": {"payment_id": links["payment"]},
         "/verify/<token>": {"token": links["verify"]},
         "/password/reset/<token>": {"token": links["reset"]},
         "/account/email/confirm/<token>": {"token": links["confirm_email"]},
@@ -136,7 +143,8 @@ def _prepare(healthy: Flask, mailbox) -> dict[str, str]:
     ada.add(KETTLE)
     placed = ada.checkout()
     assert placed.status_code == 303, placed.get_data(as_text=True)[:300]
-    order = placed.headers["Location"].split("/orders/")[1].split("?")[0]
+    order = placed.headers["Location"].split("/orders/")[1].split("/")[0]
+    payment = ada.client.get(placed.headers["Location"]).headers["Location"]
     ada.post_form("/account/email", {"password": PASSWORD, "email": "next@example.com"})
     confirm = mailbox.last("next@example.com").link("/account/email/confirm/")
     Shopper(healthy.test_client(), healthy).post_form("/password/reset", {"email": EMAIL})
@@ -148,6 +156,7 @@ def _prepare(healthy: Flask, mailbox) -> dict[str, str]:
     return {
         "verify": verify,
         "order": order,
+        "payment": payment.split("/test-payments/")[1],
         "confirm_email": _token(confirm, "/account/email/confirm/"),
         "reset": _token(reset, "/password/reset/"),
         "other_session": other,

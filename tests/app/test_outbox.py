@@ -16,7 +16,7 @@ from shop.config import ConfigError, Settings
 from shop.mail import Message
 from shop.models import outbox, users
 from shop.order_mail import OrderMails, order_mail_listener
-from shop.orders import Order, list_orders
+from shop.order_records import Order, list_orders
 from shop.outbox import RetryPolicy, enqueue
 from tests.support import KETTLE, MUG, Mailbox, Shopper, free_port
 

@@ -105,6 +105,7 @@ def test_shared_sessions_over_a_database_of_this_host_are_refused(database):
         ("SHOP_TRUSTED_PROXIES", "-1", "must be at least 0"),
         ("SHOP_HSTS_SECONDS", "-1", "must be at least 0"),
         ("SHOP_LOGIN_FREE_FAILURES", "-1", "must be at least 0"),
+        ("SHOP_PAYMENT_HOLD_SECONDS", "0", "must be at least 1"),
     ],
 )
 def test_a_number_out_of_its_range_is_refused(name, value, expected):
@@ -167,3 +168,16 @@ def test_settings_built_in_code_report_every_problem_too():
     with pytest.raises(ConfigError) as raised:
         Settings(max_line_quantity=0, catalogue_cache_ttl=-1, log_level="loud").validated()
     assert str(raised.value).startswith("3 problems")
+
+
+def test_the_webhook_secret_is_derived_unless_given_and_a_short_one_is_refused():
+    derived = Settings.from_env(SERVERS)
+    assert derived.webhook_secret() == Settings.from_env(SERVERS).webhook_secret()
+    assert (
+        derived.webhook_secret()
+        != Settings.from_env({**SERVERS, "SHOP_SECRET_KEY": "y" * 32}).webhook_secret()
+    )
+    given = Settings.from_env({**SERVERS, "SHOP_PAYMENT_WEBHOOK_SECRET": "w" * 20})
+    assert given.webhook_secret() == "w" * 20 and "w" * 20 not in repr(given)
+    short = refused({**SERVERS, "SHOP_PAYMENT_WEBHOOK_SECRET": "short"})
+    assert "SHOP_PAYMENT_WEBHOOK_SECRET must be at least 16 characters" in short

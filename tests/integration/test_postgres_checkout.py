@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -11,11 +12,30 @@ from sqlalchemy import create_engine, func, insert, select
 
 from shop.db import make_engine
 from shop.errors import OutOfStock
-from shop.models import metadata, order_lines, orders, products, users
+from shop.models import metadata, order_events, order_lines, orders, products, users
+from shop.order_lifecycle import expire_overdue
+from shop.order_records import load_order
 from shop.orders import Shipping, place_order
 from tests.support import KETTLE, MUG, Shopper, shopper_on
 
 SHIP = Shipping("Ada", "1 Analytical St")
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+def _place(engine, user_id: int | None, cart: dict[int, int], key: str, *, owner: str = ""):
+    """An account's order (or, with ``owner``, a guest's), held for 900 s from NOW."""
+    return place_order(
+        engine,
+        owner_key=owner or f"u:{user_id}",
+        user_id=user_id,
+        email="ada@example.com",
+        cart=cart,
+        shipping=SHIP,
+        idempotency_key=key,
+        now=NOW,
+        hold_seconds=900,
+        secret="test-secret-key-0123456789",
+    )
 
 
 def _make_users(engine, count: int) -> list[int]:
@@ -51,9 +71,7 @@ def test_thirty_concurrent_buyers_cannot_oversell_ten_units(pg_url):
         start.wait()
         cart = {KETTLE: 1, MUG: 1} if user_id % 2 else {KETTLE: 1}  # mugs run out first
         try:
-            place_order(
-                engine, user_id=user_id, cart=cart, shipping=SHIP, idempotency_key=f"k{user_id}"
-            )
+            _place(engine, user_id, cart, f"k{user_id}")
         except OutOfStock:
             return "short"
         return "ok"
@@ -91,9 +109,7 @@ def test_concurrent_submits_with_one_key_make_one_order(pg_url):
 
     def submit(_: int) -> int:
         start.wait()
-        placed = place_order(
-            engine, user_id=buyer, cart={KETTLE: 2}, shipping=SHIP, idempotency_key="double-click"
-        )
+        placed = _place(engine, buyer, {KETTLE: 2}, "double-click")
         return placed.order.id
 
     with ThreadPoolExecutor(max_workers=12) as pool:
@@ -123,9 +139,12 @@ def test_cart_login_and_checkout_continue_across_two_instances(make_real_app):
         headers={"Idempotency-Key": "two-instances"},
     )
     assert placed.status_code == 201, placed.get_json()
-    assert placed.get_json()["total_cents"] == 2 * 1999 + 599
-    order_id = placed.get_json()["id"]
+    order = placed.get_json()["order"]
+    assert order["total_cents"] == 2 * 1999 + 599
+    order_id = order["id"]
     assert back.client.get(f"/api/v1/orders/{order_id}").status_code == 200
+    # Paid through the test provider on one instance: the cart is cleared for every instance.
+    assert again.client.post(order["payment_url"], json={"outcome": "succeed"}).status_code == 200
     assert back.cart()["count"] == 0
     assert again.client.get(f"/products/{MUG}").get_data(as_text=True).count("only 2 left") == 1
 
@@ -196,3 +215,93 @@ def test_category_counts_follow_added_and_moved_products(make_real_app):
     assert client.get("/api/v1/products?category=kitchen").get_json()["total"] == 3
     assert client.get("/api/v1/products?category=books").get_json()["total"] == 31
     assert client.get("/api/v1/products").get_json()["total"] == 34
+
+
+def _stock_of(engine, product_id: int) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(products.c.stock).where(products.c.id == product_id)
+        ).scalar_one()
+
+
+def test_two_sweepers_racing_expire_each_order_and_return_its_stock_once(pg_url):
+    engine = make_engine(pg_url, name="primary")
+    buyers = _make_users(engine, 5)
+    for buyer in buyers:
+        _place(engine, buyer, {KETTLE: 2}, f"hold-{buyer}")
+    assert _stock_of(engine, KETTLE) == 0
+    later = NOW + timedelta(seconds=901)
+    for _ in range(3):  # a few rounds, so the race is not won by luck once
+        start = threading.Barrier(4)
+
+        def sweep(_: int, start: threading.Barrier = start) -> list[int]:
+            start.wait()
+            return expire_overdue(engine, now=later)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(sweep, range(4)))
+    with engine.connect() as conn:
+        statuses = set(conn.execute(select(orders.c.status)).scalars())
+        expired_events = conn.execute(
+            select(func.count()).select_from(order_events).where(order_events.c.status == "expired")
+        ).scalar_one()
+    stock = _stock_of(engine, KETTLE)
+    engine.dispose()
+    assert statuses == {"expired"} and expired_events == 5
+    assert stock == 10  # every unit back, none twice
+
+
+def test_concurrent_checkouts_of_one_cart_with_different_keys_place_one_order(pg_url):
+    engine = make_engine(pg_url, name="primary")
+    start = threading.Barrier(6)
+
+    def submit(i: int) -> int:
+        start.wait()
+        placed = _place(engine, None, {KETTLE: 2, MUG: 1}, f"tab-{i}", owner="s:one-cart")
+        return placed.order.id
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = set(pool.map(submit, range(6)))
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(orders)).scalar_one()
+    stock = _stock_of(engine, KETTLE)
+    engine.dispose()
+    assert len(ids) == 1 and count == 1 and stock == 8
+
+
+def test_a_payment_racing_the_expiry_either_pays_or_expires_never_both(pg_url):
+    from shop.payment_test_provider import TestProvider
+    from shop.payments import apply_notification, ensure_payment
+
+    engine = make_engine(pg_url, name="primary")
+    later = NOW + timedelta(seconds=901)
+    provider = TestProvider("webhook-secret-0123456789", "ids", clock=lambda: later.timestamp())
+    refunds: list[str] = []
+    provider.refund = lambda ref, cents: refunds.append(ref) or "re"  # type: ignore[method-assign]
+    outcomes = []
+    for round_ in range(6):
+        placed = _place(engine, None, {KETTLE: 2}, f"race-{round_}", owner=f"s:race-{round_}")
+        ensure_payment(engine, provider, placed.order, return_url="http://shop/orders/1")
+        with engine.connect() as conn:
+            order = load_order(conn, placed.order.id)
+        headers, body = provider.notification(provider.payment(order.payment_ref), "succeed")
+        start = threading.Barrier(2)
+
+        def pay(start: threading.Barrier = start, headers=headers, body=body) -> None:
+            start.wait()
+            apply_notification(engine, provider, headers, body, now=later)
+
+        def sweep(start: threading.Barrier = start) -> None:
+            start.wait()
+            expire_overdue(engine, now=later)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for future in [pool.submit(pay), pool.submit(sweep)]:
+                future.result()
+        with engine.connect() as conn:
+            outcomes.append(load_order(conn, placed.order.id).status)
+    stock = _stock_of(engine, KETTLE)
+    engine.dispose()
+    assert set(outcomes) <= {"paid", "expired"}
+    assert stock == 10 - 2 * outcomes.count("paid")  # an expired order's stock came back once
+    assert len(refunds) == outcomes.count("expired")  # a payment that lost the race is refunded

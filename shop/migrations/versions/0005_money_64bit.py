@@ -1,7 +1,7 @@
 """Money in 64-bit integers: prices, order totals and order lines
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 21:55:00
 
 INTEGER tops out at 21,474,836.47 in cents: three items at 10,000,000.00 made a checkout fail
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -106,7 +106,11 @@ def test_the_journey_fits_a_phone(phone, shop_url):
     page.fill("#address", "12 Narrow Street\nSmall Screen City")
     check_fits_phone(page, "09-checkout")
     submit(page, "button:has-text('Place order')")
-    check_fits_phone(page, "10-after-placing")
+    assert "TEST MODE" in page.locator("main").inner_text()
+    check_fits_phone(page, "10-payment")
+    submit(page, "button[value=succeed]")
+    assert "Thank you" in page.locator("main").inner_text()
+    check_fits_phone(page, "10b-paid")
 
     page.goto(shop_url + "/orders")
     check_fits_phone(page, "11-orders")
@@ -117,3 +121,32 @@ def test_the_journey_fits_a_phone(phone, shop_url):
     for path, step in (("/account", "13-account"), ("/account/sessions", "14-sessions")):
         page.goto(shop_url + path)
         check_fits_phone(page, step)
+
+
+def test_a_guest_checks_out_declines_then_pays_on_a_phone(phone, shop_url):
+    page = phone
+    page.goto(shop_url + "/")
+    submit(page, page.locator(".card:has(.stock-in) button:has-text('Add to cart')").first)
+    submit(page, "[data-testid=added] a")
+    submit(page, "main a.button:has-text('Check out')")
+    assert page.locator("#email").is_visible()  # a guest: no login asked for
+    page.fill("#email", f"phone-guest-{secrets.token_hex(4)}@example.com")
+    page.fill("#name", "Phone Guest")
+    page.fill("#address", "3 Thumb Road\nPocket Town")
+    check_fits_phone(page, "20-guest-checkout")
+
+    submit(page, "button:has-text('Place order')")
+    check_fits_phone(page, "21-guest-payment")
+    submit(page, "button[value=decline]")
+    assert "The payment was declined" in page.locator("main").inner_text()
+    check_fits_phone(page, "22-guest-declined")
+
+    submit(page, "main a:has-text('try again')")  # the cart is still there
+    page.fill("#email", f"phone-guest-{secrets.token_hex(4)}@example.com")
+    page.fill("#name", "Phone Guest")
+    page.fill("#address", "3 Thumb Road\nPocket Town")
+    submit(page, "button:has-text('Place order')")
+    submit(page, "button[value=succeed]")
+    main = page.locator("main").inner_text()
+    assert "Thank you" in main and "?token=" in main  # the guest's access link, on one screen
+    check_fits_phone(page, "23-guest-paid")

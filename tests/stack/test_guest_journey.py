@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 
 from deploy.stack.smtp_sink import read_mail
+from deploy.stack.topology import Topology
+from shop.config import Settings
 from tests.support.browser import PHONE, SCREENSHOTS, check_fits_phone, chromium_context
 
 DEVICES: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},
     "phone": {"viewport": PHONE, "is_mobile": True, "has_touch": True},
 }
-MAIL_POLL_SECONDS = 2.0  # the instances' SHOP_MAIL_POLL_SECONDS (the default; the stack sets none)
 _ORDER_PATH = re.compile(r"/orders/(\d+)$")
 
 
@@ -56,14 +57,17 @@ def confirmations(maildir: str, address: str) -> list[EmailMessage]:
     return [m for m in read_mail(maildir) if m["To"] == address and "confirmed" in m["Subject"]]
 
 
-def wait_for_confirmation(maildir: str, address: str, timeout: float = 30) -> EmailMessage:
-    """The worker polls the outbox every few seconds: wait for the mail with a deadline, then
-    a few more polls to see that no second copy follows."""
+def wait_for_confirmation(topology: Topology, address: str, timeout: float = 30) -> EmailMessage:
+    """The instances' mail workers poll the outbox every ``SHOP_MAIL_POLL_SECONDS``: wait for
+    the mail with a deadline, then three more polls to see that no second copy follows."""
+    maildir = topology.smtp.maildir
+    env = topology.apps["app1"].env
+    poll = float(env.get("SHOP_MAIL_POLL_SECONDS", Settings.mail_poll_seconds))
     deadline = time.monotonic() + timeout
     while not confirmations(maildir, address):
         assert time.monotonic() < deadline, f"no confirmation mail for {address} in {timeout} s"
         time.sleep(0.2)
-    time.sleep(3 * MAIL_POLL_SECONDS)
+    time.sleep(3 * poll)
     found = confirmations(maildir, address)
     assert len(found) == 1, [m["Subject"] for m in found]
     return found[0]
@@ -130,7 +134,7 @@ def test_a_guest_buys_pays_and_opens_the_order_from_the_mail(device, healthy_sta
         journey.shows("07-paid")
     assert len({name for name in served if name}) >= 2  # no stickiness, even for a browser
 
-    mail = wait_for_confirmation(healthy_stack.smtp.maildir, email)
+    mail = wait_for_confirmation(healthy_stack, email)
     assert mail.get_content_type() == "multipart/alternative"
     plain, page = mail.get_body(("plain",)), mail.get_body(("html",))
     assert plain is not None and page is not None

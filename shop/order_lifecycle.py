@@ -35,6 +35,17 @@ ALLOWED: dict[str, frozenset[str]] = {
     SHIPPED: frozenset({DELIVERED}),
     LEGACY_PLACED: frozenset({SHIPPED, CANCELLED}),
 }
+# What a shopper reads for each status (pages and mails show these, the API the codes).
+LABELS: dict[str, str] = {
+    PENDING: "Awaiting payment",
+    PAID: "Paid",
+    SHIPPED: "Shipped",
+    DELIVERED: "Delivered",
+    FAILED: "Payment declined",
+    EXPIRED: "Expired (not paid in time)",
+    CANCELLED: "Cancelled",
+    LEGACY_PLACED: "Placed",
+}
 # Statuses whose order no longer holds its stock: reaching one puts the lines back.
 RESTOCKING = frozenset({FAILED, EXPIRED, CANCELLED})
 

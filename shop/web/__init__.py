@@ -7,6 +7,7 @@ import datetime
 from flask import Flask
 
 from ..catalogue import stock_state
+from ..order_lifecycle import LABELS as STATUS_LABELS
 from ..order_mail import money_text
 from ..password_policy import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from .context import cart_count, csrf_token, current_user, services
@@ -61,6 +62,7 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.filters["stock_state"] = stock_state
     app.jinja_env.filters["isotime"] = format_time
+    app.jinja_env.filters["status_label"] = lambda status: STATUS_LABELS.get(status, status)
     app.jinja_env.globals.update(
         added_to_cart=cart.added_to_cart,
         csrf_token=csrf_token,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from shop.payments import SIGNATURE_HEADER, sign
@@ -196,6 +197,22 @@ def test_a_guest_checks_out_with_the_pages_and_returns_to_a_paid_order(app, shop
     assert "Thank you" in order_page and "access-link" in order_page and "?token=" in order_page
     assert "pending_payment" in order_page and "paid" in order_page  # the history
     assert shopper.cart()["count"] == 0
+
+
+def test_order_pages_name_each_status_in_words_and_keep_the_code_for_machines(app, shopper):
+    order = _guest_order(shopper)
+    waiting = shopper.client.get(f"/orders/{order['id']}").get_data(as_text=True)
+    assert 'data-status="pending_payment">Awaiting payment</span>' in waiting
+    shopper.client.post(order["payment_url"], data={"outcome": "succeed"})
+    paid = shopper.client.get(f"/orders/{order['id']}").get_data(as_text=True)
+    assert 'data-status="paid">Paid</span>' in paid
+    history = re.findall(r'<li data-status="(\w+)"><time [^>]*>[^<]*</time>: ([^<(]+)', paid)
+    assert [(code, words.strip()) for code, words in history] == [
+        ("pending_payment", "Awaiting payment"),
+        ("paid", "Paid"),
+    ]
+    page = shopper.client.get(order["payment_url"]).get_data(as_text=True)
+    assert 'class="test-mode"' in page and 'value="decline" class="secondary"' in page
 
 
 def test_login_and_registration_from_checkout_come_back_to_it(app, shopper):

@@ -29,6 +29,24 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+TAP = 44  # px: Apple's and WCAG 2.5.5's minimum target size
+
+# What a thumb presses: buttons, fields, button-like links, the navigation's links.
+_TARGETS = """() => {
+  const selector = 'button, input:not([type=hidden]), textarea, select, a.button, nav a';
+  const found = [];
+  for (const el of document.querySelectorAll(selector)) {
+    if (el.closest('.skip-link') || ['checkbox', 'radio'].includes(el.type)) continue;
+    const box = el.getBoundingClientRect();
+    const hidden = getComputedStyle(el).visibility === 'hidden';
+    if (box.width === 0 || box.height === 0 || hidden) continue;
+    const name = (el.innerText || el.value || el.name || el.id || '').trim().slice(0, 30);
+    found.push({what: `${el.tagName.toLowerCase()} "${name}"`, height: box.height,
+                left: box.left + window.scrollX, right: box.right + window.scrollX});
+  }
+  return found;
+}"""
 
 
 def require(condition: bool, what: str) -> None:
@@ -68,3 +86,20 @@ def serving(app: Flask) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+def check_fits_phone(page: Any, name: str, *, prefix: str = "phone") -> None:
+    """The page as a 390 px phone shows it: a screenshot (``<prefix>-<name>.png``), then the
+    rules: nothing scrolls sideways, every button, field and navigation link is a 44 px target
+    inside the screen, and the page has its ``<main id=content>``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{prefix}-{name}.png"), full_page=True)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{name}: {width} px wide, scrolls sideways"
+    targets = page.evaluate(_TARGETS)
+    assert targets, f"{name}: nothing to press?"
+    small = [f"{t['what']}: {t['height']:.0f} px" for t in targets if t["height"] < TAP - 0.5]
+    assert not small, f"{name}: tap targets under {TAP} px high: {small}"
+    outside = [t["what"] for t in targets if t["left"] < 0 or t["right"] > PHONE["width"] + 0.5]
+    assert not outside, f"{name}: off the screen: {outside}"
+    assert page.locator("main#content").count() == 1, f"{name}: no <main id=content>"

@@ -22,10 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 import fakeredis
 import pytest
 from flask import Flask
-from sqlalchemy import event, func, select
+from sqlalchemy import event, text
 from werkzeug.test import TestResponse
 
-from shop.models import order_lines, orders, products, users
 from tests.support import KETTLE, MUG, TEAPOT, Shopper, StatementCounter, fake_client
 
 SHIPPING = {"name": "Ada Lovelace", "address": "1 Analytical St"}
@@ -586,14 +585,20 @@ def send(app: Flask, shopper: Shopper, case: Case, names: dict[str, int]) -> Tes
 
 
 def database_state(app: Flask) -> dict[str, Any]:
-    """Row counts of what a request could add, and the stock it could take."""
+    """Row counts of what a request could add, and the stock it could take (plain SQL: each
+    case has an engine of its own, so SQLAlchemy's compiled-statement cache never warms)."""
     with app.extensions["shop"].engines.primary.connect() as conn:
-        counts = {
-            table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in (users, orders, order_lines)
+        counts = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM orders),"
+                " (SELECT count(*) FROM order_lines)"
+            )
+        ).one()
+        stock = conn.execute(text("SELECT id, stock FROM products ORDER BY id"))
+        return {
+            **dict(zip(("users", "orders", "order_lines"), counts, strict=True)),
+            "stock": {row.id: row.stock for row in stock},
         }
-        stock = conn.execute(select(products.c.id, products.c.stock).order_by(products.c.id))
-        return {**counts, "stock": {row.id: row.stock for row in stock}}
 
 
 def snapshot(app: Flask, shopper: Shopper) -> dict[str, Any]:
@@ -638,12 +643,14 @@ def check_page_error(response: TestResponse, case: Case) -> None:
 @dataclass(frozen=True)
 class PreparedShop:
     """A state as :func:`prepare` left it: the database, every Redis key and the shopper's
-    cookie. Each case starts from a copy, as if it had prepared the state itself."""
+    cookie, and its :func:`snapshot`. Each case starts from a copy, as if it had prepared the
+    state itself, so the snapshot before its request is that one."""
 
     database: Path
     keys: list[tuple[bytes, int, bytes]]
     cookie: str
     names: dict[str, int]
+    before: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -653,14 +660,15 @@ def prepared_shops() -> dict[str, PreparedShop]:
 
 def shop_in_state(
     state: str, make_app, sqlite_url: str, server: fakeredis.FakeServer, kept: dict, folder: Path
-) -> tuple[Flask, Shopper, dict[str, int]]:
+) -> tuple[Flask, Shopper, dict[str, int], dict[str, Any]]:
     """A fresh app whose database and Redis are a copy of ``state``, prepared once per module
-    (preparing is most of a case's cost: sign-ups, logins, an order)."""
+    (preparing is most of a case's cost: sign-ups, logins, an order), and its snapshot."""
     database = Path(sqlite_url.removeprefix("sqlite:///"))
     redis_bytes = fakeredis.FakeRedis(server=server)
     if state not in kept:
         app = make_app()
         shopper, names = prepare(app, state)
+        before = snapshot(app, shopper)
         copy = folder / f"{state}.db"
         with closing(sqlite3.connect(database)) as live, closing(sqlite3.connect(copy)) as target:
             live.backup(target)  # the WAL's pages too
@@ -668,8 +676,8 @@ def shop_in_state(
             (k, max(redis_bytes.pttl(k), 0), redis_bytes.dump(k)) for k in redis_bytes.scan_iter()
         ]
         assert shopper.cookie is not None
-        kept[state] = PreparedShop(copy, keys, shopper.cookie, names)
-        return app, shopper, names
+        kept[state] = PreparedShop(copy, keys, shopper.cookie, names, before)
+        return app, shopper, names, before
     prepared = kept[state]
     shutil.copyfile(prepared.database, database)
     for key, ttl, value in prepared.keys:
@@ -677,14 +685,14 @@ def shop_in_state(
     app = make_app()
     shopper = Shopper(app.test_client(), app)
     shopper.client.set_cookie(shopper.cookie_name, prepared.cookie)
-    return app, shopper, dict(prepared.names)
+    return app, shopper, dict(prepared.names), prepared.before
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
     make_app, sqlite_url, fake_redis_server, prepared_shops, tmp_path_factory, case: Case
 ):
-    app, shopper, names = shop_in_state(
+    app, shopper, names, before = shop_in_state(
         case.state,
         make_app,
         sqlite_url,
@@ -692,7 +700,6 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
         prepared_shops,
         tmp_path_factory.mktemp("prepared"),
     )
-    before = snapshot(app, shopper)
 
     response = send(app, shopper, case, names)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,6 +198,29 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
 @pytest.fixture
 def fake_redis_server() -> fakeredis.FakeServer:
     return fakeredis.FakeServer()
+
+
+class RedisClock:
+    """The clock fakeredis expires keys by, moved forward by hand: a test of a wait kept as a
+    key's TTL (the failed-login back-off) advances it instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def redis_clock(monkeypatch) -> RedisClock:
+    from fakeredis._socket import _base
+
+    clock = RedisClock()
+    monkeypatch.setattr(_base, "time", clock)
+    return clock
 
 
 @pytest.fixture

@@ -318,15 +318,13 @@ def test_a_wrong_current_password_counts_as_a_failed_login(make_app):
     assert Shopper(app.test_client(), app).login().status_code == 429  # the account waits
 
 
-def test_a_reset_ends_the_failed_login_wait(make_app, mailbox: Mailbox):
-    import time
-
+def test_a_reset_ends_the_failed_login_wait(make_app, mailbox: Mailbox, redis_clock):
     app = make_app(login_free_failures=1, limit_login="")
     shopper = Shopper(app.test_client(), app)
     shopper.sign_up()
     assert shopper.login(password="wrong horse 42").status_code == 401
     assert shopper.login(password="wrong horse 42").status_code == 429  # waits 1 s
-    time.sleep(1.05)
+    redis_clock.advance(1.05)
     assert shopper.login(password="wrong horse 42").status_code == 401
     assert shopper.login(password="wrong horse 42").status_code == 429  # now waits 2 s
     shopper.post_form("/password/reset", {"email": "ada@example.com"})

@@ -133,7 +133,7 @@ def test_a_failed_login_never_logs_the_password(caplog):
     try:
         url = f"smtp://ada:hunter2secret@127.0.0.1:{controller.port}"
         with caplog.at_level(logging.DEBUG), pytest.raises(MailNotSent):
-            SmtpMailer(SmtpServer.from_url(url), "shop@example.com", timeout=2).send(MESSAGE)
+            SmtpMailer(SmtpServer.from_url(url), "shop@example.com", timeout=0.5).send(MESSAGE)
     finally:
         controller.stop()
     assert "not sent" in caplog.text

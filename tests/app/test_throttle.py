@@ -51,7 +51,7 @@ def test_failed_logins_back_off_before_any_hash(make_app, hashes):
     assert _login(shopper, password=PASSWORD).status_code == 429
 
 
-def test_the_wait_doubles_with_each_failure(make_app):
+def test_the_wait_doubles_with_each_failure(make_app, redis_clock):
     app = make_app(login_free_failures=1, limit_login="")
     shopper = Shopper(app.test_client(), app)
     shopper.register()
@@ -61,7 +61,7 @@ def test_the_wait_doubles_with_each_failure(make_app):
         refused = _login(shopper)
         assert refused.status_code == 429
         waits.append(int(refused.headers["Retry-After"]))
-        time.sleep(waits[-1] + 0.05)
+        redis_clock.advance(waits[-1] + 0.05)
     assert waits == [1, 2]
     assert _login(shopper, password=PASSWORD).status_code == 200
 

@@ -78,8 +78,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
     from .web import register
 
     register(app)
-    # Each process (each gunicorn worker, after its fork) sweeps expired payment holds.
-    app.before_request(services.hold_sweeper.start)
+    # Each process (each gunicorn worker, after its fork) delivers mail and expires holds.
+    app.before_request(services.start_background)
 
     from .cli import register_cli
 

@@ -20,7 +20,6 @@ the same Message-ID, so the copy can be recognised.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from .background import ProcessLoop
 from .mail import Mailer, Message, recipient_domain
 from .models import outbox
 
@@ -210,64 +210,25 @@ def counts(engine: Engine) -> dict[str, int]:
     return found
 
 
-class MailWorker:
-    """Delivery passes every ``poll`` seconds in a daemon thread of this process.
+class MailWorker(ProcessLoop):
+    """Delivery passes every ``poll`` seconds in this process's background loop. The thread's
+    engine is its own (``make_delivery`` builds it, once per thread), so its polls take no
+    connection from requests and show in no request's count."""
 
-    ``ensure_running`` is cheap (a pid comparison) and starts the thread on first use and again
-    in a forked child; ``stop`` ends it. The thread's engine is its own (``make_delivery``
-    builds it), so its polls take no connection from requests and show in no request's count.
-    """
+    name = "mail-outbox"
 
     def __init__(self, make_delivery: Callable[[], Delivery], *, poll: float) -> None:
+        super().__init__(interval=poll)
         self.make_delivery = make_delivery
-        self.poll = poll
-        self._pid: int | None = None
-        self._stopped = False
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._local = threading.local()  # a forked child's thread makes its own
 
-    def ensure_running(self) -> None:
-        if self._pid == os.getpid() or self._stopped:
-            return
-        with self._lock:
-            if self._pid == os.getpid() or self._stopped:
-                return
-            self._pid = os.getpid()
-            self._stop_event = threading.Event()  # a forked child's own
-            self._thread = threading.Thread(
-                target=self._run, args=(self._stop_event,), name="mail-outbox", daemon=True
-            )
-            self._thread.start()
+    def run_pass(self, stop: threading.Event) -> None:
+        delivery: Delivery | None = getattr(self._local, "delivery", None)
+        if delivery is None:
+            delivery = self._local.delivery = self.make_delivery()
+        delivery.run_once(stop=stop.is_set)
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """End the thread (after the send in progress, waiting at most ``timeout``)."""
-        with self._lock:
-            self._stopped = True
-            self._stop_event.set()
-            thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def _run(self, stop_event: threading.Event) -> None:
-        # The first pass comes one poll after the start: a process's first request is not
-        # slowed by it, and the engine is made only by a process that lives that long.
-        delivery: Delivery | None = None
-        wait = self.poll
-        try:
-            while not stop_event.wait(wait):
-                try:
-                    delivery = delivery or self.make_delivery()
-                    delivery.run_once(stop=stop_event.is_set)
-                    wait = self.poll
-                except Exception as exc:  # noqa: BLE001 - the database is down: try again later
-                    wait = min(max(wait, self.poll) * 2, 60.0)
-                    log.warning(
-                        "mail outbox: delivery pass failed (%s: %s); next in %.0f s",
-                        type(exc).__name__,
-                        exc,
-                        wait,
-                    )
-        finally:
-            if delivery is not None:
-                delivery.engine.dispose()
+    def thread_ended(self) -> None:
+        delivery: Delivery | None = getattr(self._local, "delivery", None)
+        if delivery is not None:
+            delivery.engine.dispose()

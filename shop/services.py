@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 import redis
 from sqlalchemy import Engine
 
+from .background import ProcessLoop
 from .cart import CartStore
 from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
 from .db import Engines, SqliteChanges, make_engine
-from .hold_sweeper import HoldSweeper
 from .mail import Mailer, mailer_from_settings, sender_domain
 from .order_lifecycle import Listener, expire_overdue, utcnow
 from .outbox import Delivery, MailWorker, RetryPolicy
@@ -42,7 +42,10 @@ class Services:
     # The payment providers by name (the webhook's path names one) and the one checkout uses.
     payment_providers: dict[str, PaymentProvider]
     payment_provider: PaymentProvider
-    hold_sweeper: HoldSweeper
+    # Expires unpaid orders past their hold: any instance may, each order expires once
+    # (shop.order_lifecycle.expire_overdue); checkout, the order page and
+    # ``flask --app shop order expire`` sweep too.
+    hold_sweeper: ProcessLoop
     # Called inside the transaction of every order status change (shop.order_lifecycle): the
     # mail outbox registers here (create_app).
     order_listeners: list[Listener] = field(default_factory=list)
@@ -53,11 +56,17 @@ class Services:
         """Release connections and stop background work (tests build many apps)."""
         if self.catalogue.cache.local is not None:
             self.catalogue.cache.local.stop()
-        self.mail_worker.stop()
-        self.hold_sweeper.stop()
+        for loop in (self.mail_worker, self.hold_sweeper):
+            loop.stop()
         if isinstance(self.catalogue.changes, SqliteChanges):
             self.catalogue.changes.close()
         self.engines.dispose()
+
+    def start_background(self) -> None:
+        """This process's background loops (on its first request, and again after a fork)."""
+        if self.settings.mail_worker:
+            self.mail_worker.ensure_running()
+        self.hold_sweeper.ensure_running()
 
     def mail_delivery(self, engine: Engine | None = None) -> Delivery:
         """Delivery of the outbox's mail on ``engine`` (default: the primary)."""
@@ -161,8 +170,10 @@ def build_services(
         mail_worker=MailWorker(worker_delivery, poll=settings.mail_poll_seconds),
         payment_providers={test_provider.name: test_provider},
         payment_provider=test_provider,
-        hold_sweeper=HoldSweeper(
-            lambda: sweep_holds(services), interval=min(60.0, settings.payment_hold_seconds / 4)
+        hold_sweeper=ProcessLoop(
+            lambda _stop: sweep_holds(services),
+            interval=min(60.0, settings.payment_hold_seconds / 4),
+            name="shop-hold-sweeper",
         ),
     )
     return services

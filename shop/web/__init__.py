@@ -55,10 +55,6 @@ def register(app: Flask) -> None:
     )
     for blueprint in (*blueprints, ops.bp):
         app.register_blueprint(blueprint)
-    shop = app.extensions["shop"]
-    if shop.settings.mail_worker:
-        # The outbox's worker starts with this process's first request (again after a fork).
-        app.before_request(shop.mail_worker.ensure_running)
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.filters["stock_state"] = stock_state
     app.jinja_env.filters["isotime"] = format_time

@@ -68,11 +68,11 @@ def _with_added(target: str, added: Added) -> str:
 def added_to_cart() -> dict | None:
     """For the page the add redirected to: the product's name (from the catalogue, never
     from the link) and the quantity added; None on any other page."""
+    token = request.args.get("added")
+    if token is None:  # every other page: not even the session is looked at
+        return None
     added = read_added(
-        current_app.config["SECRET_KEY"],
-        shop_session().sid,
-        request.args.get("added"),
-        now=services().clock(),
+        current_app.config["SECRET_KEY"], shop_session().sid, token, now=services().clock()
     )
     if added is None:
         return None

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request, url_for
+from flask import has_request_context, request, url_for
+
+# Where links point when there is neither SHOP_PUBLIC_URL nor a request to follow (a command
+# run under ``make run``: shipping an order from the CLI mails its link).
+LOCAL_BASE = "http://127.0.0.1:5000"
+
+
+def public_base(public_url: str | None) -> str:
+    """The origin absolute links start with, without a trailing slash."""
+    if public_url:
+        return public_url.rstrip("/")
+    return (request.host_url if has_request_context() else LOCAL_BASE).rstrip("/")
 
 
 class RequestLinks:
     def __init__(self, public_url: str | None) -> None:
-        self.base = (public_url or request.host_url).rstrip("/")
+        self.base = public_base(public_url)
 
     def _url(self, endpoint: str, **values: Any) -> str:
         return self.base + url_for(endpoint, **values)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from flask import current_app, has_request_context, request, url_for
+from flask import current_app, url_for
 
 from ..accounts import normalise_email
 from ..cart import CartOwner
@@ -20,6 +20,7 @@ from ..redis_client import RedisUnavailable
 from ..services import sweep_holds
 from .actions import confirm_password, require_recent_password
 from .context import cart_owner, owner_key, require_session_store, services
+from .links import public_base
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,10 @@ def order_links(settings: Settings) -> Callable[[Order], str]:
     assert secret is not None
 
     def link(order: Order) -> str:
-        base = settings.public_url
-        if base is None:
-            base = request.host_url if has_request_context() else "http://127.0.0.1:5000"
         path = f"/orders/{order.id}"
         if order.user_id is None:
             path += "?token=" + access_token(secret, order.id)
-        return base.rstrip("/") + path
+        return public_base(settings.public_url) + path
 
     return link
 
@@ -110,8 +108,9 @@ def payment_url(order: Order) -> str | None:
     cannot be reached now: the order stands and "Pay now" tries again."""
     if order.payment_url:
         return order.payment_url
-    base = (services().settings.public_url or request.host_url).rstrip("/")
-    return_url = base + url_for("checkout.order", order_id=order.id)
+    return_url = public_base(services().settings.public_url) + url_for(
+        "checkout.order", order_id=order.id
+    )
     try:
         return ensure_payment(
             services().engines.primary,

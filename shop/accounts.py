@@ -48,6 +48,7 @@ class User:
     id: int
     email: str
     verified: bool = False
+    role: str = "customer"  # shop/staff.py
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def find_row(conn: Connection, *, user_id: int | None = None, email: str | None 
 
 
 def to_user(row: Any) -> User:
-    return User(row.id, row.email, row.email_verified_at is not None)
+    return User(row.id, row.email, row.email_verified_at is not None, row.role)
 
 
 def verify_state(row: Any) -> str:

@@ -1,5 +1,5 @@
 """Operator commands: ``flask --app shop db upgrade``, ``seed``, ``product add|set``,
-``mail deliver|status``."""
+``mail deliver|status``, ``order ship|cancel|expire``, ``user grant``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .services import Services
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
 product_cli = AppGroup("product", help="Add or change products; the cache is invalidated.")
 mail_cli = AppGroup("mail", help="The mail outbox: order mails waiting to be sent.")
+user_cli = AppGroup("user", help="Accounts' roles: make the first admin of the back office.")
 order_cli = AppGroup("order", help="Ship, cancel (refund) or expire orders, until a back office.")
 
 
@@ -239,7 +240,28 @@ def order_expire() -> None:
     click.echo(f"stock returned for products: {restocked}")
 
 
+@user_cli.command("grant")
+@click.argument("email")
+@click.argument("role", type=click.Choice(["customer", "staff", "admin"]))
+def user_grant(email: str, role: str) -> None:
+    """Give the account EMAIL the ROLE (recorded in the audit trail as the command line).
+    The first admin is made here; then admins grant roles in the back office (/admin/staff)."""
+    from . import staff
+    from .audit import Actor
+
+    services = _services()
+    try:
+        with services.engines.primary.begin() as conn:
+            member = staff.grant(
+                conn, Actor.command_line(), email=email, role=role, at=_now(services)
+            )
+    except ShopError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{member.email} is now {member.role}")
+
+
 def register_cli(app: Flask) -> None:
+    app.cli.add_command(user_cli)
     app.cli.add_command(mail_cli)
     app.cli.add_command(order_cli)
     app.cli.add_command(db_cli)

@@ -110,6 +110,9 @@ class Settings:
     # Seconds after the password was last entered in a session before it is asked for again
     # for a sensitive change (shipping to an address no earlier order went to).
     reauth_seconds: int = 900
+    # Seconds after the password was last entered before the back office (/admin) asks for it
+    # again, for every page and action there.
+    admin_reauth_seconds: int = 3600
     account_cart_ttl: int = 30 * 24 * 3600
 
     # Catalogue cache.
@@ -146,6 +149,11 @@ class Settings:
     max_line_quantity: int = 99
     max_cart_lines: int = 50  # distinct products in one cart
     max_body_bytes: int = 64 * 1024
+
+    # Back office: the largest product image staff may upload, and the stock below which a
+    # product is "low" when it has no threshold of its own.
+    image_max_bytes: int = 5 * 1000 * 1000
+    low_stock_default: int = 5
 
     currency: str = "EUR"
 
@@ -363,6 +371,9 @@ RANGES: dict[str, Range] = {
     "session_idle_timeout": _AT_LEAST_1,
     "session_absolute_lifetime": _AT_LEAST_1,
     "reauth_seconds": _AT_LEAST_1,
+    "admin_reauth_seconds": _AT_LEAST_1,
+    "image_max_bytes": Range(1024),
+    "low_stock_default": _AT_LEAST_0,
     "account_cart_ttl": _AT_LEAST_1,
     "catalogue_cache_ttl": _AT_LEAST_1,
     "catalogue_cache_jitter": Range(0, below=1),

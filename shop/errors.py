@@ -204,6 +204,20 @@ class ReauthRequired(FormError):
     code = "reauth_required"
 
 
+class AdminOnly(ShopError):
+    """A staff member asked for what only an admin may do (roles, sessions, the audit)."""
+
+    status = 403
+    code = "admin_only"
+
+
+class EditConflict(FormError):
+    """The record changed since the form was loaded: the later save is refused, not merged."""
+
+    status = 409
+    code = "edit_conflict"
+
+
 class CsrfFailure(ShopError):
     status = 403
     code = "csrf_failed"

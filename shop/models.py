@@ -45,6 +45,8 @@ categories = Table(
     # Kept by the code that adds or moves products (catalogue.save_product, seed), so that a
     # grid page never counts the products table.
     Column("product_count", Integer, nullable=False, server_default="0"),
+    # Where the category stands in the shop's category bar (the back office reorders them).
+    Column("position", Integer, nullable=False, server_default="0"),
 )
 
 products = Table(
@@ -57,6 +59,14 @@ products = Table(
     Column("price_cents", BigInteger, nullable=False),
     Column("stock", Integer, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Set when the back office archives the product: gone from the shop, kept on past orders.
+    Column("archived_at", DateTime(timezone=True), nullable=True),
+    # Raised by every back-office edit: a form saved over a newer version is refused
+    # (optimistic locking), so of two staff editing one product the later save cannot
+    # silently undo the earlier.
+    Column("version", Integer, nullable=False, server_default="1"),
+    # Below this the low-stock report lists the product (NULL: SHOP_LOW_STOCK_DEFAULT).
+    Column("low_stock_threshold", Integer, nullable=True),
     CheckConstraint("stock >= 0", name="stock_not_negative"),
     CheckConstraint("price_cents >= 0", name="price_not_negative"),
     Index(None, "category_id", "id"),
@@ -73,6 +83,9 @@ users = Table(
     Column("email_verified_at", DateTime(timezone=True), nullable=True),
     # NULL until the first change or reset after registration.
     Column("password_changed_at", DateTime(timezone=True), nullable=True),
+    # customer, staff or admin (shop/staff.py); /admin is for staff and admins only.
+    Column("role", String(20), nullable=False, server_default="customer"),
+    CheckConstraint("role IN ('customer', 'staff', 'admin')", name="role_known"),
 )
 
 orders = Table(
@@ -178,4 +191,40 @@ outbox = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed')", name="status_known"),
     Index(None, "status", "next_attempt_at"),
+)
+
+# Every back-office change (and every role granted from the command line): who, when, what,
+# before and after, written in the transaction of the change (shop/audit.py). Nothing in the
+# shop updates or deletes a row; on PostgreSQL a trigger refuses it (migration 0007).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    # NULL for the command line; the address is kept as it was when the change was made.
+    Column("actor_id", Integer, ForeignKey("users.id"), nullable=True),
+    Column("actor", String(254), nullable=False),
+    Column("action", String(60), nullable=False),
+    Column("entity", String(40), nullable=False),
+    Column("entity_id", String(80), nullable=True),
+    # JSON objects of the fields that changed, as they were and as they became.
+    Column("before", Text, nullable=True),
+    Column("after", Text, nullable=True),
+    Index(None, "entity", "entity_id", "id"),
+    Index(None, "actor_id", "id"),
+    Index(None, "at"),
+)
+
+# Stock changed by hand in the back office, with the reason given (a count, damage, a return).
+stock_adjustments = Table(
+    "stock_adjustments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("product_id", Integer, ForeignKey("products.id"), nullable=False),
+    Column("change", Integer, nullable=False),
+    Column("stock_after", Integer, nullable=False),
+    Column("reason", String(300), nullable=False),
+    Column("actor_id", Integer, ForeignKey("users.id"), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index(None, "product_id", "id"),
 )

@@ -10,7 +10,7 @@ from ..catalogue import stock_state
 from ..order_lifecycle import LABELS as STATUS_LABELS
 from ..order_mail import money_text
 from ..password_policy import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from .context import cart_count, csrf_token, current_user, services
+from .context import cart_count, csrf_token, current_user, services, shows_back_office
 from .converters import IdConverter
 from .errors import register_error_handlers
 from .middleware import register_middleware
@@ -31,6 +31,7 @@ def register(app: Flask) -> None:
     from . import (
         account,
         account_sessions,
+        admin,
         api,
         cart,
         catalogue,
@@ -52,6 +53,7 @@ def register(app: Flask) -> None:
         checkout.bp,
         payments.bp,
         api.bp,
+        admin.bp,
     )
     for blueprint in (*blueprints, ops.bp):
         app.register_blueprint(blueprint)
@@ -64,6 +66,7 @@ def register(app: Flask) -> None:
         csrf_token=csrf_token,
         cart_count=cart_count,
         current_user=current_user,
+        shows_back_office=shows_back_office,
         min_password_length=MIN_PASSWORD_LENGTH,
         max_password_length=MAX_PASSWORD_LENGTH,
         # The forms' max comes from the cart's rule, not from a number in a template.

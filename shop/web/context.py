@@ -88,6 +88,13 @@ def current_user() -> dict | None:
     }
 
 
+def shows_back_office() -> bool:
+    """Whether the header links to /admin: the role seen at sign-in (the back office itself
+    asks the database on every request)."""
+    current = shop_session()
+    return current.user_id is not None and bool(current.get("staff"))
+
+
 def account_tokens() -> Tokens:
     """Signed links under the app's secret key, with the configured lifetimes."""
     settings = services().settings

@@ -25,6 +25,9 @@ DATABASE_DOWN = (
     "Orders and accounts are unavailable for a moment (the database cannot be reached). "
     "Nothing was charged or ordered; please try again shortly."
 )
+# What any 404 with no more to say reads: an unknown address, and the back office to anyone who
+# is not staff (shop/web/admin), so the two cannot be told apart.
+NO_PAGE = "There is no page at this address."
 RETRY_AFTER = "5"  # seconds, for a 503 or 429 whose cause named no time of its own
 
 
@@ -89,7 +92,7 @@ def _http_error(exc: HTTPException):
     if exc.code == 413:
         message = "The request body is too large."
     if exc.code == 404 and request.routing_exception is exc:
-        message = "There is no page at this address."
+        message = NO_PAGE
     response = error_response(exc.code or 500, code, message)
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response = _with_allow(response, exc.valid_methods)

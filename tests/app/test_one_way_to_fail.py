@@ -11,6 +11,7 @@ instance on the same database and Redis, as they would behind a balancer.
 from __future__ import annotations
 
 import html
+import re
 import secrets
 
 import pytest
@@ -125,8 +126,16 @@ def _path_values(rule: str, links: dict[str, str]) -> dict[str, str]:
     }
     if "<" not in rule:
         return {}
+    if rule.startswith("/admin/"):
+        # The walk's browsers are no staff: the back office's guard answers before any view
+        # reads its arguments, so any well-formed value does (tests/app/test_admin_access.py
+        # walks it as staff).
+        return {name: 1 if kind == "id" else "x" for kind, name in _ARGUMENTS.findall(rule)}
     assert rule in values, f"the walk needs valid values for the path of {rule}"
     return values[rule]
+
+
+_ARGUMENTS = re.compile(r"<(?:([^:<>]+):)?([^<>]+)>")
 
 
 def _token(link: str, prefix: str) -> str:

@@ -361,6 +361,28 @@ def shopper_on(app: Flask, cookie_from: Shopper | None = None) -> Shopper:
     return other
 
 
+def back_office_user(app: Flask, role: str = "admin", email: str | None = None) -> Shopper:
+    """A browser signed in to an account with ``role`` (granted as ``flask user grant``
+    does), its password just entered: ready for /admin."""
+    from shop import staff
+    from shop.audit import Actor
+
+    email = email or f"{role}-{secrets.token_hex(3)}@example.com"
+    browser = Shopper(app.test_client(), app)
+    browser.sign_up(email)
+    engine = app.extensions["shop"].engines.primary
+    with engine.begin() as conn:
+        staff.grant(conn, Actor.command_line(), email=email, role=role, at=utc_now())
+    browser.login(email)
+    return browser
+
+
+def utc_now():
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC)
+
+
 def page_text(response) -> str:
     """What a person reads: the page without its per-session CSRF token and cookie noise."""
     text = html.unescape(response.get_data(as_text=True))

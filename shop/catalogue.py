@@ -34,6 +34,7 @@ from .db import Engines
 from .errors import InvalidInput, NotFound
 from .models import MAX_ID, SEARCH_VECTOR, categories, products
 from .paging import Paging
+from .product_images import query_images
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,12 @@ def query_product(conn: Connection, product_id: int) -> dict[str, Any] | None:
         .join(categories, categories.c.id == products.c.category_id)
         .where(products.c.id == product_id)
     ).first()
-    return dict(row._mapping) if row else None
+    if row is None:
+        return None
+    product = dict(row._mapping)
+    product["images"] = query_images(conn, [product_id]).get(product_id, [])
+    product["image"] = product["images"][0] if product["images"] else None
+    return product
 
 
 def _search_condition(conn: Connection, q: str):
@@ -163,8 +169,13 @@ def query_page(
         .limit(per_page)
         .offset((page - 1) * per_page)
     )
+    items = [dict(row._mapping) for row in rows]
+    # Each product's first image, for the whole page in one query.
+    images = query_images(conn, [item["id"] for item in items], first_only=True)
+    for item in items:
+        item["image"] = images.get(item["id"], [None])[0]
     return {
-        "items": [dict(row._mapping) for row in rows],
+        "items": items,
         "page": page,
         "per_page": per_page,
         "total": total,

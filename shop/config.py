@@ -154,6 +154,16 @@ class Settings:
     # product is "low" when it has no threshold of its own.
     image_max_bytes: int = 5 * 1000 * 1000
     low_stock_default: int = 5
+    # Where product images are kept (shop/image_storage.py): "database" (the shop's own
+    # database, every topology) or "s3" (a bucket; region and credentials from boto3's chain).
+    # The endpoint is for an S3-compatible server (MinIO, a test stand-in). image_public_base_url
+    # makes pages link images at <url>/<sha256>.webp (a CDN, or the bucket behind one) instead of
+    # the shop's own /images/.
+    image_storage: str = "database"
+    image_s3_bucket: str | None = None
+    image_s3_prefix: str = ""
+    image_s3_endpoint_url: str | None = None
+    image_public_base_url: str | None = None
 
     currency: str = "EUR"
 
@@ -350,6 +360,7 @@ class Settings:
             problems.append(
                 "SHOP_PUBLIC_URL must be an http(s) URL such as https://shop.example.com"
             )
+        problems += self._image_problems()
         if self.redis_password is not None:
             if self.redis_url is None:
                 problems.append(
@@ -360,6 +371,23 @@ class Settings:
                     redis_url_with_password(self.redis_url, self.redis_password)
                 except ConfigError as exc:
                     problems.append(str(exc))
+        return problems
+
+    def _image_problems(self) -> list[str]:
+        problems = []
+        if self.image_storage not in IMAGE_STORAGES:
+            problems.append(
+                f"SHOP_IMAGE_STORAGE must be one of {', '.join(IMAGE_STORAGES)}, "
+                f"not {self.image_storage!r}"
+            )
+        if self.image_storage == "s3" and not self.image_s3_bucket:
+            problems.append("SHOP_IMAGE_STORAGE=s3 needs SHOP_IMAGE_S3_BUCKET")
+        for name in ("image_s3_endpoint_url", "image_public_base_url"):
+            url = getattr(self, name)
+            if url is not None and (
+                urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).netloc
+            ):
+                problems.append(f"SHOP_{name.upper()} must be an http(s) URL, not {url!r}")
         return problems
 
 
@@ -398,6 +426,7 @@ RANGES: dict[str, Range] = {
     "trusted_proxies": _AT_LEAST_0,
 }
 ENVS = ("production", "development")
+IMAGE_STORAGES = ("database", "s3")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # SHOP_* variables read by others than this module, with their reader: known, so not refused.

@@ -286,3 +286,26 @@ class InvalidNotification(ShopError):
 
     status = 400
     code = "invalid_notification"
+
+
+class InvalidImage(FormError):
+    """An upload that is not a whole, readable image (no file, an empty or truncated one, a
+    header with garbage after it); nothing was stored."""
+
+    code = "invalid_image"
+
+
+class UnsupportedImage(FormError):
+    """An upload whose content (not its name) is another kind of file: a GIF, an SVG, a
+    program; only JPEG, PNG and WebP are taken. Nothing was stored."""
+
+    status = 415
+    code = "unsupported_image"
+
+
+class ImageTooLarge(FormError):
+    """An upload over SHOP_IMAGE_MAX_BYTES, or whose pixels would take too much memory to
+    decode (a decompression bomb); refused before it is decoded, nothing was stored."""
+
+    status = 413
+    code = "image_too_large"

@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -227,4 +228,31 @@ stock_adjustments = Table(
     Column("actor_id", Integer, ForeignKey("users.id"), nullable=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Index(None, "product_id", "id"),
+)
+
+# Image variants by the SHA-256 of their bytes (shop/image_storage.py, the default store):
+# written once, never updated; a variant may serve several products' images.
+image_blobs = Table(
+    "image_blobs",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("content_type", String(40), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# A product's pictures in the order the shop shows them (the first is the grid's), with the
+# text read out instead of each, and its variants as JSON: [{"width", "height", "hash",
+# "type"}, ...] narrowest first, each the key of a stored variant (shop/images.py).
+product_images = Table(
+    "product_images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("product_id", Integer, ForeignKey("products.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("alt", String(200), nullable=False),
+    Column("variants", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index(None, "product_id", "position"),
 )

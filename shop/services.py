@@ -16,6 +16,7 @@ from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
 from .db import Engines, SqliteChanges, make_engine
+from .image_storage import ImageStore, store_from_settings
 from .mail import Mailer, mailer_from_settings, sender_domain
 from .order_lifecycle import Listener, expire_overdue, utcnow
 from .outbox import Delivery, MailWorker, RetryPolicy
@@ -35,6 +36,8 @@ class Services:
     sessions: SessionStore
     carts: CartStore
     catalogue: Catalogue
+    # Product images' variants (shop/image_storage.py): the database, or S3.
+    images: ImageStore
     throttle: Throttle
     hash_slots: HashSlots
     mailer: Mailer
@@ -159,6 +162,7 @@ def build_services(
             # same SQLite file from a process of its own.
             changes=SqliteChanges.of(engines.primary) if settings.redis_url is None else None,
         ),
+        images=store_from_settings(settings, engines),
         throttle=Throttle(
             client,
             prefix,

@@ -37,6 +37,7 @@ def register(app: Flask) -> None:
         catalogue,
         checkout,
         credentials,
+        images,
         ops,
         payments,
     )
@@ -54,6 +55,7 @@ def register(app: Flask) -> None:
         payments.bp,
         api.bp,
         admin.bp,
+        images.bp,
     )
     for blueprint in (*blueprints, ops.bp):
         app.register_blueprint(blueprint)
@@ -67,6 +69,9 @@ def register(app: Flask) -> None:
         cart_count=cart_count,
         current_user=current_user,
         shows_back_office=shows_back_office,
+        image_url=images.image_url,
+        image_srcset=images.srcset,
+        image_src=images.src_variant,
         min_password_length=MIN_PASSWORD_LENGTH,
         max_password_length=MAX_PASSWORD_LENGTH,
         # The forms' max comes from the cart's rule, not from a number in a template.

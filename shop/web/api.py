@@ -35,6 +35,7 @@ from .context import (
     services,
 )
 from .credentials import SENT_NEW_ADDRESS, SENT_RESET
+from .images import public_image
 from .inputs import json_body, json_int, json_prices, page_args
 from .ordering import checkout, order_token, payment_url
 
@@ -144,12 +145,20 @@ def products():
         page=page,
         per_page=per_page,
     )
-    return jsonify(result)
+    return jsonify({**result, "items": [_public_product(item) for item in result["items"]]})
 
 
 @bp.get("/products/<id:product_id>")
 def product(product_id: int):
-    return jsonify(services().catalogue.product(product_id))
+    return jsonify(_public_product(services().catalogue.product(product_id)))
+
+
+def _public_product(product: dict) -> dict:
+    """A product with its images' URLs (the cached dict is shared: copied, not changed)."""
+    shown = {**product, "image": public_image(product.get("image"))}
+    if "images" in product:
+        shown["images"] = [public_image(image) for image in product["images"]]
+    return shown
 
 
 @bp.get("/cart")

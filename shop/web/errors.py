@@ -16,8 +16,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import FormError, LoginRequired, ServiceUnavailable, ShopError
 from ..redis_client import RedisUnavailable
-from .context import SESSIONS_DOWN
+from .context import SESSIONS_DOWN, services
 from .inputs import safe_next
+from .middleware import body_limit
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ def _http_error(exc: HTTPException):
     code = (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name
     if exc.code == 413:
-        message = "The request body is too large."
+        limit = body_limit()
+        message = limit.refusal(services().settings) if limit else "The request body is too large."
     if exc.code == 404 and request.routing_exception is exc:
         message = NO_PAGE
     response = error_response(exc.code or 500, code, message)

@@ -6,17 +6,22 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.wrappers import Response
 
+from ..config import Settings
 from ..errors import CrossOriginRefused, CsrfFailure
 from ..session_ids import csrf_token_valid
 from .context import services, shop_session
 from .inputs import check_text
 
 log = logging.getLogger("shop.access")
+View = TypeVar("View", bound=Callable[..., Any])
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -79,6 +84,43 @@ def _refuse_cross_origin() -> None:
     )
 
 
+@dataclass(frozen=True)
+class BodyLimit:
+    """A view's own request body limit, and what a refusal says, from the settings."""
+
+    limit: Callable[[Settings], int]
+    refusal: Callable[[Settings], str]
+
+
+def allow_body(limit: Callable[[Settings], int], refusal: Callable[[Settings], str]):
+    """Let a view take a body larger than ``SHOP_MAX_BODY_BYTES`` (an upload): the limit is
+    applied before anything reads the body; over it, 413 with ``refusal``'s text."""
+
+    def mark(view: View) -> View:
+        view.body_limit = BodyLimit(limit, refusal)  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def body_limit() -> BodyLimit | None:
+    """The larger limit this request was given, if any."""
+    return g.get("body_limit")
+
+
+def _apply_body_limit() -> None:
+    """A view's larger limit, for a signed-in session only (uploads are the back office's):
+    anyone else's large body is refused as on every other address, unread."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    found: BodyLimit | None = getattr(view, "body_limit", None)
+    if found is None or request.method not in UNSAFE_METHODS:
+        return
+    if shop_session().user_id is None:
+        return
+    g.body_limit = found
+    request.max_content_length = found.limit(services().settings)
+
+
 def _check_csrf() -> None:
     if request.blueprint == "admin":
         return  # checked by the back office's guard, after the role (shop/web/admin)
@@ -119,12 +161,14 @@ def _finish_response(response: Response) -> Response:
     request_id = g.get("request_id")
     if request_id:
         headers["X-Request-ID"] = request_id
-    # Pages carry a per-visitor CSRF token and cart count: never for a shared cache.
-    response.vary.add("Cookie")
-    if request.method in UNSAFE_METHODS or shop_session().user_id is not None:
-        response.cache_control.no_store = True
-    if response.mimetype == "text/html" or response.cache_control.no_store:
-        response.cache_control.private = True
+    if not response.cache_control.public:
+        # Pages carry a per-visitor CSRF token and cart count: never for a shared cache. (A
+        # response marked public, an image, is the same for everyone.)
+        response.vary.add("Cookie")
+        if request.method in UNSAFE_METHODS or shop_session().user_id is not None:
+            response.cache_control.no_store = True
+        if response.mimetype == "text/html" or response.cache_control.no_store:
+            response.cache_control.private = True
     if 400 <= response.status_code < 500 and response.status_code not in (401, 404):
         # Refused input: one line an operator can grep (with the request id), no traceback.
         log.info(
@@ -151,6 +195,7 @@ def _finish_response(response: Response) -> Response:
 
 def register_middleware(app: Flask) -> None:
     app.before_request(_start_request)
+    app.before_request(_apply_body_limit)  # before anything reads the body
     app.before_request(_refuse_cross_origin)
     app.before_request(_check_csrf)
     app.before_request(_refuse_unusable_text)

@@ -37,6 +37,7 @@ def test_grid_paginates_filters_and_searches(client):
         "price_cents",
         "stock",
         "category",
+        "image",  # the first image (null: none), docs/api.md
     }
     last = client.get("/api/v1/products?per_page=12&page=3").get_json()
     assert [p["id"] for p in last["items"]] == list(range(25, 34))
@@ -211,7 +212,7 @@ def test_replicas_are_used_in_turn(make_app, sqlite_url, tmp_path):
     for product_id in range(4, 14):
         assert client.get(f"/api/v1/products/{product_id}").status_code == 200
     per_replica = [counter.by_engine.get(str(r.engine.url), 0) for r in engines.replicas]
-    assert per_replica == [5, 5]
+    assert per_replica == [10, 10]  # each product: its row, then its images
     assert counter.by_engine.get(str(engines.primary.url), 0) == 0
 
 

@@ -129,7 +129,7 @@ def _prepare_demo(services: Services) -> None:
     from .seed import seed_demo_if_empty
 
     upgrade(services.engines.primary)
-    seed_demo_if_empty(services.engines.primary)
+    seed_demo_if_empty(services.engines.primary, images=services.images)
 
 
 def _configure_logging(settings: Settings) -> None:

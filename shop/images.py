@@ -36,6 +36,10 @@ CONTENT_TYPE = "image/webp"
 EXTENSIONS = {"image/webp": "webp", "image/jpeg": "jpg", "image/png": "png"}
 MAX_ALT_LENGTH = 200
 
+# The start of a JPEG, a PNG and a WebP (RIFF....WEBP): a file that starts so but does not
+# open is damaged, not of another kind.
+_ACCEPTED_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+_DAMAGED = "The file is damaged or incomplete and cannot be read as an image ({})."
 # The start of a few files people upload by mistake, to say what was sent instead.
 _OTHER_KINDS = (
     (b"GIF87a", "a GIF image"),
@@ -105,15 +109,14 @@ def decode(data: bytes) -> Image.Image:
         image.load()  # every pixel: a truncated file fails here
         return ImageOps.exif_transpose(image)
     except UnidentifiedImageError:
+        if data.startswith(_ACCEPTED_MAGIC) or data[8:12] == b"WEBP":
+            raise InvalidImage(_DAMAGED.format("it starts like one, then"), field="image") from None
         raise UnsupportedImage(_not_accepted(data), field="image") from None
     except Image.DecompressionBombError:
         raise ImageTooLarge(_too_many_pixels(), field="image") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         # Pillow's ways of saying the data stops early or does not add up.
-        raise InvalidImage(
-            f"The file is damaged or incomplete and cannot be read as an image ({exc}).",
-            field="image",
-        ) from None
+        raise InvalidImage(_DAMAGED.format(exc), field="image") from None
 
 
 def make_variants(image: Image.Image, widths: Sequence[int] = WIDTHS) -> list[Variant]:

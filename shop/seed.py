@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from PIL import Image, ImageDraw, ImageFont
+from sqlalchemy import Connection, Engine, insert, select
 
 from .catalogue import recount_categories
-from .models import categories, products
+from .image_storage import ImageStore
+from .images import Variant, make_variants
+from .models import categories, product_images, products
 
 CATEGORIES = [
     ("kitchen", "Kitchen"),
@@ -116,13 +120,18 @@ def _insert_batch(engine: Engine, batch: list[dict], progress) -> int:
     return len(batch)
 
 
-def seed_demo_if_empty(engine: Engine, count: int = 96) -> int:
+def seed_demo_if_empty(engine: Engine, count: int = 96, *, images: ImageStore | None = None) -> int:
     """Seed a small demo catalogue into an empty database, once even if several instances
-    start together (an advisory lock on PostgreSQL; SQLite is one process by definition)."""
+    start together (an advisory lock on PostgreSQL; SQLite is one process by definition).
+    With an image store, each product gets its category's demo picture (made and stored
+    first: a second instance's copies are the same keys, stored once)."""
+    if _has_products(engine):
+        return 0
+    pictures = store_demo_pictures(images) if images is not None else None
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727275)")
-        if conn.execute(select(func.count()).select_from(products)).scalar_one():
+        if _has_products(conn):
             return 0
         category_ids = _ensure_categories(conn)
         rows = list(demo_products(count))
@@ -130,4 +139,81 @@ def seed_demo_if_empty(engine: Engine, count: int = 96) -> int:
             row["category_id"] = category_ids[row["category_id"] - 1]
         conn.execute(insert(products), rows)
         recount_categories(conn)
+        if pictures is not None:
+            by_category = dict(zip(category_ids, pictures, strict=True))
+            ids = conn.execute(select(products.c.id, products.c.category_id)).all()
+            conn.execute(
+                insert(product_images),
+                [
+                    {
+                        "product_id": product_id,
+                        "position": 1,
+                        "alt": by_category[category_id][0],
+                        "variants": json.dumps([v.as_json() for v in by_category[category_id][1]]),
+                    }
+                    for product_id, category_id in ids
+                ],
+            )
     return len(rows)
+
+
+def _has_products(engine: Engine | Connection) -> bool:
+    query = select(products.c.id).limit(1)
+    if isinstance(engine, Connection):
+        return engine.execute(query).first() is not None
+    with engine.connect() as conn:
+        return conn.execute(query).first() is not None
+
+
+# One picture per demo category: a colour, a shape and the category's initial. Made with
+# Pillow at start (about 40 ms each), never per product: the 96 demo products share eight.
+_PALETTES = [
+    ((231, 111, 81), (253, 240, 213)),
+    ((42, 157, 143), (233, 245, 219)),
+    ((38, 70, 83), (233, 196, 106)),
+    ((244, 162, 97), (38, 70, 83)),
+    ((106, 76, 147), (241, 231, 254)),
+    ((29, 53, 87), (168, 218, 220)),
+    ((230, 57, 70), (241, 250, 238)),
+    ((96, 108, 56), (254, 250, 224)),
+]
+_SHAPES = ["circle", "square", "triangle", "diamond"]
+_SIZE = (640, 480)
+
+
+def demo_picture(index: int, initial: str) -> Image.Image:
+    """A simple, distinct picture: the ``index``-th palette and shape, with ``initial``."""
+    background, foreground = _PALETTES[index % len(_PALETTES)]
+    shape = _SHAPES[index % len(_SHAPES)]
+    image = Image.new("RGB", _SIZE, background)
+    draw = ImageDraw.Draw(image)
+    cx, cy, r = _SIZE[0] // 2, _SIZE[1] // 2, 170
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=foreground)
+    elif shape == "square":
+        draw.rounded_rectangle((cx - r, cy - r, cx + r, cy + r), radius=36, fill=foreground)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=foreground)
+    else:
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=foreground)
+    font = ImageFont.load_default(size=150)
+    draw.text(
+        (cx, cy + 20 if shape == "triangle" else cy),
+        initial,
+        font=font,
+        fill=background,
+        anchor="mm",
+    )
+    return image
+
+
+def store_demo_pictures(store: ImageStore) -> list[tuple[str, list[Variant]]]:
+    """Each demo category's picture (alternative text, variants), its variants stored."""
+    pictures = []
+    for index, (_slug, name) in enumerate(CATEGORIES):
+        variants = make_variants(demo_picture(index, name[0]))
+        for variant in variants:
+            store.put(variant.name, variant.data, variant.content_type)
+        shape = _SHAPES[index % len(_SHAPES)]
+        pictures.append((f"Demo picture for {name}: the letter {name[0]} on a {shape}", variants))
+    return pictures

@@ -52,6 +52,9 @@ CONFIGS: dict[str, Callable[[], str]] = {"stack": stack_config, "compose": HAPRO
 
 # The app's body limit (SHOP_MAX_BODY_BYTES); neither topology overrides it.
 BODY_LIMIT = Settings.__dataclass_fields__["max_body_bytes"].default
+# A back-office image upload's (SHOP_IMAGE_MAX_BYTES plus an ordinary form), for a POST under
+# /admin/ only; shop/web/admin/images.py allows the same.
+UPLOAD_LIMIT = Settings.__dataclass_fields__["image_max_bytes"].default + BODY_LIMIT
 # What a buffer needs besides the body: room for ordinary headers (cookies, a user agent) and
 # HAProxy's rewrite reserve (tune.maxrewrite, 1 KiB by default).
 HEADER_ROOM = 8 * 1024 + 1024
@@ -268,12 +271,26 @@ def check_body_limit(text: str, label: str) -> list[str]:
         problems.append(f"{label}: `option http-buffer-request` is missing")
     if not any(w[:2] == ["timeout", "http-request"] for w in listening):
         problems.append(f"{label}: `timeout http-request` must bound a request and its body")
-    over = ["if", "{", "req.body_size", "gt", str(BODY_LIMIT), "}"]
-    rules = [w for w in returns(text, "413") if condition(w) == over]
-    if len(rules) != 1:
-        problems.append(f"{label}: one `http-request return status 413 ... {' '.join(over)}`")
-    for words in rules:
-        problems += error_body(words, "request_entity_too_large", label)
+    over = ["{", "req.body_size", "gt", str(BODY_LIMIT), "}"]
+    # Over the limit, unless it is a POST under /admin/ (an image upload).
+    general = ["if", *over, "!METH_POST", "or", *over, "!back_office_path"]
+    upload = ["if", "METH_POST", "back_office_path"]
+    upload += ["{", "req.hdr_val(content-length)", "gt", str(UPLOAD_LIMIT), "}"]
+    for expected in (general, upload):
+        rules = [w for w in returns(text, "413") if condition(w) == expected]
+        if len(rules) != 1:
+            problems.append(
+                f"{label}: one `http-request return status 413 ... {' '.join(expected)}`"
+            )
+        for words in rules:
+            problems += error_body(words, "request_entity_too_large", label)
+    if len(returns(text, "413")) != 2:
+        problems.append(f"{label}: exactly two 413 rules (the general and the upload one)")
+    if acl(text, "back_office_path") != [["path,url_dec", "-m", "beg", "/admin/"]]:
+        problems.append(
+            f"{label}: uploads are allowed only under `acl back_office_path path,url_dec -m beg "
+            "/admin/`"
+        )
     return problems
 
 
@@ -441,7 +458,7 @@ def test_the_template_is_the_only_haproxy_config_written_by_hand():
     assert configs == {"deploy/compose/haproxy.cfg", TEMPLATE.relative_to(ROOT).as_posix()}
 
 
-RULE_413 = f"if {{ req.body_size gt {BODY_LIMIT} }}"
+RULE_413 = f"if {{ req.body_size gt {BODY_LIMIT} }} !METH_POST"
 MUTATIONS = [
     # (id, text to replace, replacement, what the complaint must mention)
     ("no-table", "backend per_src_requests\n", "backend unused\n", GENERAL),
@@ -477,7 +494,16 @@ MUTATIONS = [
     ("no-request-timeout", "    timeout http-request 10s\n", "", "timeout http-request"),
     ("small-buffers", "tune.bufsize 81920", "tune.bufsize 65536", "tune.bufsize"),
     ("default-buffers", "    tune.bufsize 81920\n", "", "tune.bufsize"),
-    ("other-limit", RULE_413, "if { req.body_size gt 1048576 }", "413"),
+    ("other-limit", RULE_413, "if { req.body_size gt 1048576 } !METH_POST", "413"),
+    ("uploads-anywhere", "!METH_POST or { req.body_size gt 65536 } !back_office_path", "", "413"),
+    ("upload-limit", f"gt {UPLOAD_LIMIT}", "gt 104857600", "413"),
+    (
+        "any-path",
+        "back_office_path path,url_dec -m beg /admin/",
+        "back_office_path always_true",
+        "/admin/",
+    ),
+    ("raw-upload-path", "back_office_path path,url_dec", "back_office_path path", "/admin/"),
     ("plain-413", "content-type application/json", "content-type text/plain", "application/json"),
     ("other-code", '"code":"request_entity_too_large"', '"code":"too_big"', "request_entity"),
 ]

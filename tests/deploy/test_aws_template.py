@@ -4,8 +4,10 @@ cfn-lint checks that CloudFormation would accept it; the checks here prove what 
 needs and CloudFormation does not care about: each tier reachable only from the tier in front
 of it, nothing from a CIDR but the balancer, Multi-AZ and automatic failover on, storage and
 transit encrypted, every tier in at least two Availability Zones, no stickiness, secrets that
-never appear in plain configuration, HSTS at the HTTPS listener, and AWS WAF in front of the
-balancer with the same rate rules as HAProxy's in the other topologies.
+never appear in plain configuration, HSTS at the HTTPS listener, AWS WAF in front of the
+balancer with the same rate rules as HAProxy's in the other topologies, and the product images'
+bucket private, TLS-only and reachable by the tasks' role alone, on its prefix alone. (None of
+it has been deployed from here: the S3 image store is tested against moto, not AWS.)
 
 Each ``check_*`` function returns the violations it finds (empty: fine). They run for several
 sets of parameters (two or three AZs, zero to three replicas, with and without HTTPS), and the
@@ -56,6 +58,7 @@ PARAMETER_SETS = {
     },
     "no-replicas": {"ReplicaCount": "0"},
     "two-replicas": {"ReplicaCount": "2"},
+    "images-in-the-database": {"ImageStorage": "database"},
 }
 
 
@@ -609,6 +612,98 @@ def test_https_is_served_and_http_redirects_when_a_certificate_is_given(template
     assert plain.environment(APP_TASK, APP_CONTAINER)["SHOP_SESSION_COOKIE_SECURE"] == "0"
 
 
+# -- product images: a private, TLS-only bucket, reached by the task role on its prefix ---------
+
+IMAGE_ACTIONS = {"s3:PutObject", "s3:GetObject"}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def check_images(stack: Stack) -> list[str]:
+    """With ImageStorage=s3: one bucket, all public access blocked, encrypted; its policy
+    denies every request without TLS; the task role (the tasks' only AWS permissions) may put
+    and get objects under the images' prefix and list that prefix, nothing else; the tasks are
+    told the bucket and that prefix. With ImageStorage=database: no bucket, no task role."""
+    problems = []
+    env = stack.environment(APP_TASK, APP_CONTAINER)
+    buckets = stack.resources("AWS::S3::Bucket")
+    roles = {t: stack.properties(t).get("TaskRoleArn") for t in (APP_TASK, MIGRATE_TASK)}
+    if env.get("SHOP_IMAGE_STORAGE") != "s3":
+        if buckets or any(roles.values()):
+            problems.append("images in the database: no bucket and no task role")
+        return problems
+    if len(buckets) != 1:
+        return problems + [f"one image bucket expected, found {sorted(buckets)}"]
+    ((bucket, props),) = buckets.items()
+    block = props.get("PublicAccessBlockConfiguration", {})
+    for flag in (
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ):
+        if not is_true(block.get(flag)):
+            problems.append(f"{bucket}: public access must be blocked ({flag})")
+    rules = props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+    if not any(r.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
+        problems.append(f"{bucket}: encryption at rest must be configured")
+    arn, objects = f"<{bucket}.Arn>", f"<{bucket}.Arn>/*"
+    tls_only = False
+    for policy in stack.resources("AWS::S3::BucketPolicy").values():
+        if logical_id(policy.get("Bucket")) != bucket:
+            continue
+        for statement in policy["PolicyDocument"]["Statement"]:
+            insecure = statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+            if (
+                statement.get("Effect") == "Deny"
+                and statement.get("Principal") == "*"
+                and str(insecure).lower() == "false"
+                and "s3:*" in _as_list(statement.get("Action"))
+                and {arn, objects} <= set(_as_list(statement.get("Resource")))
+            ):
+                tls_only = True
+    if not tls_only:
+        problems.append(f"{bucket}: its policy must deny s3:* without TLS (aws:SecureTransport)")
+    prefix = env.get("SHOP_IMAGE_S3_PREFIX", "")
+    if logical_id(env.get("SHOP_IMAGE_S3_BUCKET")) != bucket or not prefix.endswith("/"):
+        problems.append(f"the tasks must be told the bucket {bucket} and a prefix ending in /")
+    for task, role_arn in roles.items():
+        if logical_id(role_arn) is None:
+            problems.append(f"{task}: must run with the task role (TaskRoleArn)")
+    role = logical_id(roles[APP_TASK])
+    statements = [
+        statement
+        for policy in (stack.properties(role).get("Policies", []) if role else [])
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+    for statement in statements:
+        actions = set(_as_list(statement.get("Action")))
+        resources = set(_as_list(statement.get("Resource")))
+        if statement.get("Effect") != "Allow":
+            continue
+        if actions <= IMAGE_ACTIONS and resources == {f"{arn}/{prefix}*"}:
+            continue
+        listed = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if actions == {"s3:ListBucket"} and resources == {arn} and listed == f"{prefix}*":
+            continue
+        problems.append(
+            f"{role}: {sorted(actions)} on {sorted(resources)} is beyond the images' prefix "
+            f"({arn}/{prefix}*: {sorted(IMAGE_ACTIONS)}, and s3:ListBucket of that prefix)"
+        )
+    if not any(set(_as_list(s.get("Action"))) >= IMAGE_ACTIONS for s in statements):
+        problems.append(f"{role}: the task role must allow {sorted(IMAGE_ACTIONS)} on the images")
+    execution = stack.properties("ExecutionRole")
+    if "s3:" in json.dumps(execution):
+        problems.append("ExecutionRole: S3 belongs to the task role, not ECS's own")
+    return problems
+
+
+def test_product_images_live_in_a_private_tls_only_bucket_the_task_role_alone_reaches(stack):
+    assert not (problems := check_images(stack)), problems
+
+
 # -- the checks bite: each broken copy is caught ----------------------------------------------
 
 
@@ -801,6 +896,44 @@ def _waf_rule_without_metrics(template: Template) -> None:
     config["CloudWatchMetricsEnabled"] = False
 
 
+def _public_bucket(template: Template) -> None:
+    block = _resources(template)["ImageBucket"]["Properties"]["PublicAccessBlockConfiguration"]
+    block["RestrictPublicBuckets"] = False
+
+
+def _unencrypted_bucket(template: Template) -> None:
+    del _resources(template)["ImageBucket"]["Properties"]["BucketEncryption"]
+
+
+def _bucket_policy_without_tls(template: Template) -> None:
+    statement = _resources(template)["ImageBucketPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ][0]
+    statement["Condition"] = {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}
+
+
+def _task_role_statements(template: Template) -> list[dict[str, Any]]:
+    return _resources(template)["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+
+
+def _task_role_on_every_bucket(template: Template) -> None:
+    _task_role_statements(template)[0]["Resource"] = "*"
+
+
+def _task_role_may_delete(template: Template) -> None:
+    _task_role_statements(template)[0]["Action"].append("s3:DeleteObject")
+
+
+def _task_role_on_the_whole_bucket(template: Template) -> None:
+    _task_role_statements(template)[0]["Resource"] = {"Fn::Sub": "${ImageBucket.Arn}/*"}
+
+
+def _no_task_role(template: Template) -> None:
+    del _resources(template)[APP_TASK]["Properties"]["TaskRoleArn"]
+
+
 def _no_common_rule_set(template: Template) -> None:
     _waf(template)["Rules"] = [
         r for r in _waf(template)["Rules"] if "ManagedRuleGroupStatement" not in r["Statement"]
@@ -843,6 +976,13 @@ BREAKAGES: list[tuple[Callable[[Template], None], Callable[[Stack], list[str]], 
     (_loose_credential_limit, check_waf, "far tighter"),
     (_waf_rule_without_metrics, check_waf, "metrics"),
     (_no_common_rule_set, check_waf, "AWSManagedRulesCommonRuleSet"),
+    (_public_bucket, check_images, "public access must be blocked"),
+    (_unencrypted_bucket, check_images, "encryption at rest"),
+    (_bucket_policy_without_tls, check_images, "without TLS"),
+    (_task_role_on_every_bucket, check_images, "beyond the images' prefix"),
+    (_task_role_may_delete, check_images, "beyond the images' prefix"),
+    (_task_role_on_the_whole_bucket, check_images, "beyond the images' prefix"),
+    (_no_task_role, check_images, "TaskRoleArn"),
 ]
 
 

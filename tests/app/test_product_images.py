@@ -39,7 +39,8 @@ PAGE = f"/admin/products/{KETTLE}/images"
 # -- images made here ----------------------------------------------------------------------
 
 
-def photo_with_gps(size=(1600, 1200), orientation: int = 6) -> bytes:
+@functools.cache
+def photo_with_gps(size=(1000, 700), orientation: int = 6) -> bytes:
     """A JPEG as a phone writes it: camera, GPS position, an orientation to apply, a comment."""
     image = Image.new("RGB", size, (200, 60, 40))
     image.paste((20, 60, 200), (0, 0, size[0] // 2, size[1] // 4))  # a mark: top-left is blue
@@ -150,8 +151,8 @@ def test_a_photo_is_stored_upright_without_its_metadata_at_three_widths(app, sta
     (row,) = image_rows(app)
     assert row.alt == "A blue kettle" and row.position == 1
     variants = json.loads(row.variants)
-    # Orientation 6 applied: the 1600 x 1200 photo is shown 1200 wide, 1600 high.
-    assert [(v["width"], v["height"]) for v in variants] == [(320, 427), (640, 853), (1200, 1600)]
+    # Orientation 6 applied: the 1000 x 700 photo is shown 700 wide, 1000 high.
+    assert [(v["width"], v["height"]) for v in variants] == [(320, 457), (640, 914), (700, 1000)]
     for variant in variants:
         data = stored(app, variant)
         assert hashlib.sha256(data).hexdigest() == variant["hash"]
@@ -185,6 +186,12 @@ def test_png_and_webp_are_taken_and_never_enlarged(app, staff, data, name, width
     if name.endswith(".png"):
         with Image.open(io.BytesIO(stored(app, variants[0]))) as shown:
             assert shown.mode == "RGBA"  # transparency kept
+
+
+def test_the_widest_variant_is_1280_whatever_the_original():
+    wide = Image.new("RGB", (3000, 60), (1, 2, 3))  # thin: cheap to encode
+    variants = image_rules.make_variants(wide)
+    assert [(v.width, v.height) for v in variants] == [(320, 6), (640, 13), (1280, 26)]
 
 
 def test_the_same_picture_twice_is_stored_once(app, staff):
@@ -361,10 +368,10 @@ def test_pages_show_the_image_and_another_instance_sees_it_next_load(make_app):
     assert upload(staff, photo_with_gps(), alt="Kettle on a stove").status_code == 303
     (tag,) = _next_load_showing(visitor, "/")
     assert 'alt="Kettle on a stove"' in tag and 'loading="lazy"' in tag
-    assert re.search(r'srcset="/images/[0-9a-f]{64}\.webp 320w, .* 640w, .* 1200w"', tag)
-    assert 'width="320" height="427"' in tag
+    assert re.search(r'srcset="/images/[0-9a-f]{64}\.webp 320w, .* 640w, .* 700w"', tag)
+    assert 'width="320" height="457"' in tag
     main, *_ = _next_load_showing(visitor, f"/products/{KETTLE}")
-    assert 'alt="Kettle on a stove"' in main and 'width="640" height="853"' in main
+    assert 'alt="Kettle on a stove"' in main and 'width="640" height="914"' in main
     assert "srcset=" in main and 'fetchpriority="high"' in main  # above the fold: not lazy
     # A second image: the product page lists it, lazily; the grid keeps the first.
     assert upload(staff, small_webp(), alt="Its lid").status_code == 303

@@ -7,12 +7,12 @@ from __future__ import annotations
 import io
 import re
 import secrets
-import subprocess
 
 import pytest
 import requests
 
 from deploy.stack import stack as stack_module
+from deploy.stack.cli import run_flask
 from tests.stack.conftest import Shopper, in_stock_products
 from tests.support.browser import SCREENSHOTS, chromium_context
 
@@ -21,16 +21,8 @@ _VERSION = re.compile(r'name="version" value="(\d+)"')
 
 
 def flask_command(topology: stack_module.Topology, *args: str) -> str:
-    """A ``flask --app shop`` command on the stack's database, as an operator runs it."""
-    app = topology.apps["app1"]
-    done = subprocess.run(
-        [app.command[0].replace("gunicorn", "flask"), "--app", "shop", *args],
-        cwd=app.cwd,
-        env=dict(app.env, SHOP_INSTANCE_NAME="cli"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """A ``flask --app shop`` command on the stack's database, as ``make stack-flask`` runs it."""
+    done = run_flask(topology, list(args), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -1,0 +1,315 @@
+"""Orders for the people who run the shop: the filtered list, an order's page, and the actions
+its status allows (ship, cancel with a refund, mark delivered).
+
+The actions go through the same functions as the command line (shop/payments.py), so the mail
+outbox and every other status listener see them alike; the audit entry is one more listener,
+written in the transaction of the status change: an entry exists exactly when the change
+committed. Each action names the status the order was read in (``expected``), so a change made
+meanwhile by someone else is refused rather than applied on top of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import ColumnElement, Engine, Select, func, select, union
+
+from . import audit, money
+from .errors import InvalidInput, NotFound
+from .models import MAX_ID, orders, users
+from .order_lifecycle import ALLOWED, CANCELLED, DELIVERED, LABELS, SHIPPED, Listener
+from .order_records import Order, load_order
+from .payments import PaymentProvider, cancel_order, deliver_order, ship_order
+
+MAX_TRACKING = 200  # orders.tracking
+MAX_EMAIL = 254
+# Staff actions and the status each one moves an order to, in the order a page offers them.
+ACTIONS: dict[str, str] = {"ship": SHIPPED, "deliver": DELIVERED, "cancel": CANCELLED}
+
+_NUMBER = re.compile(r"\s*#?\s*(\d{1,12})\s*")
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """What the list (and the export) narrows to; every part is optional and they combine."""
+
+    statuses: tuple[str, ...] = ()
+    created_from: date | None = None
+    created_to: date | None = None  # inclusive: the whole day
+    email: str | None = None  # an address or its beginning, lower case
+    min_total_cents: int | None = None
+    max_total_cents: int | None = None
+    number: int | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.statuses:
+            found.append(orders.c.status.in_(self.statuses))
+        if self.created_from is not None:
+            found.append(orders.c.created_at >= _start_of(self.created_from))
+        if self.created_to is not None:
+            found.append(orders.c.created_at < _start_of(self.created_to + timedelta(days=1)))
+        if self.min_total_cents is not None:
+            found.append(orders.c.total_cents >= self.min_total_cents)
+        if self.max_total_cents is not None:
+            found.append(orders.c.total_cents <= self.max_total_cents)
+        if self.number is not None:
+            found.append(orders.c.id == self.number)
+        if self.email:
+            found.append(orders.c.id.in_(_orders_of_address(self.email)))
+        return found
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def _orders_of_address(prefix: str):
+    """Orders whose own address (a guest's) or whose account's address starts with
+    ``prefix``: a union of two index scans, not an OR that would read the whole table."""
+    pattern = re.sub(r"([/%_])", r"/\1", prefix) + "%"
+    by_order = select(orders.c.id).where(orders.c.email.like(pattern, escape="/"))
+    by_account = (
+        select(orders.c.id)
+        .join(users, users.c.id == orders.c.user_id)
+        .where(users.c.email.like(pattern, escape="/"))
+    )
+    return union(by_order, by_account)
+
+
+def parse_filter(
+    *,
+    statuses: Sequence[str] = (),
+    created_from: str = "",
+    created_to: str = "",
+    email: str = "",
+    min_total: str = "",
+    max_total: str = "",
+    number: str = "",
+    require_range: bool = False,
+) -> OrderFilter:
+    """The filter from what a person typed; :class:`InvalidInput` names the field at fault.
+    ``require_range``: both dates are needed (the export)."""
+    unknown = sorted({s for s in statuses if s} - set(LABELS))
+    if unknown:
+        raise InvalidInput(f"There is no order status {unknown[0]!r}.", field="status")
+    start, end = _day(created_from, "from"), _day(created_to, "to")
+    if require_range and (start is None or end is None):
+        missing = "from" if start is None else "to"
+        raise InvalidInput("Give the first and the last day of the range.", field=missing)
+    if start is not None and end is not None and end < start:
+        raise InvalidInput("The range ends before it starts.", field="to")
+    address = email.strip().lower()
+    if len(address) > MAX_EMAIL:
+        raise InvalidInput(f"An address is at most {MAX_EMAIL} characters.", field="email")
+    low = money.parse_price(min_total, "min_total") if min_total.strip() else None
+    high = money.parse_price(max_total, "max_total") if max_total.strip() else None
+    if low is not None and high is not None and high < low:
+        raise InvalidInput("The highest total is below the lowest.", field="max_total")
+    return OrderFilter(
+        statuses=tuple(dict.fromkeys(s for s in statuses if s)),
+        created_from=start,
+        created_to=end,
+        email=address or None,
+        min_total_cents=low,
+        max_total_cents=high,
+        number=parse_number(number) if number.strip() else None,
+    )
+
+
+def _day(text: str, field: str) -> date | None:
+    if not text.strip():
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput("Dates are written like 2026-12-03.", field=field) from None
+
+
+def parse_number(text: str) -> int:
+    """An order number as staff write it: ``123`` or ``#123``."""
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        raise InvalidInput("An order number is a whole number, like 123 or #123.", field="q")
+    return int(match.group(1))
+
+
+# -- the list ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: int
+    created_at: datetime
+    status: str
+    email: str | None  # the guest's address, else the account's
+    shipping_name: str
+    total_cents: int
+
+
+def order_query(wanted: OrderFilter) -> Select:
+    """Orders with the address to show (the order's, else its account's), filtered."""
+    return (
+        select(
+            orders.c.id,
+            orders.c.created_at,
+            orders.c.status,
+            func.coalesce(orders.c.email, users.c.email).label("email"),
+            orders.c.shipping_name,
+            orders.c.total_cents,
+            orders.c.payment_ref,
+            orders.c.tracking,
+        )
+        .select_from(orders.outerjoin(users, users.c.id == orders.c.user_id))
+        .where(*wanted.conditions())
+    )
+
+
+def list_orders(
+    engine: Engine, wanted: OrderFilter, *, before: int | None = None, limit: int = 50
+) -> tuple[list[OrderRow], int | None]:
+    """Newest first, ``limit`` at a time, and the cursor of the next page (None: the last).
+    Keyset paging on the id (``before``): the same cost on the last page as on the first,
+    and nothing is counted."""
+    query = order_query(wanted).order_by(orders.c.id.desc()).limit(limit + 1)
+    if before is not None:
+        query = query.where(orders.c.id < before)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    found = [
+        OrderRow(r.id, r.created_at, r.status, r.email, r.shipping_name, r.total_cents)
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return found, (found[-1].id if more else None)
+
+
+# -- one order -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    order: Order
+    account_email: str | None  # the account it belongs to, if any
+    actions: tuple[str, ...]  # what its status allows staff to do (keys of ACTIONS)
+
+
+def allowed_actions(status: str) -> tuple[str, ...]:
+    return tuple(name for name, to in ACTIONS.items() if to in ALLOWED.get(status, ()))
+
+
+def order_page(engine: Engine, order_id: int) -> OrderPage:
+    with engine.connect() as conn:
+        _status(conn, order_id)
+        order = load_order(conn, order_id)
+        account = None
+        if order.user_id is not None:
+            account = conn.execute(
+                select(users.c.email).where(users.c.id == order.user_id)
+            ).scalar()
+    return OrderPage(order, account, allowed_actions(order.status))
+
+
+def _status(conn, order_id: int) -> str:
+    status = None
+    if order_id <= MAX_ID:
+        status = conn.execute(select(orders.c.status).where(orders.c.id == order_id)).scalar()
+    if status is None:
+        raise NotFound(f"There is no order {order_id}.")
+    return status
+
+
+def _current(engine: Engine, order_id: int) -> str:
+    with engine.connect() as conn:
+        return _status(conn, order_id)
+
+
+def _audited(actor: audit.Actor, action: str, before: str, at: datetime, **after) -> Listener:
+    """A status listener that records the change in the audit trail, in its transaction."""
+
+    def record(conn, order: Order, to: str) -> None:
+        audit.record(
+            conn,
+            actor,
+            action,
+            entity="order",
+            entity_id=order.id,
+            before={"status": before},
+            after={"status": to, **after},
+            at=at,
+        )
+
+    return record
+
+
+# -- actions -------------------------------------------------------------------------------
+
+
+def check_tracking(text: str | None) -> str | None:
+    tracking = " ".join((text or "").split())
+    if len(tracking) > MAX_TRACKING:
+        raise InvalidInput(
+            f"A tracking number is at most {MAX_TRACKING} characters.", field="tracking"
+        )
+    return tracking or None
+
+
+def ship(
+    engine: Engine,
+    actor: audit.Actor,
+    order_id: int,
+    *,
+    tracking: str | None,
+    at: datetime,
+    listeners: Sequence[Listener] = (),
+) -> None:
+    """Mark a paid order shipped, with the carrier's tracking number if there is one (the
+    shipping mail goes out through the listeners, as from the command line)."""
+    number = check_tracking(tracking)
+    before = _current(engine, order_id)
+    audited = _audited(actor, "order.ship", before, at, tracking=number)
+    ship_order(
+        engine,
+        order_id,
+        now=at,
+        tracking=number,
+        expected=before,
+        listeners=[*listeners, audited],
+    )
+
+
+def deliver(
+    engine: Engine,
+    actor: audit.Actor,
+    order_id: int,
+    *,
+    at: datetime,
+    listeners: Sequence[Listener] = (),
+) -> None:
+    before = _current(engine, order_id)
+    audited = _audited(actor, "order.deliver", before, at)
+    deliver_order(engine, order_id, now=at, expected=before, listeners=[*listeners, audited])
+
+
+def cancel(
+    engine: Engine,
+    provider: PaymentProvider,
+    actor: audit.Actor,
+    order_id: int,
+    *,
+    at: datetime,
+    listeners: Sequence[Listener] = (),
+) -> list[int]:
+    """Cancel a paid order: refunded through the provider once, its stock returned (the
+    caller invalidates the catalogue for the returned product ids)."""
+    with engine.connect() as conn:
+        before = _status(conn, order_id)
+        order = load_order(conn, order_id)
+    refunded = order.total_cents if order.payment_ref else 0
+    audited = _audited(actor, "order.cancel", before, at, refunded_cents=refunded)
+    return cancel_order(
+        engine, provider, order_id, now=at, expected=before, listeners=[*listeners, audited]
+    )

@@ -120,10 +120,10 @@ orders = Table(
     UniqueConstraint("owner_key", "idempotency_key"),
     Index(None, "user_id", "id"),
     Index(None, "status", "hold_expires_at"),
-    # The back office's order list and export (migration 0008): newest first by status or
-    # within a date range, and by an address or its beginning (LIKE 'ann%' uses a
-    # pattern-ops index whatever the database's collation).
-    Index(None, "status", "id"),
+    # The back office's order list and export (migration 0008): newest first (created_at,
+    # id), within a status or a date range, and by an address or its beginning (LIKE 'ann%'
+    # uses a pattern-ops index whatever the database's collation).
+    Index(None, "status", "created_at", "id"),
     Index(None, "created_at", "id"),
     Index(None, "email", postgresql_ops={"email": "varchar_pattern_ops"}),
     # One cart, one order: concurrent checkouts of the same cart under different keys cannot

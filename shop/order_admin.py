@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import ColumnElement, Engine, Select, func, select, union
+from sqlalchemy import ColumnElement, Engine, Select, func, or_, select, tuple_
 
 from . import audit, money
 from .errors import InvalidInput, NotFound
@@ -26,6 +26,7 @@ from .payments import PaymentProvider, cancel_order, deliver_order, ship_order
 
 MAX_TRACKING = 200  # orders.tracking
 MAX_EMAIL = 254
+MAX_ACCOUNTS = 200  # accounts an address filter may match (more: type more of it)
 # Staff actions and the status each one moves an order to, in the order a page offers them.
 ACTIONS: dict[str, str] = {"ship": SHIPPED, "deliver": DELIVERED, "cancel": CANCELLED}
 
@@ -43,6 +44,8 @@ class OrderFilter:
     min_total_cents: int | None = None
     max_total_cents: int | None = None
     number: int | None = None
+    # The accounts whose address starts with ``email``, looked up by :func:`resolve`.
+    account_ids: tuple[int, ...] | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
         found: list[ColumnElement[bool]] = []
@@ -59,7 +62,11 @@ class OrderFilter:
         if self.number is not None:
             found.append(orders.c.id == self.number)
         if self.email:
-            found.append(orders.c.id.in_(_orders_of_address(self.email)))
+            if self.account_ids is None:
+                raise ValueError("resolve() the filter's address first")
+            own = orders.c.email.like(_prefix_pattern(self.email), escape="/")
+            accounts = orders.c.user_id.in_(self.account_ids)
+            found.append(or_(own, accounts) if self.account_ids else own)
         return found
 
 
@@ -67,17 +74,35 @@ def _start_of(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
-def _orders_of_address(prefix: str):
-    """Orders whose own address (a guest's) or whose account's address starts with
-    ``prefix``: a union of two index scans, not an OR that would read the whole table."""
-    pattern = re.sub(r"([/%_])", r"/\1", prefix) + "%"
-    by_order = select(orders.c.id).where(orders.c.email.like(pattern, escape="/"))
-    by_account = (
-        select(orders.c.id)
-        .join(users, users.c.id == orders.c.user_id)
-        .where(users.c.email.like(pattern, escape="/"))
-    )
-    return union(by_order, by_account)
+def _prefix_pattern(prefix: str) -> str:
+    """``LIKE`` text for "starts with", wildcards taken literally (escaped with ``/``)."""
+    return re.sub(r"([/%_])", r"/\1", prefix) + "%"
+
+
+def resolve(engine: Engine, wanted: OrderFilter) -> OrderFilter:
+    """The filter with the accounts its address matches looked up first (one index range on
+    users), so orders are then found through two indexes (the guest's address, the account)
+    rather than by reading the whole table. Too many accounts: type more of the address."""
+    if not wanted.email:
+        return wanted
+    with engine.connect() as conn:
+        ids = (
+            conn.execute(
+                select(users.c.id)
+                .where(users.c.email.like(_prefix_pattern(wanted.email), escape="/"))
+                .order_by(users.c.id)
+                .limit(MAX_ACCOUNTS + 1)
+            )
+            .scalars()
+            .all()
+        )
+    if len(ids) > MAX_ACCOUNTS:
+        raise InvalidInput(
+            f"More than {MAX_ACCOUNTS} accounts' addresses start with {wanted.email!r}: "
+            "type more of the address.",
+            field="email",
+        )
+    return replace(wanted, account_ids=tuple(ids))
 
 
 def parse_filter(
@@ -149,6 +174,30 @@ class OrderRow:
     shipping_name: str
     total_cents: int
 
+    @property
+    def cursor(self) -> str:
+        """Where the next page starts: ``<microseconds since the epoch>_<id>``."""
+        return f"{(_aware(self.created_at) - _EPOCH) // timedelta(microseconds=1)}_{self.id}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR = re.compile(r"(\d{1,17})_(\d{1,10})")
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back the UTC times it was given without their zone."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_cursor(text: str) -> tuple[datetime, int] | None:
+    if not text.strip():
+        return None
+    match = _CURSOR.fullmatch(text.strip())
+    if match is None:
+        raise InvalidInput("That page of the list does not exist.", field="before")
+    moment = _EPOCH + timedelta(microseconds=int(match.group(1)))
+    return moment, int(match.group(2))
+
 
 def order_query(wanted: OrderFilter) -> Select:
     """Orders with the address to show (the order's, else its account's), filtered."""
@@ -168,23 +217,40 @@ def order_query(wanted: OrderFilter) -> Select:
     )
 
 
-def list_orders(
-    engine: Engine, wanted: OrderFilter, *, before: int | None = None, limit: int = 50
-) -> tuple[list[OrderRow], int | None]:
-    """Newest first, ``limit`` at a time, and the cursor of the next page (None: the last).
-    Keyset paging on the id (``before``): the same cost on the last page as on the first,
-    and nothing is counted."""
-    query = order_query(wanted).order_by(orders.c.id.desc()).limit(limit + 1)
+def list_query(
+    wanted: OrderFilter, *, before: tuple[datetime, int] | None = None, limit: int = 50
+) -> Select:
+    """Newest first, one more row than a page (whether there is a next page). Ordered by
+    (created_at, id), which the (created_at, id) and (status, created_at, id) indexes give
+    without a sort: a date range starts reading at its end, however old it is."""
+    query = (
+        order_query(wanted)
+        .order_by(orders.c.created_at.desc(), orders.c.id.desc())
+        .limit(limit + 1)
+    )
     if before is not None:
-        query = query.where(orders.c.id < before)
+        query = query.where(tuple_(orders.c.created_at, orders.c.id) < tuple_(*before))
+    return query
+
+
+def list_orders(
+    engine: Engine,
+    wanted: OrderFilter,
+    *,
+    before: tuple[datetime, int] | None = None,
+    limit: int = 50,
+) -> tuple[list[OrderRow], str | None]:
+    """Newest first, ``limit`` at a time, and the cursor of the next page (None: the last).
+    Keyset paging (``before``, from :func:`parse_cursor`): the same cost on the last page as
+    on the first, and nothing is counted."""
+    query = list_query(resolve(engine, wanted), before=before, limit=limit)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     found = [
         OrderRow(r.id, r.created_at, r.status, r.email, r.shipping_name, r.total_cents)
         for r in rows[:limit]
     ]
-    more = len(rows) > limit
-    return found, (found[-1].id if more else None)
+    return found, (found[-1].cursor if len(rows) > limit else None)
 
 
 # -- one order -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, Row, func, select
+from sqlalchemy import Engine, Row, Select, func, select
 
 from .catalogue import format_cents
 from .models import order_lines, orders
@@ -46,7 +46,14 @@ def filename(wanted: OrderFilter) -> str:
 
 def export_rows(engine: Engine, wanted: OrderFilter, *, batch: int = BATCH) -> Iterator[Row]:
     """The orders, oldest first (in the (created_at, id) index's order: no sort), with their
-    number of lines. Holds one connection while iterated; closing the iterator returns it."""
+    number of lines; ``wanted`` resolved (shop.order_admin.resolve) before the response
+    starts. Holds one connection while iterated; closing the iterator returns it."""
+    with engine.connect() as conn:
+        streamed = conn.execution_options(stream_results=True, yield_per=batch)
+        yield from streamed.execute(export_query(wanted))
+
+
+def export_query(wanted: OrderFilter) -> Select:
     lines = (
         select(func.count())
         .select_from(order_lines)
@@ -54,10 +61,7 @@ def export_rows(engine: Engine, wanted: OrderFilter, *, batch: int = BATCH) -> I
         .scalar_subquery()
         .label("lines")
     )
-    query = order_query(wanted).add_columns(lines).order_by(orders.c.created_at, orders.c.id)
-    with engine.connect() as conn:
-        streamed = conn.execution_options(stream_results=True, yield_per=batch)
-        yield from streamed.execute(query)
+    return order_query(wanted).add_columns(lines).order_by(orders.c.created_at, orders.c.id)
 
 
 def csv_text(rows: Iterator[Row], *, currency: str, batch: int = BATCH) -> Iterator[str]:

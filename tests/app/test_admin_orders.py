@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select, update
@@ -116,8 +116,8 @@ def test_each_filter_narrows_the_list(app):
         {"email": "carl@example.com", "total_cents": 12_345},
     )
     browser = back_office_user(app, "staff")
-    everything = [big, member, shipped, late, early]
-    assert listed(browser) == everything  # newest first
+    everything = [late, big, member, shipped, early]
+    assert listed(browser) == everything  # newest first (the same time: the later number)
     assert listed(browser, "?status=shipped") == [shipped]
     assert listed(browser, "?status=shipped&status=paid") == everything
     assert listed(browser, "?from=2026-11-30&to=2026-11-30") == [late]  # the whole last day
@@ -127,7 +127,7 @@ def test_each_filter_narrows_the_list(app):
     assert listed(browser, "?email=member@") == [member]  # the account's address
     assert listed(browser, "?email=%25") == []  # a wildcard is a character
     assert listed(browser, "?min_total=100") == [big]
-    assert listed(browser, "?max_total=10.00") == [member, shipped, late, early]
+    assert listed(browser, "?max_total=10.00") == [late, member, shipped, early]
     assert listed(browser, f"?q=%23{late}") == [late]
     assert listed(browser, f"?q={late}&status=shipped") == []
     assert "Ada Lovelace" in page_text(browser.client.get("/admin/orders"))
@@ -154,17 +154,28 @@ def test_a_bad_filter_is_a_400_with_the_form(app, query, message):
 
 
 def test_keyset_pages_neither_repeat_nor_skip(app):
-    ids = add_orders(app, *({"status": "paid" if i % 3 else "shipped"} for i in range(23)))
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    made = [
+        {
+            "status": "paid" if i % 3 else "shipped",
+            "created_at": base + timedelta(minutes=i * 7 % 5),
+        }
+        for i in range(23)  # times out of order, and many alike
+    ]
+    ids = add_orders(app, *made)
     engine = engine_of(app)
     wanted = order_admin.parse_filter(statuses=["paid"])
-    seen, before = [], None
+    seen, cursor = [], ""
     while True:
-        rows, before = order_admin.list_orders(engine, wanted, before=before, limit=4)
+        before = order_admin.parse_cursor(cursor)
+        rows, cursor = order_admin.list_orders(engine, wanted, before=before, limit=4)
         seen += [row.id for row in rows]
-        if before is None:
+        if cursor is None:
             break
-    expected = sorted((i for n, i in enumerate(ids) if n % 3), reverse=True)
-    assert seen == expected
+    paid = [
+        (row["created_at"], i) for i, row in zip(ids, made, strict=True) if row["status"] == "paid"
+    ]
+    assert seen == [i for _, i in sorted(paid, reverse=True)]
 
 
 def test_a_page_link_keeps_the_filters(app):

@@ -36,15 +36,6 @@ def _filter(*, require_range: bool = False) -> order_admin.OrderFilter:
     )
 
 
-def _cursor(name: str) -> int | None:
-    text = request.args.get(name, "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or len(text) > 10:
-        raise InvalidInput("That page of the list does not exist.", field=name)
-    return int(text)
-
-
 def _list_page(status: int = 200, **context):
     context.setdefault("error", None)
     context.setdefault("rows", [])
@@ -56,7 +47,8 @@ def _list_page(status: int = 200, **context):
 @bp.get("/orders")
 def orders():
     try:
-        wanted, before = _filter(), _cursor("before")
+        wanted = _filter()
+        before = order_admin.parse_cursor(request.args.get("before", ""))
     except InvalidInput as exc:
         return _list_page(exc.status, error=exc)
     rows, next_before = order_admin.list_orders(
@@ -69,12 +61,13 @@ def orders():
 def orders_export():
     """The orders created in ``from``..``to`` (both days included) and the list's other
     filters, as a CSV file that is streamed as it is read."""
+    engine = services().engines.primary
     try:
-        wanted = _filter(require_range=True)
+        wanted = order_admin.resolve(engine, _filter(require_range=True))
     except InvalidInput as exc:
         return _list_page(exc.status, error=exc)
     settings = services().settings
-    rows = order_export.export_rows(services().engines.primary, wanted)
+    rows = order_export.export_rows(engine, wanted)
     return Response(
         order_export.csv_text(rows, currency=settings.currency),
         mimetype="text/csv",

@@ -1,11 +1,5 @@
-"""Orders for the people who run the shop: the filtered list, an order's page, and the actions
-its status allows (ship, cancel with a refund, mark delivered).
-
-The actions go through the same functions as the command line (shop/payments.py), so the mail
-outbox and every other status listener see them alike; the audit entry is one more listener,
-written in the transaction of the status change: an entry exists exactly when the change
-committed. Each action names the status the order was read in (``expected``), so a change made
-meanwhile by someone else is refused rather than applied on top of it.
+"""Orders for the people who run the shop: the filtered list (and what the export reads), and
+an order's page with the actions its status allows (those are in shop/order_actions.py).
 """
 
 from __future__ import annotations
@@ -15,16 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import ColumnElement, Engine, Select, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Engine, Select, func, or_, select, tuple_
 
-from . import audit, money
+from . import money
 from .errors import InvalidInput, NotFound
 from .models import MAX_ID, orders, users
-from .order_lifecycle import ALLOWED, CANCELLED, DELIVERED, LABELS, SHIPPED, Listener
+from .order_lifecycle import ALLOWED, CANCELLED, DELIVERED, LABELS, SHIPPED
 from .order_records import Order, load_order
-from .payments import PaymentProvider, cancel_order, deliver_order, ship_order
 
-MAX_TRACKING = 200  # orders.tracking
 MAX_EMAIL = 254
 MAX_ACCOUNTS = 200  # accounts an address filter may match (more: type more of it)
 # Staff actions and the status each one moves an order to, in the order a page offers them.
@@ -269,7 +261,7 @@ def allowed_actions(status: str) -> tuple[str, ...]:
 
 def order_page(engine: Engine, order_id: int) -> OrderPage:
     with engine.connect() as conn:
-        _status(conn, order_id)
+        status_of(conn, order_id)
         order = load_order(conn, order_id)
         account = None
         if order.user_id is not None:
@@ -279,103 +271,11 @@ def order_page(engine: Engine, order_id: int) -> OrderPage:
     return OrderPage(order, account, allowed_actions(order.status))
 
 
-def _status(conn, order_id: int) -> str:
+def status_of(conn: Connection, order_id: int) -> str:
+    """The order's status; :class:`NotFound` for no such order."""
     status = None
     if order_id <= MAX_ID:
         status = conn.execute(select(orders.c.status).where(orders.c.id == order_id)).scalar()
     if status is None:
         raise NotFound(f"There is no order {order_id}.")
     return status
-
-
-def _current(engine: Engine, order_id: int) -> str:
-    with engine.connect() as conn:
-        return _status(conn, order_id)
-
-
-def _audited(actor: audit.Actor, action: str, before: str, at: datetime, **after) -> Listener:
-    """A status listener that records the change in the audit trail, in its transaction."""
-
-    def record(conn, order: Order, to: str) -> None:
-        audit.record(
-            conn,
-            actor,
-            action,
-            entity="order",
-            entity_id=order.id,
-            before={"status": before},
-            after={"status": to, **after},
-            at=at,
-        )
-
-    return record
-
-
-# -- actions -------------------------------------------------------------------------------
-
-
-def check_tracking(text: str | None) -> str | None:
-    tracking = " ".join((text or "").split())
-    if len(tracking) > MAX_TRACKING:
-        raise InvalidInput(
-            f"A tracking number is at most {MAX_TRACKING} characters.", field="tracking"
-        )
-    return tracking or None
-
-
-def ship(
-    engine: Engine,
-    actor: audit.Actor,
-    order_id: int,
-    *,
-    tracking: str | None,
-    at: datetime,
-    listeners: Sequence[Listener] = (),
-) -> None:
-    """Mark a paid order shipped, with the carrier's tracking number if there is one (the
-    shipping mail goes out through the listeners, as from the command line)."""
-    number = check_tracking(tracking)
-    before = _current(engine, order_id)
-    audited = _audited(actor, "order.ship", before, at, tracking=number)
-    ship_order(
-        engine,
-        order_id,
-        now=at,
-        tracking=number,
-        expected=before,
-        listeners=[*listeners, audited],
-    )
-
-
-def deliver(
-    engine: Engine,
-    actor: audit.Actor,
-    order_id: int,
-    *,
-    at: datetime,
-    listeners: Sequence[Listener] = (),
-) -> None:
-    before = _current(engine, order_id)
-    audited = _audited(actor, "order.deliver", before, at)
-    deliver_order(engine, order_id, now=at, expected=before, listeners=[*listeners, audited])
-
-
-def cancel(
-    engine: Engine,
-    provider: PaymentProvider,
-    actor: audit.Actor,
-    order_id: int,
-    *,
-    at: datetime,
-    listeners: Sequence[Listener] = (),
-) -> list[int]:
-    """Cancel a paid order: refunded through the provider once, its stock returned (the
-    caller invalidates the catalogue for the returned product ids)."""
-    with engine.connect() as conn:
-        before = _status(conn, order_id)
-        order = load_order(conn, order_id)
-    refunded = order.total_cents if order.payment_ref else 0
-    audited = _audited(actor, "order.cancel", before, at, refunded_cents=refunded)
-    return cancel_order(
-        engine, provider, order_id, now=at, expected=before, listeners=[*listeners, audited]
-    )

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select, update
 
-from shop import audit, order_admin
+from shop import audit, order_actions, order_admin
 from shop.errors import InvalidInput
 from shop.models import orders, outbox, products, users
 from tests.support import KETTLE, Shopper, back_office_user, page_text
@@ -238,7 +238,7 @@ def test_no_audit_entry_no_shipment(app, monkeypatch):
     monkeypatch.setattr(audit, "record", broken)
     services = app.extensions["shop"]
     with pytest.raises(RuntimeError):
-        order_admin.ship(
+        order_actions.ship(
             engine_of(app),
             audit.Actor(None, "clerk@example.com", "staff"),
             order["id"],
@@ -327,7 +327,7 @@ def test_a_change_made_meanwhile_is_refused(app, monkeypatch):
     the update, nothing is applied (and nothing refunded)."""
     order = paid_order(app)
     refunds = Refunds(app, monkeypatch)
-    real = order_admin._status
+    real = order_actions.status_of
 
     def read_then_someone_ships(conn, order_id):
         seen = real(conn, order_id)
@@ -335,7 +335,7 @@ def test_a_change_made_meanwhile_is_refused(app, monkeypatch):
             other.execute(update(orders).where(orders.c.id == order_id).values(status="shipped"))
         return seen
 
-    monkeypatch.setattr(order_admin, "_status", read_then_someone_ships)
+    monkeypatch.setattr(order_actions, "status_of", read_then_someone_ships)
     browser = back_office_user(app, "staff")
     answer = browser.post_form(f"/admin/orders/{order['id']}/cancel", {"confirm": "yes"})
     assert answer.status_code == 409

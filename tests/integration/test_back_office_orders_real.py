@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, event, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql
 
-from shop import audit, order_admin, order_export
+from shop import audit, order_actions, order_admin, order_export
 from shop.errors import IllegalTransition
 from shop.models import order_lines, orders, products
 from tests.support import KETTLE
@@ -151,9 +151,9 @@ def test_two_staff_acting_on_one_order_at_once_apply_one_change(pg_url, second):
         start.wait()
         try:
             if action == "cancel":
-                order_admin.cancel(engine, provider, clerk, order_id, at=NOW)  # type: ignore[arg-type]
+                order_actions.cancel(engine, provider, clerk, order_id, at=NOW)  # type: ignore[arg-type]
             else:
-                order_admin.ship(engine, clerk, order_id, tracking=None, at=NOW)
+                order_actions.ship(engine, clerk, order_id, tracking=None, at=NOW)
         except IllegalTransition:
             return "refused"
         return "applied"

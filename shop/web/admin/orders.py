@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Response, redirect, render_template, request, url_for
 
-from ... import order_admin, order_export
+from ... import order_actions, order_admin, order_export
 from ...errors import IllegalTransition, InvalidInput, ShopError
 from ...order_lifecycle import LABELS
 from ..context import services
@@ -104,7 +104,7 @@ def _refused(order_id: int, exc: ShopError, **context):
 def orders_ship(order_id: int):
     tracking = request.form.get("tracking", "")
     try:
-        order_admin.ship(
+        order_actions.ship(
             services().engines.primary,
             actor(),
             order_id,
@@ -120,7 +120,7 @@ def orders_ship(order_id: int):
 @bp.post("/orders/<id:order_id>/deliver")
 def orders_deliver(order_id: int):
     try:
-        order_admin.deliver(
+        order_actions.deliver(
             services().engines.primary,
             actor(),
             order_id,
@@ -141,7 +141,7 @@ def orders_cancel(order_id: int):
                 "Tick the box to confirm: cancelling refunds the customer's payment.",
                 field="confirm",
             )
-        restocked = order_admin.cancel(
+        restocked = order_actions.cancel(
             services().engines.primary,
             services().payment_provider,
             actor(),

@@ -86,6 +86,8 @@ users = Table(
     # customer, staff or admin (shop/staff.py); /admin is for staff and admins only.
     Column("role", String(20), nullable=False, server_default="customer"),
     CheckConstraint("role IN ('customer', 'staff', 'admin')", name="role_known"),
+    # The back office finds an account's orders by the beginning of its address (0008).
+    Index(None, "email", postgresql_ops={"email": "varchar_pattern_ops"}),
 )
 
 orders = Table(
@@ -118,6 +120,12 @@ orders = Table(
     UniqueConstraint("owner_key", "idempotency_key"),
     Index(None, "user_id", "id"),
     Index(None, "status", "hold_expires_at"),
+    # The back office's order list and export (migration 0008): newest first (created_at,
+    # id), within a status or a date range, and by an address or its beginning (LIKE 'ann%'
+    # uses a pattern-ops index whatever the database's collation).
+    Index(None, "status", "created_at", "id"),
+    Index(None, "created_at", "id"),
+    Index(None, "email", postgresql_ops={"email": "varchar_pattern_ops"}),
     # One cart, one order: concurrent checkouts of the same cart under different keys cannot
     # both leave an order waiting for payment.
     Index(

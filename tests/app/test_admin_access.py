@@ -27,7 +27,8 @@ def admin_requests(app) -> list[tuple[str, str, bool]]:
         admin_only = getattr(app.view_functions[rule.endpoint], "admin_only", False)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             found.append((method, path, admin_only))
-    return found
+    # Ending user 1's sessions signs the walking browser (user 1) out: walk it last.
+    return sorted(found, key=lambda request: "/sessions/end" in request[1])
 
 
 def send(browser: Shopper, method: str, path: str):

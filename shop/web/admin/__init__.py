@@ -165,4 +165,4 @@ def _navigation() -> dict[str, Any]:
 
 
 # Each capability's routes, on bp; the order of the navigation is each one's add_section.
-from . import audit_pages, staff_pages  # noqa: E402,F401
+from . import audit_pages, orders, staff_pages, stock  # noqa: E402,F401

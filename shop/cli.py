@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import migrate, outbox
-from .catalogue import MAX_PRICE_CENTS, format_cents, save_product
-from .errors import ShopError
+from . import migrate, outbox, prices
+from .catalogue import save_product
+from .errors import InvalidInput, ShopError
 from .redis_client import RedisUnavailable
 from .seed import seed_catalogue
 from .services import Services
@@ -76,19 +74,13 @@ def seed_command(count: int, batch_size: int) -> None:
 
 
 def parse_price(text: str | None) -> int | None:
-    """'12.34' or '12' -> 1234 cents; money never passes through a float."""
+    """'12.34' or '12' -> 1234 cents (shop.prices, shared with the back office)."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d{1,30})(?:\.(\d{1,2}))?\s*", text)
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a price like 12.34", param_hint="--price")
-    cents = int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
-    if cents > MAX_PRICE_CENTS:
-        raise click.BadParameter(
-            f"{text.strip()} is more than the highest price, {format_cents(MAX_PRICE_CENTS)}",
-            param_hint="--price",
-        )
-    return cents
+    try:
+        return prices.parse_price(text)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message, param_hint="--price") from None
 
 
 @product_cli.command("add")

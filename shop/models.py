@@ -42,8 +42,9 @@ categories = Table(
     Column("id", Integer, primary_key=True),
     Column("slug", String(80), nullable=False, unique=True),
     Column("name", String(120), nullable=False),
-    # Kept by the code that adds or moves products (catalogue.save_product, seed), so that a
-    # grid page never counts the products table.
+    # Kept by the code that adds, moves, archives or restores products (catalogue.save_product,
+    # shop.catalogue_admin, seed), so that a grid page never counts the products table. Archived
+    # products are not counted.
     Column("product_count", Integer, nullable=False, server_default="0"),
     # Where the category stands in the shop's category bar (the back office reorders them).
     Column("position", Integer, nullable=False, server_default="0"),
@@ -70,6 +71,11 @@ products = Table(
     CheckConstraint("stock >= 0", name="stock_not_negative"),
     CheckConstraint("price_cents >= 0", name="price_not_negative"),
     Index(None, "category_id", "id"),
+    # The back office's product list, a keyset page per sort (migration 0008).
+    Index(None, "name", "id"),
+    Index(None, "price_cents", "id"),
+    Index(None, "stock", "id"),
+    Index(None, "updated_at", "id"),
 )
 
 users = Table(

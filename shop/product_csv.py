@@ -222,7 +222,7 @@ def _row(
     why = cells.get("reason") or reason
     if new_stock is not None:
         try:
-            why = stock.check_reason(REASON_PREFIX + why)
+            why = stock.check_reason(REASON_PREFIX + stock.check_reason(why))
         except InvalidInput:
             problems.append(
                 LineError(

@@ -95,6 +95,7 @@ def test_a_role_taken_away_stops_working_at_once(app):
     taken = admin.post_form("/admin/staff", {"email": "clerk@example.com", "role": "customer"})
     assert taken.status_code == 303
     assert clerk.client.get("/admin/").status_code == 404
+    assert "Back office" not in page_text(clerk.client.get("/cart"))
 
 
 def test_the_password_is_asked_again_after_admin_reauth_seconds(make_app):

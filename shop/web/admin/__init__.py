@@ -113,8 +113,12 @@ def guard():
         with services().engines.primary.connect() as conn:
             role = role_of(conn, current.user_id)
     if role not in BACK_OFFICE_ROLES:
+        if current.get("staff"):
+            del current["staff"]  # the role was taken away: the header stops offering /admin
         refuse_unusable_text()  # as at any address, before its 404
         raise NoSuchPage(NO_PAGE)
+    if not current.get("staff"):
+        current["staff"] = True  # granted while signed in: the header offers /admin from now
     assert current.user_id is not None and role is not None
     g.actor = Actor(current.user_id, current.get("email") or "", role)
     _read_form()

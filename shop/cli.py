@@ -75,6 +75,8 @@ def seed_command(count: int, batch_size: int) -> None:
 
 def _price_option(text: str | None) -> int | None:
     """The ``--price`` option in cents (shop.money.parse_price), refused as a bad parameter."""
+    if text is None:
+        return None
     try:
         return money.parse_price(text)
     except InvalidInput as exc:

@@ -122,8 +122,8 @@ def parse_filter(
     address = email.strip().lower()
     if len(address) > MAX_EMAIL:
         raise InvalidInput(f"An address is at most {MAX_EMAIL} characters.", field="email")
-    low = money.parse_price(min_total, "min_total") if min_total.strip() else None
-    high = money.parse_price(max_total, "max_total") if max_total.strip() else None
+    low = money.parse_price(min_total, field="min_total") if min_total.strip() else None
+    high = money.parse_price(max_total, field="max_total") if max_total.strip() else None
     if low is not None and high is not None and high < low:
         raise InvalidInput("The highest total is below the lowest.", field="max_total")
     return OrderFilter(

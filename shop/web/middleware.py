@@ -47,6 +47,12 @@ def _start_request() -> None:
 
 
 def _refuse_unusable_text() -> None:
+    if request.blueprint == "admin":
+        return  # the back office's guard: after the role, and its views' own body limits
+    refuse_unusable_text()
+
+
+def refuse_unusable_text() -> None:
     """No text field of the shop can hold a NUL or a lone surrogate (PostgreSQL, the password
     hash and the log refuse them with an error): turn them away at the door for every form and
     query string (JSON: see ``json_body``)."""

@@ -11,7 +11,13 @@ from shop.web.errors import NO_PAGE
 from tests.support import KETTLE, Shopper, back_office_user, page_text
 
 # Values for the routes' arguments: things that exist in the test catalogue, or look real.
-ARGUMENTS = {"id": "1", "user_id": "1", "product_id": str(KETTLE), "order_id": "1"}
+ARGUMENTS = {
+    "id": "1",
+    "user_id": "1",
+    "product_id": str(KETTLE),
+    "order_id": "1",
+    "category_id": "1",
+}
 
 
 def admin_requests(app) -> list[tuple[str, str, bool]]:

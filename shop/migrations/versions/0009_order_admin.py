@@ -1,7 +1,7 @@
 """Back office orders: indexes for the order list's filters and the CSV export
 
-Revision ID: 0008c
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-04 09:00:00
 
 The order list pages newest first by (created_at, id) within a status or a date range, and
@@ -13,8 +13,8 @@ collation (they serve equality too).
 
 from alembic import op
 
-revision = "0008c"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

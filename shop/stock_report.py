@@ -132,7 +132,7 @@ def set_threshold(
     """Set the product's own threshold (None: the default), audited in the caller's
     transaction. Returns whether anything changed."""
     before = conn.execute(
-        select(products.c.id, products.c.low_stock_threshold)
+        select(products.c.id, products.c.low_stock_threshold, products.c.version)
         .where(products.c.id == product_id)
         .with_for_update()
     ).first()
@@ -141,7 +141,9 @@ def set_threshold(
     if before.low_stock_threshold == threshold:
         return False
     conn.execute(
-        update(products).where(products.c.id == product_id).values(low_stock_threshold=threshold)
+        update(products)
+        .where(products.c.id == product_id)
+        .values(low_stock_threshold=threshold, version=products.c.version + 1)
     )
     audit.record(
         conn,
@@ -149,8 +151,9 @@ def set_threshold(
         "product.threshold",
         entity="product",
         entity_id=product_id,
-        before={"low_stock_threshold": before.low_stock_threshold},
-        after={"low_stock_threshold": threshold},
+        # The version too: an edit form opened before this change is refused, and says why.
+        before={"low_stock_threshold": before.low_stock_threshold, "version": before.version},
+        after={"low_stock_threshold": threshold, "version": before.version + 1},
         at=at,
     )
     return True

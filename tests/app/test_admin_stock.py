@@ -80,8 +80,8 @@ def test_setting_a_threshold_is_audited_and_blank_is_the_default(app):
     (entry,) = audit.entries(engine_of(app), action="product.threshold")
     assert (entry.actor, entry.entity_id) == ("clerk@example.com", str(KETTLE))
     assert (entry.before, entry.after) == (
-        {"low_stock_threshold": None},
-        {"low_stock_threshold": 12},
+        {"low_stock_threshold": None, "version": 1},
+        {"low_stock_threshold": 12, "version": 2},
     )
     back = browser.post_form(f"/admin/stock/{KETTLE}/threshold", {"threshold": ""})
     assert back.status_code == 303 and KETTLE not in low(app)

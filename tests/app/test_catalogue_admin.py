@@ -387,3 +387,20 @@ def test_outsiders_get_the_usual_answers_to_a_large_body(app, shopper):
     elsewhere = shopper.client.post("/no-such-page/admin/products/import", data=body)
     assert admin.status_code == elsewhere.status_code == 413
     assert page_text(admin) == page_text(elsewhere)
+
+
+def test_a_threshold_set_on_the_stock_page_is_not_undone_by_an_older_edit_form(app):
+    """The stock page's threshold raises the version, so a product form opened before it
+    cannot silently put the old threshold back."""
+    ann = back_office_user(app, "staff", "ann@example.com")
+    bob = back_office_user(app, "staff", "bob@example.com")
+    ann_version = _version(ann.client.get(f"/admin/products/{KETTLE}"))
+    set_by_bob = bob.post_form(f"/admin/stock/{KETTLE}/threshold", {"threshold": "8"})
+    assert set_by_bob.status_code == 303
+    refused = ann.post_form(
+        f"/admin/products/{KETTLE}", _edit_form(app, KETTLE, ann_version, price="21.00")
+    )
+    assert refused.status_code == 409
+    assert "(low stock threshold, by bob@example.com)" in page_text(refused)
+    row = _product(app, KETTLE)
+    assert (row.low_stock_threshold, row.price_cents) == (8, 1999)

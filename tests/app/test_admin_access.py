@@ -145,3 +145,18 @@ def test_user_grant_makes_the_first_admin_and_is_audited(app, shopper):
     assert missing.exit_code != 0 and "no account" in missing.output
     wrong = runner.invoke(args=["user", "grant", "first@example.com", "king"])
     assert wrong.exit_code == 2
+
+
+def test_the_navigation_marks_the_section_a_page_belongs_to(app):
+    browser = back_office_user(app, "admin")
+    for path, section in (
+        ("/admin/products", "Products"),
+        (f"/admin/products/{KETTLE}", "Products"),
+        ("/admin/products/import", "Products"),
+        ("/admin/orders", "Orders"),
+        ("/admin/stock/adjustments", "Stock"),
+        ("/admin/staff", "Staff"),
+    ):
+        text = browser.client.get(path).get_data(as_text=True)
+        current = re.findall(r'<a href="[^"]*" aria-current="page">([^<]*)</a>', text)
+        assert current == [section], (path, current)

@@ -54,9 +54,13 @@ class Section:
 SECTIONS: list[Section] = []
 
 
-def add_section(endpoint: str, label: str, *, order: int, admin: bool = False) -> None:
-    """Each capability's module puts itself in the navigation."""
-    prefix = endpoint.rsplit("_", 1)[0] if "_" in endpoint else endpoint
+def add_section(
+    endpoint: str, label: str, *, order: int, admin: bool = False, prefix: str | None = None
+) -> None:
+    """Each capability's module puts itself in the navigation; the link is marked current on
+    every endpoint starting with ``prefix`` (default: the endpoint up to its last ``_``)."""
+    if prefix is None:
+        prefix = endpoint.rsplit("_", 1)[0] if "_" in endpoint else endpoint
     SECTIONS.append(Section(endpoint, label, prefix, order, admin))
     SECTIONS.sort(key=lambda section: section.order)
 

@@ -29,7 +29,7 @@ from ..context import services
 from ..errors import form_error
 from . import actor, add_section, bp, now, refresh_catalogue
 
-add_section("admin.products", "Products", order=10)
+add_section("admin.products", "Products", order=10, prefix="admin.product")
 
 _SIGNED = re.compile(r"\s*([+-]?)(\d{1,10})\s*")
 HISTORY = 10

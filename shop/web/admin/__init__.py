@@ -190,7 +190,12 @@ def reauth():
 
 @bp.get("/")
 def home():
-    return render_template("admin/home.html")
+    from ...back_office_summary import summary
+
+    waiting = summary(
+        services().engines.primary, low_stock_default=services().settings.low_stock_default
+    )
+    return render_template("admin/home.html", summary=waiting)
 
 
 @bp.app_context_processor

@@ -5,8 +5,9 @@ at any size of shop."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, func, literal_column, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, func, literal_column, select
 
 from .models import orders, products
 from .order_lifecycle import PAID, PENDING
@@ -25,7 +26,7 @@ class Summary:
         return f"{self.cap}+" if count > self.cap else str(count)
 
 
-def _capped(conn, query) -> int:
+def _capped(conn: Connection, query: Select[Any]) -> int:
     return conn.execute(
         select(func.count()).select_from(query.limit(CAP + 1).subquery())
     ).scalar_one()
@@ -34,7 +35,7 @@ def _capped(conn, query) -> int:
 def summary(engine: Engine, *, low_stock_default: int) -> Summary:
     """Counts up to CAP (then "100+"): an index range for each order status; the low-stock
     count stops at its CAP+1st product."""
-    one = literal_column("1")
+    one: ColumnElement[Any] = literal_column("1")
     threshold = func.coalesce(products.c.low_stock_threshold, low_stock_default)
     with engine.connect() as conn:
         return Summary(

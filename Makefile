@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed
 
-.PHONY: install install-run run test test-fast lint format bench stack stack-down haproxy-config clean
+.PHONY: install install-run run test test-fast lint format bench stack stack-flask stack-down haproxy-config clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: install
 ## PostgreSQL primary + replica, Redis, 3 shop instances behind HAProxy on http://127.0.0.1:8000
 stack: install
 	$(BIN)/python deploy/stack/stack.py up
+
+## A `flask --app shop` command on the stack: make stack-flask ARGS="user grant you@example.com admin"
+stack-flask: install
+	$(BIN)/python deploy/stack/stack.py flask $(ARGS)
 
 ## Stop what `make stack` started (STACK_PURGE=1 also deletes its data under .stack/)
 stack-down: install

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Select,
     and_,
@@ -47,6 +48,9 @@ MAX_TOTAL_CENTS = 2**63 - 1
 MAX_QUERY_LENGTH = 100
 MAX_QUERY_WORDS = 8
 SEARCH_COUNT_CAP = 1000
+# What the shop shows: archived products are gone from it (grid, search, product page, API,
+# carts), and stay only on past orders, which keep their own copy of the name and price.
+ACTIVE = products.c.archived_at.is_(None)
 
 _PRODUCT_COLUMNS = (
     products.c.id,
@@ -92,7 +96,9 @@ def _like_pattern(word: str) -> str:
 
 def query_categories(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
-        select(categories.c.id, categories.c.slug, categories.c.name).order_by(categories.c.name)
+        select(categories.c.id, categories.c.slug, categories.c.name).order_by(
+            categories.c.position, categories.c.name, categories.c.id
+        )
     )
     return [dict(row._mapping) for row in rows]
 
@@ -101,7 +107,7 @@ def query_product(conn: Connection, product_id: int) -> dict[str, Any] | None:
     row = conn.execute(
         select(*_PRODUCT_COLUMNS)
         .join(categories, categories.c.id == products.c.category_id)
-        .where(products.c.id == product_id)
+        .where(products.c.id == product_id, ACTIVE)
     ).first()
     if row is None:
         return None
@@ -111,9 +117,10 @@ def query_product(conn: Connection, product_id: int) -> dict[str, Any] | None:
     return product
 
 
-def _search_condition(conn: Connection, q: str):
-    """Every word must match. PostgreSQL: word prefixes in the indexed tsvector; elsewhere:
-    substrings of the name or description (a scan, fine for the embedded demo)."""
+def search_condition(conn: Connection, q: str):
+    """Every word must match (the shop's search and the back office's product list).
+    PostgreSQL: word prefixes in the indexed tsvector; elsewhere: substrings of the name or
+    description (a scan, fine for the embedded demo)."""
     words = q.split()
     if conn.dialect.name == "postgresql":
         terms = [re.sub(r"\W", "", word) for word in words]
@@ -138,11 +145,11 @@ def query_page(
     """One page, ordered by id (an index walk), with a total that never counts the table:
     category counts are kept on the categories, and a search counts at most SEARCH_COUNT_CAP
     matches (``total_capped`` says when there are more)."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = [ACTIVE]
     if category_id is not None:
         conditions.append(products.c.category_id == category_id)
     if q:
-        conditions.append(_search_condition(conn, q))
+        conditions.append(search_condition(conn, q))
     where = and_(true(), *conditions)
     capped = False
     if q:
@@ -184,12 +191,13 @@ def query_page(
 
 
 def recount_categories(conn: Connection) -> None:
-    """Set every category's product count from the products (after bulk loads)."""
+    """Set every category's product count from the products (after bulk loads); archived
+    products are not counted, as the shop does not show them."""
     conn.execute(
         update(categories).values(
             product_count=select(func.count())
             .select_from(products)
-            .where(products.c.category_id == categories.c.id)
+            .where(products.c.category_id == categories.c.id, ACTIVE)
             .scalar_subquery()
         )
     )
@@ -337,7 +345,13 @@ def save_product(
         if category_id is None:
             category_id = conn.execute(
                 insert(categories)
-                .values(slug=category_slug, name=category_slug.replace("-", " ").title())
+                .values(
+                    slug=category_slug,
+                    name=category_slug.replace("-", " ").title(),
+                    position=select(
+                        func.coalesce(func.max(categories.c.position) + 1, 0)
+                    ).scalar_subquery(),
+                )
                 .returning(categories.c.id)
             ).scalar_one()
         values["category_id"] = category_id
@@ -365,13 +379,17 @@ def save_product(
         _count_products(conn, values["category_id"], +1)
         return new_id
     values["updated_at"] = func.now()
-    before = conn.execute(
-        select(products.c.category_id).where(products.c.id == product_id).with_for_update()
-    ).scalar()
-    if before is None:
+    values["version"] = products.c.version + 1  # an open back-office form is now out of date
+    row = conn.execute(
+        select(products.c.category_id, products.c.archived_at)
+        .where(products.c.id == product_id)
+        .with_for_update()
+    ).first()
+    if row is None:
         raise NotFound(f"There is no product {product_id}.")
+    before = row.category_id
     conn.execute(update(products).where(products.c.id == product_id).values(**values))
-    if values.get("category_id", before) != before:
+    if values.get("category_id", before) != before and row.archived_at is None:
         _count_products(conn, before, -1)
         _count_products(conn, values["category_id"], +1)
     return product_id

@@ -1,17 +1,15 @@
 """Operator commands: ``flask --app shop db upgrade``, ``seed``, ``product add|set``,
-``mail deliver|status``, ``order ship|cancel|expire``, ``user grant``."""
+``mail deliver|status``, ``order ship|cancel|deliver|expire``, ``user grant``."""
 
 from __future__ import annotations
-
-import re
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import migrate, outbox
-from .catalogue import MAX_PRICE_CENTS, format_cents, save_product
-from .errors import ShopError
+from . import migrate, money, outbox
+from .catalogue import save_product
+from .errors import InvalidInput, ShopError
 from .redis_client import RedisUnavailable
 from .seed import seed_catalogue
 from .services import Services
@@ -20,7 +18,7 @@ db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
 product_cli = AppGroup("product", help="Add or change products; the cache is invalidated.")
 mail_cli = AppGroup("mail", help="The mail outbox: order mails waiting to be sent.")
 user_cli = AppGroup("user", help="Accounts' roles: make the first admin of the back office.")
-order_cli = AppGroup("order", help="Ship, cancel (refund) or expire orders, until a back office.")
+order_cli = AppGroup("order", help="Ship, cancel (refund), deliver or expire orders.")
 
 
 def _services() -> Services:
@@ -75,20 +73,14 @@ def seed_command(count: int, batch_size: int) -> None:
     click.echo(f"added {inserted} products")
 
 
-def parse_price(text: str | None) -> int | None:
-    """'12.34' or '12' -> 1234 cents; money never passes through a float."""
+def _price_option(text: str | None) -> int | None:
+    """The ``--price`` option in cents (shop.money.parse_price), refused as a bad parameter."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d{1,30})(?:\.(\d{1,2}))?\s*", text)
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a price like 12.34", param_hint="--price")
-    cents = int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
-    if cents > MAX_PRICE_CENTS:
-        raise click.BadParameter(
-            f"{text.strip()} is more than the highest price, {format_cents(MAX_PRICE_CENTS)}",
-            param_hint="--price",
-        )
-    return cents
+    try:
+        return money.parse_price(text)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message, param_hint="--price") from None
 
 
 @product_cli.command("add")
@@ -104,7 +96,7 @@ def product_add(name: str, category_slug: str, price: str, stock: int, descripti
         structural=True,
         name=name,
         description=description,
-        price_cents=parse_price(price),
+        price_cents=_price_option(price),
         stock=stock,
         category_slug=category_slug,
     )
@@ -127,7 +119,7 @@ def product_set(product_id: int, name, category_slug, price, stock, description)
         structural=category_slug is not None,
         name=name,
         description=description,
-        price_cents=parse_price(price),
+        price_cents=_price_option(price),
         stock=stock,
         category_slug=category_slug,
     )
@@ -224,6 +216,25 @@ def order_cancel(order_id: int) -> None:
         raise click.ClickException(exc.message) from None
     _invalidate(services, restocked, structural=False)
     click.echo(f"order {order_id} cancelled and refunded")
+
+
+@order_cli.command("deliver")
+@click.argument("order_id", type=click.IntRange(1))
+def order_deliver(order_id: int) -> None:
+    """Mark a shipped order delivered."""
+    from .payments import deliver_order
+
+    services = _services()
+    try:
+        deliver_order(
+            services.engines.primary,
+            order_id,
+            now=_now(services),
+            listeners=services.order_listeners,
+        )
+    except ShopError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"order {order_id} delivered")
 
 
 @order_cli.command("expire")

@@ -43,8 +43,9 @@ categories = Table(
     Column("id", Integer, primary_key=True),
     Column("slug", String(80), nullable=False, unique=True),
     Column("name", String(120), nullable=False),
-    # Kept by the code that adds or moves products (catalogue.save_product, seed), so that a
-    # grid page never counts the products table.
+    # Kept by the code that adds, moves, archives or restores products (catalogue.save_product,
+    # shop.catalogue_admin, seed), so that a grid page never counts the products table. Archived
+    # products are not counted.
     Column("product_count", Integer, nullable=False, server_default="0"),
     # Where the category stands in the shop's category bar (the back office reorders them).
     Column("position", Integer, nullable=False, server_default="0"),
@@ -71,6 +72,11 @@ products = Table(
     CheckConstraint("stock >= 0", name="stock_not_negative"),
     CheckConstraint("price_cents >= 0", name="price_not_negative"),
     Index(None, "category_id", "id"),
+    # The back office's product list, a keyset page per sort (migration 0008).
+    Index(None, "name", "id"),
+    Index(None, "price_cents", "id"),
+    Index(None, "stock", "id"),
+    Index(None, "updated_at", "id"),
 )
 
 users = Table(
@@ -87,6 +93,8 @@ users = Table(
     # customer, staff or admin (shop/staff.py); /admin is for staff and admins only.
     Column("role", String(20), nullable=False, server_default="customer"),
     CheckConstraint("role IN ('customer', 'staff', 'admin')", name="role_known"),
+    # The back office finds an account's orders by the beginning of its address (0009).
+    Index(None, "email", postgresql_ops={"email": "varchar_pattern_ops"}),
 )
 
 orders = Table(
@@ -119,6 +127,12 @@ orders = Table(
     UniqueConstraint("owner_key", "idempotency_key"),
     Index(None, "user_id", "id"),
     Index(None, "status", "hold_expires_at"),
+    # The back office's order list and export (migration 0009): newest first (created_at,
+    # id), within a status or a date range, and by an address or its beginning (LIKE 'ann%'
+    # uses a pattern-ops index whatever the database's collation).
+    Index(None, "status", "created_at", "id"),
+    Index(None, "created_at", "id"),
+    Index(None, "email", postgresql_ops={"email": "varchar_pattern_ops"}),
     # One cart, one order: concurrent checkouts of the same cart under different keys cannot
     # both leave an order waiting for payment.
     Index(

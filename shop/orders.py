@@ -27,6 +27,7 @@ from .errors import (
     InvalidInput,
     OutOfStock,
     PricesChanged,
+    ProductsUnavailable,
     ShortLine,
 )
 from .models import order_lines, orders, products
@@ -181,20 +182,33 @@ def _earlier_order(
 
 
 def _take_stock(conn: Connection, cart: dict[int, int]) -> tuple[list[OrderLine], list[ShortLine]]:
+    """Decrement each line's stock if there is enough of it and the product is still sold; a
+    product archived (or gone) since the cart was priced raises ProductsUnavailable, whatever a
+    cached page said."""
     lines: list[OrderLine] = []
     short: list[ShortLine] = []
+    gone: list[int] = []
     for product_id in sorted(cart):
         wanted = cart[product_id]
         row = conn.execute(
             update(products)
-            .where(products.c.id == product_id, products.c.stock >= wanted)
+            .where(
+                products.c.id == product_id,
+                products.c.stock >= wanted,
+                products.c.archived_at.is_(None),
+            )
             .values(stock=products.c.stock - wanted, updated_at=func.now())
             .returning(products.c.name, products.c.price_cents)
         ).first()
         if row is None:
             current = conn.execute(
-                select(products.c.name, products.c.stock).where(products.c.id == product_id)
+                select(products.c.name, products.c.stock, products.c.archived_at).where(
+                    products.c.id == product_id
+                )
             ).first()
+            if current is None or current.archived_at is not None:
+                gone.append(product_id)
+                continue
             short.append(
                 ShortLine(
                     product_id=product_id,
@@ -207,6 +221,8 @@ def _take_stock(conn: Connection, cart: dict[int, int]) -> tuple[list[OrderLine]
         lines.append(
             OrderLine(product_id, row.name, row.price_cents, wanted, row.price_cents * wanted)
         )
+    if gone:
+        raise ProductsUnavailable(gone)
     return lines, short
 
 

@@ -21,7 +21,17 @@ from sqlalchemy.exc import IntegrityError
 
 from .errors import IllegalTransition, InvalidNotification
 from .models import orders, payment_events
-from .order_lifecycle import FAILED, PAID, PENDING, Listener, product_ids, transition
+from .order_lifecycle import (
+    CANCELLED,
+    DELIVERED,
+    FAILED,
+    PAID,
+    PENDING,
+    SHIPPED,
+    Listener,
+    product_ids,
+    transition,
+)
 from .order_records import Order, load_order
 
 log = logging.getLogger(__name__)
@@ -203,15 +213,26 @@ def cancel_order(
     *,
     now: datetime,
     listeners: Sequence[Listener] = (),
+    expected: str | None = None,
 ) -> list[int]:
     """Cancel a paid order: its stock returns and its payment is refunded through the
     provider, in the transaction that changes the status (a failed refund cancels nothing).
-    Returns the product ids whose stock came back."""
+    The refund comes after the conditional status change, so of two cancels of one order only
+    the one whose change applied refunds. ``expected``: the status the caller saw (anything
+    else is refused). Returns the product ids whose stock came back."""
     with engine.begin() as conn:
         found = load_order(conn, order_id) if _exists(conn, order_id) else None
         if found is None:
             raise IllegalTransition(f"There is no order {order_id}.")
-        transition(conn, order_id, "cancelled", at=now, listeners=listeners, note="cancelled")
+        transition(
+            conn,
+            order_id,
+            CANCELLED,
+            expected=expected,
+            at=now,
+            listeners=listeners,
+            note="cancelled",
+        )
         if found.payment_ref:
             refund = provider.refund(found.payment_ref, found.total_cents)
             log.info("order %s cancelled, refunded (%s)", order_id, refund)
@@ -225,11 +246,34 @@ def ship_order(
     now: datetime,
     tracking: str | None = None,
     listeners: Sequence[Listener] = (),
+    expected: str | None = None,
 ) -> None:
     with engine.begin() as conn:
         note = f"tracking {tracking}" if tracking else None
         values = {"tracking": tracking} if tracking else None
-        transition(conn, order_id, "shipped", at=now, listeners=listeners, note=note, values=values)
+        transition(
+            conn,
+            order_id,
+            SHIPPED,
+            expected=expected,
+            at=now,
+            listeners=listeners,
+            note=note,
+            values=values,
+        )
+
+
+def deliver_order(
+    engine: Engine,
+    order_id: int,
+    *,
+    now: datetime,
+    listeners: Sequence[Listener] = (),
+    expected: str | None = None,
+) -> None:
+    """A shipped order arrived (the carrier says so)."""
+    with engine.begin() as conn:
+        transition(conn, order_id, DELIVERED, expected=expected, at=now, listeners=listeners)
 
 
 def _exists(conn: Connection, order_id: int) -> bool:

@@ -1,10 +1,11 @@
-"""``python deploy/stack/stack.py up|down|status|restart-app NAME``."""
+"""``python deploy/stack/stack.py up|down|status|restart-app NAME|flask ARGS...``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import subprocess
 import sys
 import time
 
@@ -40,6 +41,19 @@ def _status(topology: Topology | None, echo: Echo = print) -> int:
     return 0 if all(status.values()) else 1
 
 
+def flask_command(topology: Topology, args: list[str]) -> list[str]:
+    """The ``flask --app shop ARGS`` command line for the stack's database and Redis, as app1
+    runs (its environment is in the topology): ``user grant``, ``order ship`` and the rest."""
+    app = topology.apps[APP_NAMES[0]]
+    return [app.command[0].replace("gunicorn", "flask"), "--app", "shop", *args]
+
+
+def run_flask(topology: Topology, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    app = topology.apps[APP_NAMES[0]]
+    env = dict(app.env, SHOP_INSTANCE_NAME="cli")
+    return subprocess.run(flask_command(topology, args), cwd=app.cwd, env=env, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stack.py", description="The shop on loopback: PostgreSQL, Redis, 3 x gunicorn."
@@ -51,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="what is alive")
     restart = commands.add_parser("restart-app", help="restart one shop instance")
     restart.add_argument("name", choices=APP_NAMES)
+    flask = commands.add_parser(
+        "flask", help="run a `flask --app shop` command on the stack (e.g. user grant EMAIL admin)"
+    )
+    flask.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     def echo(line: str) -> None:
@@ -64,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             stop_stack(purge=purge, echo=echo)
         elif args.command == "status":
             return _status(load_topology(), echo)
+        elif args.command == "flask":
+            topology = load_topology()
+            if topology is None:
+                raise StackError("no stack recorded (run make stack)")
+            return run_flask(topology, args.args).returncode
         else:
             topology = load_topology()
             if topology is None:

@@ -12,13 +12,12 @@ import logging
 from flask import Flask, g, jsonify, make_response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from ..errors import FormError, LoginRequired, ServiceUnavailable, ShopError
 from ..redis_client import RedisUnavailable
-from .context import SESSIONS_DOWN, services
+from .context import SESSIONS_DOWN
 from .inputs import safe_next
-from .middleware import body_limit
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +89,8 @@ def _retry_after(response):
 def _http_error(exc: HTTPException):
     code = (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name
-    if exc.code == 413:
-        limit = body_limit()
-        message = limit.refusal(services().settings) if limit else "The request body is too large."
+    if exc.code == 413 and exc.description == RequestEntityTooLarge.description:
+        message = "The request body is too large."
     if exc.code == 404 and request.routing_exception is exc:
         message = NO_PAGE
     response = error_response(exc.code or 500, code, message)

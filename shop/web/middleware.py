@@ -6,22 +6,17 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.wrappers import Response
 
-from ..config import Settings
 from ..errors import CrossOriginRefused, CsrfFailure
 from ..session_ids import csrf_token_valid
 from .context import services, shop_session
 from .inputs import check_text
 
 log = logging.getLogger("shop.access")
-View = TypeVar("View", bound=Callable[..., Any])
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -52,6 +47,12 @@ def _start_request() -> None:
 
 
 def _refuse_unusable_text() -> None:
+    if request.blueprint == "admin":
+        return  # the back office's guard: after the role, and its views' own body limits
+    refuse_unusable_text()
+
+
+def refuse_unusable_text() -> None:
     """No text field of the shop can hold a NUL or a lone surrogate (PostgreSQL, the password
     hash and the log refuse them with an error): turn them away at the door for every form and
     query string (JSON: see ``json_body``)."""
@@ -82,43 +83,6 @@ def _refuse_cross_origin() -> None:
     raise CrossOriginRefused(
         "This request came from another site and was refused. Use the shop's own pages."
     )
-
-
-@dataclass(frozen=True)
-class BodyLimit:
-    """A view's own request body limit, and what a refusal says, from the settings."""
-
-    limit: Callable[[Settings], int]
-    refusal: Callable[[Settings], str]
-
-
-def allow_body(limit: Callable[[Settings], int], refusal: Callable[[Settings], str]):
-    """Let a view take a body larger than ``SHOP_MAX_BODY_BYTES`` (an upload): the limit is
-    applied before anything reads the body; over it, 413 with ``refusal``'s text."""
-
-    def mark(view: View) -> View:
-        view.body_limit = BodyLimit(limit, refusal)  # type: ignore[attr-defined]
-        return view
-
-    return mark
-
-
-def body_limit() -> BodyLimit | None:
-    """The larger limit this request was given, if any."""
-    return g.get("body_limit")
-
-
-def _apply_body_limit() -> None:
-    """A view's larger limit, for a signed-in session only (uploads are the back office's):
-    anyone else's large body is refused as on every other address, unread."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    found: BodyLimit | None = getattr(view, "body_limit", None)
-    if found is None or request.method not in UNSAFE_METHODS:
-        return
-    if shop_session().user_id is None:
-        return
-    g.body_limit = found
-    request.max_content_length = found.limit(services().settings)
 
 
 def _check_csrf() -> None:
@@ -195,7 +159,6 @@ def _finish_response(response: Response) -> Response:
 
 def register_middleware(app: Flask) -> None:
     app.before_request(_start_request)
-    app.before_request(_apply_body_limit)  # before anything reads the body
     app.before_request(_refuse_cross_origin)
     app.before_request(_check_csrf)
     app.before_request(_refuse_unusable_text)

@@ -17,6 +17,7 @@ ARGUMENTS = {
     "product_id": str(KETTLE),
     "order_id": "1",
     "image_id": "1",  # none yet: each image route answers its own 404
+    "category_id": "1",
 }
 
 
@@ -33,7 +34,8 @@ def admin_requests(app) -> list[tuple[str, str, bool]]:
         admin_only = getattr(app.view_functions[rule.endpoint], "admin_only", False)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             found.append((method, path, admin_only))
-    return found
+    # Ending user 1's sessions signs the walking browser (user 1) out: walk it last.
+    return sorted(found, key=lambda request: "/sessions/end" in request[1])
 
 
 def send(browser: Shopper, method: str, path: str):
@@ -95,6 +97,7 @@ def test_a_role_taken_away_stops_working_at_once(app):
     taken = admin.post_form("/admin/staff", {"email": "clerk@example.com", "role": "customer"})
     assert taken.status_code == 303
     assert clerk.client.get("/admin/").status_code == 404
+    assert "Back office" not in page_text(clerk.client.get("/cart"))
 
 
 def test_the_password_is_asked_again_after_admin_reauth_seconds(make_app):
@@ -143,3 +146,18 @@ def test_user_grant_makes_the_first_admin_and_is_audited(app, shopper):
     assert missing.exit_code != 0 and "no account" in missing.output
     wrong = runner.invoke(args=["user", "grant", "first@example.com", "king"])
     assert wrong.exit_code == 2
+
+
+def test_the_navigation_marks_the_section_a_page_belongs_to(app):
+    browser = back_office_user(app, "admin")
+    for path, section in (
+        ("/admin/products", "Products"),
+        (f"/admin/products/{KETTLE}", "Products"),
+        ("/admin/products/import", "Products"),
+        ("/admin/orders", "Orders"),
+        ("/admin/stock/adjustments", "Stock"),
+        ("/admin/staff", "Staff"),
+    ):
+        text = browser.client.get(path).get_data(as_text=True)
+        current = re.findall(r'<a href="[^"]*" aria-current="page">([^<]*)</a>', text)
+        assert current == [section], (path, current)

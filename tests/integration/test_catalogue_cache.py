@@ -156,7 +156,7 @@ def test_a_structural_change_is_constant_work_and_no_instance_serves_an_old_list
             "kitchen": kitchen,
             "blue": 3,
             "all": 35,
-            "categories": ["books", "garden", "kitchen"],
+            "categories": ["books", "kitchen", "garden"],  # a new category comes last
             "grid shows the whisk": True,
         }
     )

@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import NotFound as NoSuchPage
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ...audit import Actor
+from ...config import Settings
 from ...errors import AdminOnly, FormError, InvalidCredentials
 from ...order_lifecycle import utcnow
 from ...redis_client import RedisUnavailable
@@ -29,7 +31,7 @@ from ...staff import ADMIN, BACK_OFFICE_ROLES, role_of
 from ..actions import confirm_password
 from ..context import require_session_store, services
 from ..errors import NO_PAGE, form_error
-from ..middleware import check_csrf
+from ..middleware import check_csrf, refuse_unusable_text
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -53,9 +55,13 @@ class Section:
 SECTIONS: list[Section] = []
 
 
-def add_section(endpoint: str, label: str, *, order: int, admin: bool = False) -> None:
-    """Each capability's module puts itself in the navigation."""
-    prefix = endpoint.rsplit("_", 1)[0] if "_" in endpoint else endpoint
+def add_section(
+    endpoint: str, label: str, *, order: int, admin: bool = False, prefix: str | None = None
+) -> None:
+    """Each capability's module puts itself in the navigation; the link is marked current on
+    every endpoint starting with ``prefix`` (default: the endpoint up to its last ``_``)."""
+    if prefix is None:
+        prefix = endpoint.rsplit("_", 1)[0] if "_" in endpoint else endpoint
     SECTIONS.append(Section(endpoint, label, prefix, order, admin))
     SECTIONS.sort(key=lambda section: section.order)
 
@@ -76,6 +82,36 @@ def is_admin_only(endpoint: str | None) -> bool:
     return getattr(current_app.view_functions.get(endpoint or ""), "admin_only", False)
 
 
+def allow_body(max_bytes: int | Callable[[Settings], int]) -> Callable[[View], View]:
+    """Let a view take a body of up to ``max_bytes`` (an upload; or a function of the settings
+    giving it) instead of SHOP_MAX_BODY_BYTES; the guard applies it once the role is known, so
+    to anyone else the address answers as any other."""
+
+    def mark(view: View) -> View:
+        view.max_body = max_bytes  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def _read_form() -> None:
+    """The form's text checked and its CSRF token, within the view's body limit."""
+    limit = getattr(current_app.view_functions.get(request.endpoint or ""), "max_body", None)
+    if callable(limit):
+        limit = limit(services().settings)
+    if limit:
+        request.max_content_length = request.max_form_memory_size = limit
+    try:
+        refuse_unusable_text()
+        check_csrf()
+    except RequestEntityTooLarge:
+        largest = limit or current_app.config["MAX_CONTENT_LENGTH"]
+        raise RequestEntityTooLarge(
+            f"What was sent is too large: at most {largest // 1024:,} KiB can be sent here. "
+            "Nothing was changed."
+        ) from None
+
+
 @bp.before_request
 def guard():
     current = require_session_store()
@@ -84,10 +120,15 @@ def guard():
         with services().engines.primary.connect() as conn:
             role = role_of(conn, current.user_id)
     if role not in BACK_OFFICE_ROLES:
+        if current.get("staff"):
+            del current["staff"]  # the role was taken away: the header stops offering /admin
+        refuse_unusable_text()  # as at any address, before its 404
         raise NoSuchPage(NO_PAGE)
+    if not current.get("staff"):
+        current["staff"] = True  # granted while signed in: the header offers /admin from now
     assert current.user_id is not None and role is not None
     g.actor = Actor(current.user_id, current.get("email") or "", role)
-    check_csrf()
+    _read_form()
     if is_admin_only(request.endpoint) and role != ADMIN:
         raise AdminOnly("Only an admin can do this.")
     if request.endpoint == REAUTH_ENDPOINT:
@@ -152,7 +193,12 @@ def reauth():
 
 @bp.get("/")
 def home():
-    return render_template("admin/home.html")
+    from ...back_office_summary import summary
+
+    waiting = summary(
+        services().engines.primary, low_stock_default=services().settings.low_stock_default
+    )
+    return render_template("admin/home.html", summary=waiting)
 
 
 @bp.app_context_processor
@@ -161,4 +207,13 @@ def _navigation() -> dict[str, Any]:
 
 
 # Each capability's routes, on bp; the order of the navigation is each one's add_section.
-from . import audit_pages, images, staff_pages  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    audit_pages,
+    categories,
+    images,
+    orders,
+    product_import,
+    products,
+    staff_pages,
+    stock,
+)

@@ -17,8 +17,7 @@ from ...errors import FormError, InvalidImage, NotFound
 from ...images import ACCEPTED_FORMATS, MAX_ALT_LENGTH, MAX_PIXELS, check_alt, process_upload
 from ...models import products
 from ..context import services
-from ..middleware import allow_body
-from . import actor, bp, now, refresh_catalogue
+from . import actor, allow_body, bp, now, refresh_catalogue
 
 ACCEPT = "image/jpeg,image/png,image/webp"
 # The catalogue's page of a product (its own module), linked back to when it exists.
@@ -28,13 +27,6 @@ PRODUCT_PAGE = "admin.product_edit"
 def _upload_limit(settings: Settings) -> int:
     """The image plus an ordinary form around it (the CSRF token, the alternative text)."""
     return settings.image_max_bytes + settings.max_body_bytes
-
-
-def _too_large(settings: Settings) -> str:
-    return (
-        f"The upload is too large: an image is at most {settings.image_max_bytes / 1e6:.1f} MB. "
-        "Nothing was stored."
-    )
 
 
 def _product_name(product_id: int) -> str:
@@ -80,7 +72,7 @@ def images_page(product_id: int):
 
 
 @bp.post("/products/<id:product_id>/images")
-@allow_body(_upload_limit, _too_large)
+@allow_body(_upload_limit)
 def product_images_upload(product_id: int):
     """Upload an image (``image``, a file) with its alternative text (``alt``)."""
     _product_name(product_id)

@@ -1,7 +1,7 @@
 """Product images: stored variants (image_blobs) and each product's pictures (product_images)
 
-Revision ID: 0008b
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-04 09:00:00
 
 ``image_blobs`` holds the database store's variants, keyed by the SHA-256 of their bytes
@@ -12,8 +12,8 @@ text and variants (JSON). Both are new and empty: nothing existing changes.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008b"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

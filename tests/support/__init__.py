@@ -211,7 +211,7 @@ COMPILED_TEMPLATES = MemoryBytecodeCache()
 
 
 def share_compiled_url_builders() -> None:
-    """Let every app of the run share werkzeug's generated URL builders.
+    """Let every app of the run share werkzeug's parsed rules and generated URL builders.
 
     Binding a route compiles two small Python functions from an AST (about a third of building
     an app, and the fast tests build over a thousand apps). The function depends only on the
@@ -240,6 +240,40 @@ def share_compiled_url_builders() -> None:
 
     shared.shared = True  # type: ignore[attr-defined]
     Rule._compile_builder = shared  # type: ignore[method-assign]
+
+    # Parsing a rule into its parts and converters is the other half of binding it (each app
+    # binds ~100 rules): the parts depend only on the rule's text, its defaults and the map's
+    # converter classes. The converter objects are shared too: the shop's and werkzeug's keep
+    # no state of their map.
+    compile_rule = Rule.compile
+    parsed: dict[tuple, tuple] = {}
+
+    def compile_once(self: Rule) -> None:
+        assert self.map is not None
+        key = (
+            self.rule,
+            self.host if self.map.host_matching else self.subdomain,
+            self.merge_slashes,
+            repr(sorted((self.defaults or {}).items())),
+            tuple(sorted(self.map.converters.items())),
+        )
+        if key not in parsed:
+            compile_rule(self)
+            parsed[key] = (
+                tuple(self._parts),
+                tuple(self._trace),
+                dict(self._converters),
+                frozenset(self.arguments),
+            )
+            return
+        parts, trace, converters, arguments = parsed[key]
+        self._parts, self._trace = list(parts), list(trace)
+        self._converters = dict(converters)
+        self.arguments = set(arguments)
+        self._build = self._compile_builder(False).__get__(self, None)
+        self._build_unknown = self._compile_builder(True).__get__(self, None)
+
+    Rule.compile = compile_once  # type: ignore[method-assign]
 
 
 class AppFactory:

@@ -24,7 +24,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ...audit import Actor
 from ...config import Settings
-from ...errors import AdminOnly, FormError, InvalidCredentials
+from ...errors import AdminOnly, FormError
 from ...order_lifecycle import utcnow
 from ...redis_client import RedisUnavailable
 from ...staff import ADMIN, BACK_OFFICE_ROLES, role_of
@@ -184,9 +184,7 @@ def reauth():
         return render_template("admin/reauth.html", error=None, next=target)
     try:
         confirm_password(request.form.get("password", ""))
-    except InvalidCredentials as exc:
-        return form_error("admin/reauth.html", exc, next=target)
-    except FormError as exc:  # rate rules, back-off
+    except FormError as exc:  # a wrong password, the rate rules, the back-off
         return form_error("admin/reauth.html", exc, next=target)
     return redirect(target, code=303)
 

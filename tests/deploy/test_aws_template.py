@@ -526,6 +526,10 @@ def test_the_common_rule_set_counts_or_blocks_as_the_parameter_says(template):
         ((_, acl),) = stack.resources("AWS::WAFv2::WebACL").items()
         (common,) = [r for r in acl["Rules"] if "ManagedRuleGroupStatement" in r["Statement"]]
         assert common["OverrideAction"] == expected
+        # In Block mode too, the 8 KB body rule only counts: uploads and forms up to the
+        # shop's own limits must reach the app, which refuses larger bodies itself.
+        overrides = common["Statement"]["ManagedRuleGroupStatement"]["RuleActionOverrides"]
+        assert {"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}} in overrides
 
 
 def test_the_deploy_guide_states_the_edge_figures_the_template_applies(template):

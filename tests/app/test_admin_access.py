@@ -161,3 +161,10 @@ def test_the_navigation_marks_the_section_a_page_belongs_to(app):
         text = browser.client.get(path).get_data(as_text=True)
         current = re.findall(r'<a href="[^"]*" aria-current="page">([^<]*)</a>', text)
         assert current == [section], (path, current)
+
+
+def test_back_office_pages_do_not_show_the_shops_category_bar(app):
+    browser = back_office_user(app, "staff")
+    for path in ("/admin/products", "/admin/stock", "/admin/categories"):
+        assert 'aria-label="Categories"' not in browser.client.get(path).get_data(as_text=True)
+    assert 'aria-label="Categories"' in browser.client.get("/").get_data(as_text=True)

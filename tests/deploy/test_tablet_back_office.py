@@ -1,5 +1,6 @@
-"""The back office on a tablet, drawn by Chromium: every page of it that needs no arguments
-(walked from the route map, so a new page is checked too) fits a 768 px portrait tablet
+"""The back office on a tablet, drawn by Chromium: every page of it (walked from the route map,
+so a new page is checked too; pages of one record are opened on a product, an order and the
+admin's own account) fits a 768 px portrait tablet
 without scrolling sideways (wide tables scroll inside their own box), its buttons and fields
 are 44 px targets, and each page leaves a screenshot, artifacts/screenshots/tablet-*.png."""
 
@@ -38,15 +39,32 @@ def shop(tmp_path_factory):
     app.extensions["shop"].close()
 
 
-def back_office_pages(app) -> list[str]:
+def back_office_pages(app, values: dict[str, int]) -> list[str]:
+    """Every page of the back office a browser opens (GET, not a download), with ``values``
+    for the records in its address."""
+    adapter = app.url_map.bind("localhost")
     return sorted(
-        rule.rule
+        adapter.build(rule.endpoint, {name: values[name] for name in rule.arguments})
         for rule in app.url_map.iter_rules()
         if rule.rule.startswith("/admin")
         and "GET" in (rule.methods or ())
-        and not rule.arguments
         and not rule.rule.endswith((".csv", "/reauth"))
     )
+
+
+def _guest_order(app) -> int:
+    """A guest's order through the API (this app's own secret signs its token)."""
+    client = app.test_client()
+    token = client.get("/api/v1/session").get_json()["csrf_token"]
+    headers = {"X-CSRF-Token": token}
+    client.post("/api/v1/cart/items", json={"product_id": 1, "quantity": 1}, headers=headers)
+    placed = client.post(
+        "/api/v1/orders",
+        json={"email": "guest@example.com", "shipping": {"name": "G", "address": "1 Road"}},
+        headers={**headers, "Idempotency-Key": "tablet-order"},
+    )
+    assert placed.status_code == 201, placed.get_json()
+    return placed.get_json()["order"]["id"]
 
 
 def test_every_back_office_page_fits_a_tablet(shop):
@@ -65,8 +83,12 @@ def test_every_back_office_page_fits_a_tablet(shop):
         with page.expect_navigation():
             page.click("form.stacked button[type=submit]")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        pages = back_office_pages(app)
-        assert "/admin/" in pages and "/admin/staff" in pages
+        admin_id = page.evaluate("fetch('/api/v1/session').then(r => r.json())")["user"]["id"]
+        values = {"product_id": 1, "order_id": _guest_order(app), "user_id": admin_id}
+        pages = back_office_pages(app, values)
+        assert {"/admin/", "/admin/staff", "/admin/products/1", f"/admin/staff/{admin_id}"} <= set(
+            pages
+        )
         for path in pages:
             answer = page.goto(url + path)
             name = path.strip("/").replace("/", "-") or "admin"

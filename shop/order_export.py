@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Row, Select, func, select
 from .catalogue import format_cents
 from .models import order_lines, orders
 from .order_admin import OrderFilter, order_query
+from .spreadsheet import defused
 
 HEADER = (
     "order",
@@ -32,12 +33,6 @@ HEADER = (
     "lines",
 )
 BATCH = 500
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def defused(cell: str) -> str:
-    """A cell a spreadsheet will show as text, never evaluate."""
-    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 def filename(wanted: OrderFilter) -> str:

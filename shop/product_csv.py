@@ -26,6 +26,7 @@ from .errors import EditConflict, InvalidInput
 from .models import MAX_ID, categories, products
 from .money import parse_price
 from .product_list import ProductFilter, filter_condition
+from .spreadsheet import defused
 
 MAX_CSV_BYTES = 1024 * 1024
 MAX_CSV_ROWS = 10_000
@@ -352,8 +353,9 @@ def export_rows(
         .order_by(products.c.id)
     )
     for row in conn.execution_options(yield_per=1000).execute(query):
-        name = "'" + row.name if row.name[:1] in ("=", "+", "-", "@", "\t", "\r") else row.name
-        writer.writerow([row.id, name, row.slug, format_cents(row.price_cents), row.stock])
+        writer.writerow(
+            [row.id, defused(row.name), row.slug, format_cents(row.price_cents), row.stock]
+        )
         if out.tell() > 64 * 1024:
             yield out.getvalue()
             out.seek(0)

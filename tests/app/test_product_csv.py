@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from shop import audit, product_csv
 from shop.models import audit_log, products, stock_adjustments
@@ -187,3 +187,13 @@ def test_the_list_downloads_as_csv_and_goes_back_in_unchanged(app):
     ]
     again = _upload(staff, text)
     assert again.status_code == 200 and "0 products would change" in page_text(again)
+
+
+def test_a_name_a_spreadsheet_would_evaluate_is_downloaded_as_text(app):
+    with app.extensions["shop"].engines.primary.begin() as conn:
+        conn.execute(
+            update(products).where(products.c.id == 2).values(name='=HYPERLINK("http://x")')
+        )
+    staff = back_office_user(app, "staff")
+    text = staff.client.get("/admin/products/export.csv?category=kitchen").get_data(as_text=True)
+    assert '2,"\'=HYPERLINK(""http://x"")",kitchen,5.99,3' in text.splitlines()

@@ -14,9 +14,11 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -25,9 +27,10 @@ import redis
 import requests
 
 from shop.config import Settings
+from shop.seed import CATEGORIES
 from shop.session_ids import session_ref
 
-from . import PARTS, mix, profiling, report, scale, servers, throughput, visitors, wrk
+from . import PARTS, edge, floor, mix, profiling, report, scale, servers, throughput, visitors, wrk
 from .report import PROFILES, RESULTS
 from .servers import BenchError, Process
 from .shop_templates import REPO
@@ -74,6 +77,14 @@ def settings(quick: bool) -> dict:
         "foreign_cpu_limit": throughput.FOREIGN_LIMIT,
         "profile_connections": PROFILE_CONNECTIONS,
         "profile_rate": profiling.RATE_HZ,
+        # The floor comparison (bench/floor.py): the issue's method, best of three per side,
+        # in quick runs too.
+        "floor_rounds": int(env.get("BENCH_FLOOR_ROUNDS", "3")),
+        "floor_connections": _ints(env.get("BENCH_FLOOR_CONNECTIONS", "32" if quick else "16,32")),
+        "floor_duration": float(env.get("BENCH_FLOOR_DURATION", "5" if quick else "6")),
+        "category_pages": visitors.CATEGORY_PAGES,
+        "edge_connections": PROFILE_CONNECTIONS,
+        "edge_change_every": edge.CHANGE_EVERY,
     }
 
 
@@ -157,6 +168,18 @@ def memory_of_session(shop: Process, redis_url: str) -> dict:
     }
 
 
+def choose_cart_products(cfg: dict) -> None:
+    """Products with stock for the carts of a session visitor (seeded stock includes 0, and
+    a cart refuses what is sold out)."""
+    lines = cfg["cart_lines"]
+    in_stock = servers.sql(
+        cfg["schema"],
+        "SELECT id FROM products WHERE stock >= 10 ORDER BY id LIMIT %s",
+        (lines * 7,),
+    )
+    visitors.CART_PRODUCTS = [row[0] for row in in_stock][::7][:lines]
+
+
 def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
     logs, lua = RESULTS / "logs", RESULTS / "lua"
     base = throughput_env(cfg, redis_url)
@@ -199,12 +222,7 @@ def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None
 
     lines = cfg["cart_lines"]
     log(f"making the shoppers of workload (b): {lines}-line carts through each app's own HTTP")
-    in_stock = servers.sql(
-        cfg["schema"],
-        "SELECT id FROM products WHERE stock >= 10 ORDER BY id LIMIT %s",
-        (lines * 7,),
-    )
-    visitors.CART_PRODUCTS = [row[0] for row in in_stock][::7][:lines]
+    choose_cart_products(cfg)
     shop_cookies = visitors.sessions(visitors.shop_session, shop.url, cfg["sessions"])
     conv_cookies = visitors.sessions(
         visitors.conventional_session, conventional.url, cfg["sessions"]
@@ -296,6 +314,160 @@ def run_throughput(cfg: dict, results: dict, redis_url: str, log: Clock) -> None
         process.stop()
 
 
+def run_floor(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
+    """The shop against the floor (bench/floor.py): the same URLs, the same wrk settings,
+    strictly alternating runs and the best of each side, for an anonymous visitor and for a
+    session visitor with a cart; then the shop's own counts, and a profile of one worker where
+    a target is missed."""
+    logs = RESULTS / "logs"
+    base = throughput_env(cfg, redis_url)
+    log("floor: starting the shop (+ an instrumented twin)")
+    shop = servers.start_gunicorn("shop", "wsgi:app", base, logs, ready_path="/healthz")
+    twin = servers.start_gunicorn(
+        "shop-instrumented", "wsgi:app", dict(base, **cfg["instrumented"]["shop"]), logs, "/healthz"
+    )
+    categories = [slug for slug, _name in CATEGORIES]
+    paths = visitors.catalogue_paths(cfg["products"], categories, cfg["category_pages"])
+    choose_cart_products(cfg)
+    cookies = visitors.sessions(visitors.shop_session, shop.url, cfg["sessions"])
+    visitors.warm(shop.url, paths)
+    visitors.warm(shop.url, paths, cookies)
+    log(f"  capturing what the shop serves for {len(paths)} paths, anonymous and with a session")
+    captured = {
+        "anonymous": floor.capture(shop.url, paths),
+        "session": floor.capture(shop.url, paths, cookies[0]),
+    }
+    # Kept while the floor runs: each worker reads the pages when it starts (a replaced one too).
+    folder = Path(tempfile.mkdtemp(prefix="shop-bench-floor-"))
+    try:
+        pages = floor.write_pages(folder / "pages.json", captured)
+        floor_server = servers.start_gunicorn(
+            "floor",
+            "bench.floor:create_app()",
+            dict(base, **{floor.PAGES_ENV: str(pages)}),
+            logs,
+            ready_path=paths[0],
+        )
+        results["floor"] = {
+            "paths": len(paths),
+            "grid_pages": sum(p.startswith("/?page=") for p in paths),
+            "category_pages": sum(p.startswith("/?category=") for p in paths),
+            "product_pages": sum(p.startswith("/products/") for p in paths),
+            "page_bytes": floor.page_bytes(captured),
+            "workloads": {},
+        }
+        served = requests.get(floor_server.url + paths[-1], timeout=10).content
+        if served != floor.body(captured["anonymous"][paths[-1]]):
+            raise BenchError(f"the floor does not serve the shop's bytes for {paths[-1]}")
+        stats = visitors.RedisStats(redis_url)
+        for workload, visitor_cookies in (("anonymous", []), ("session", cookies)):
+            results["floor"]["workloads"][workload] = floor_workload(
+                cfg, workload, paths, visitor_cookies, (floor_server, shop, twin), stats, log
+            )
+        floor_server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for process in (twin, shop):
+        process.stop()
+
+
+def floor_workload(
+    cfg: dict,
+    workload: str,
+    paths: list[str],
+    cookies: list[str],
+    processes: tuple[Process, Process, Process],
+    stats: visitors.RedisStats,
+    log: Clock,
+) -> dict:
+    """One visitor's comparison: the timed runs, the shop's counts, a profile if missed."""
+    floor_server, shop, twin = processes
+    lua = RESULTS / "lua"
+    contenders = [
+        throughput.Contender("floor", floor_server, cookies),
+        throughput.Contender("shop", shop, cookies),
+    ]
+    log(
+        f"  floor ({workload}): {cfg['floor_rounds']} rounds of floor, shop at "
+        f"{cfg['floor_connections']} connections, {cfg['floor_duration']:g} s each"
+    )
+    runs = throughput.run_workload(
+        f"floor-{workload}",
+        contenders,
+        paths,
+        concurrencies=cfg["floor_connections"],
+        rounds=cfg["floor_rounds"],
+        duration=cfg["floor_duration"],
+        redis_stats=stats,
+        lua_dir=lua,
+        progress=log,
+        rotate=False,
+    )
+    summary = floor.best_of(runs)
+    visitors.warm(twin.url, paths, cookies)
+    counts = counted_under_load(
+        twin,
+        f"floor-{workload}",
+        paths,
+        cookies,
+        ("X-Shop-SQL", "X-Shop-Redis"),
+        cfg["floor_duration"],
+        lua,
+    )
+    shop_runs = [run for results_ in runs["shop"].values() for run in results_]
+    writes: dict[str, int] = {}
+    for run in shop_runs:
+        for command, n in run["redis_writes"].items():
+            writes[command] = writes.get(command, 0) + n
+    entry = {
+        "runs": runs,
+        "summary": summary,
+        "counts": counts,
+        "redis_writes_per_request": max(run["redis_writes_per_request"] for run in shop_runs),
+        "redis_writes": writes,
+    }
+    goal = report.FLOOR_SHARE[workload]
+    ratio = summary.get("ratio", 0.0)
+    log(f"  floor ({workload}): shop / floor {ratio:.2f} (goal {goal}), counts {counts}")
+    if (ratio < goal or cfg.get("profile_always")) and profiling.available():
+        log(f"  floor ({workload}): profiling one shop worker with py-spy")
+        entry["profile"] = profiling.profile(
+            shop,
+            lua / f"floor-{workload}-shop.lua",
+            connections=cfg["profile_connections"],
+            seconds=cfg["profile_seconds"],
+            out_dir=PROFILES,
+            name=f"floor-{workload}-shop",
+            one_worker=True,
+        )
+    elif ratio < goal:
+        log("  py-spy is not installed: no profile (pip install py-spy)")
+    return entry
+
+
+def run_edge(cfg: dict, results: dict, stack: mix.Stack, log: Clock) -> None:
+    """The edge's hit ratio, in a stack that has an edge (run_stack_parts checks first)."""
+    url = edge.edge_url(stack.work)
+    if url is None:
+        results["edge"] = edge.not_measured("the stack's topology.json records no edge URL")
+        return
+    categories = [slug for slug, _name in CATEGORIES]
+    paths = visitors.catalogue_paths(cfg["products"], categories, cfg["category_pages"])
+    assert stack.topology is not None
+    writer = edge.shop_cli_change(stack.topology.apps["app1"].env)
+    log(f"edge: anonymous browsing through {url}, a product changing every second")
+    results["edge"] = edge.hit_ratio(
+        url,
+        paths,
+        writer,
+        connections=cfg["edge_connections"],
+        duration=cfg["duration"] * 2,
+        lua_dir=RESULTS / "lua",
+    )
+    e = results["edge"]
+    log(f"  edge: {e['hits']} HIT of {e['responses']} ({e['hit_ratio']}), {e['changes']} changes")
+
+
 def run_scale(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
     logs = RESULTS / "logs"
     sizes = cfg["scale_sizes"]
@@ -327,36 +499,50 @@ def run_scale(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
     }
 
 
-def run_stack(cfg: dict, results: dict, log: Clock) -> None:
+def run_stack_parts(cfg: dict, results: dict, parts: tuple[str, ...], log: Clock) -> None:
+    """One stack for workload (c), the checkout race and the edge, started only if needed: a
+    stack without an edge gives the edge part nothing to measure."""
+    if "edge" in parts and not edge.stack_has_edge():
+        results["edge"] = edge.not_measured(edge.NO_EDGE)
+        log(f"edge: not measured: {edge.NO_EDGE}")
+    if "stack" not in parts and "edge" in results:
+        return
     log("the stack: PostgreSQL primary + replica, Redis, the shop's instances, HAProxy")
     with mix.Stack(cfg["products"], log) as stack:
-        log(f"  registering {cfg['shoppers']} shoppers through the balancer")
-        shoppers = stack.register(cfg["shoppers"])
-        half = min(50, len(shoppers) // 2)
-        log(f"  checkout: {half} buyers on one product, then {half} on {half} products")
-        one = mix.checkout_race(stack, shoppers[:half], [5001], half)
-        many_ids = list(range(5101, 5101 + half))
-        many = mix.checkout_race(stack, shoppers[half : 2 * half], many_ids, 10)
-        results["checkout"] = {"one_product": one, "many_products": many}
-        for race in (one, many):
-            log(
-                f"    {race['buyers']} buyers / {race['products']} product(s): {race['orders']} "
-                f"orders in {race['seconds']:.2f} s = {race['orders_per_second']:.1f}/s, "
-                f"oversold {race['oversold_units']}, consistent {race['ok']}"
-            )
-        for buyer in shoppers[: 2 * half]:  # whatever a refused checkout left in a cart
-            for pid in [5001, *many_ids]:
-                mix.api(stack.url, buyer, "DELETE", f"/cart/items/{pid}")
-        log(f"workload (c): the mix through the balancer, closed loop at {cfg['mix_connections']}")
-        results["c"] = mix.run_mix(
-            stack,
-            shoppers,
-            visitors.page_paths(cfg["products"], cfg["grid_pages"], cfg["products_opened"]),
-            concurrencies=cfg["mix_connections"],
-            duration=cfg["duration"] * (1 if cfg["quick"] else 1.5),
-            lua_dir=RESULTS / "lua",
-            progress=log,
+        if "stack" in parts:
+            run_stack(cfg, results, stack, log)
+        if "edge" in parts and "edge" not in results:
+            run_edge(cfg, results, stack, log)
+
+
+def run_stack(cfg: dict, results: dict, stack: mix.Stack, log: Clock) -> None:
+    log(f"  registering {cfg['shoppers']} shoppers through the balancer")
+    shoppers = stack.register(cfg["shoppers"])
+    half = min(50, len(shoppers) // 2)
+    log(f"  checkout: {half} buyers on one product, then {half} on {half} products")
+    one = mix.checkout_race(stack, shoppers[:half], [5001], half)
+    many_ids = list(range(5101, 5101 + half))
+    many = mix.checkout_race(stack, shoppers[half : 2 * half], many_ids, 10)
+    results["checkout"] = {"one_product": one, "many_products": many}
+    for race in (one, many):
+        log(
+            f"    {race['buyers']} buyers / {race['products']} product(s): {race['orders']} "
+            f"orders in {race['seconds']:.2f} s = {race['orders_per_second']:.1f}/s, "
+            f"oversold {race['oversold_units']}, consistent {race['ok']}"
         )
+    for buyer in shoppers[: 2 * half]:  # whatever a refused checkout left in a cart
+        for pid in [5001, *many_ids]:
+            mix.api(stack.url, buyer, "DELETE", f"/cart/items/{pid}")
+    log(f"workload (c): the mix through the balancer, closed loop at {cfg['mix_connections']}")
+    results["c"] = mix.run_mix(
+        stack,
+        shoppers,
+        visitors.page_paths(cfg["products"], cfg["grid_pages"], cfg["products_opened"]),
+        concurrencies=cfg["mix_connections"],
+        duration=cfg["duration"] * (1 if cfg["quick"] else 1.5),
+        lua_dir=RESULTS / "lua",
+        progress=log,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,7 +589,10 @@ def main(argv: list[str] | None = None) -> int:
             "dirty": git("status", "--porcelain", "--", "shop", "templates", "wsgi.py"),
             "machine": servers.versions(),
             "settings": cfg,
-            "command": "python -m bench" + (" --quick" if args.quick else ""),
+            "command": " ".join(
+                ["python -m bench", *(["--quick"] if args.quick else [])]
+                + [f"--only {part}" for part in args.only or ()]
+            ),
         }
     }
     log(
@@ -422,10 +611,12 @@ def main(argv: list[str] | None = None) -> int:
         results["meta"]["tput_seed_seconds"] = seeded
         if "throughput" in parts:
             run_throughput(cfg, results, redis_server.url, log)
+        if "floor" in parts:
+            run_floor(cfg, results, redis_server.url, log)
         if "scale" in parts:
             run_scale(cfg, results, redis_server.url, log)
-        if "stack" in parts:
-            run_stack(cfg, results, log)
+        if "stack" in parts or "edge" in parts:
+            run_stack_parts(cfg, results, tuple(parts), log)
     except KeyboardInterrupt:
         log("interrupted: stopping every server the benchmark started")
         status = 130

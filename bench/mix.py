@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -185,6 +186,13 @@ def _ports_free(ports: Sequence[int]) -> bool:
 
 
 def choose_ports() -> stack_module.Ports:
+    """``STACK_PORT_BASE`` / ``STACK_PORT`` when set (a machine whose engineers share out
+    ports), else the first free block from 27400."""
+    if os.environ.get("STACK_PORT_BASE"):
+        ports = stack_module.Ports.from_env()
+        if not _ports_free(list(ports.all().values())):
+            raise BenchError(f"STACK_PORT_BASE / STACK_PORT: some of {ports.all()} are taken")
+        return ports
     for base in range(27400, 32000, 200):
         ports = stack_module.Ports.from_env(
             {"STACK_PORT_BASE": str(base), "STACK_PORT": str(base + 80)}

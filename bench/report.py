@@ -29,6 +29,8 @@ SESSION_TRIPS = 1  # Redis round trips per page of a shopper with a session, at 
 SCALE_FACTOR = 1.25  # a cache miss on the large catalogue / on the small one, at most
 TAIL_RATIO = 4  # p99 / p50 of the paced mix, below
 SESSION_BYTES = 512  # Redis memory of a session with its cart, at most
+FLOOR_SHARE = {"anonymous": 0.85, "session": 0.6}  # the shop's best / the floor's, at least
+EDGE_HITS = 0.95  # anonymous catalogue pages the edge serves from its cache, at least
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -111,6 +113,8 @@ def targets(r: dict) -> list[dict]:
                 if trips is None
                 else counts["redis_max"] is not None and trips <= SESSION_TRIPS,
             )
+    for row in floor_targets(r):
+        add(row["target"], row["measured"], row["goal"], row["met"])
     scale = r.get("scale")
     if scale:
         small, large = scale["sizes"]
@@ -164,6 +168,100 @@ def targets(r: dict) -> list[dict]:
                 race["ok"],
             )
     return rows
+
+
+def _floor_label(r: dict, workload: str) -> str:
+    if workload == "anonymous":
+        return "floor: anonymous warm catalogue pages (grid, category, product)"
+    return f"floor: a visitor with a session and a {_cart(r)}"
+
+
+def floor_targets(r: dict) -> list[dict]:
+    """The floor comparison's targets and the edge's, each with why it is missed (from the
+    measured figures) where it is."""
+    rows: list[dict] = []
+    fl = r.get("floor")
+    for workload, w in (fl or {}).get("workloads", {}).items():
+        label = _floor_label(r, workload)
+        goal = FLOOR_SHARE[workload]
+        s = w["summary"]
+        ratio = s.get("ratio")
+        best = s["best"]
+        rows.append(
+            {
+                "target": f"{label}: shop / floor, best of each side",
+                "measured": "n/a"
+                if ratio is None
+                else f"{ratio:.3f} × ({best['shop']['rps']:.0f} vs {best['floor']['rps']:.0f} "
+                "req/s)",
+                "goal": f"≥ {goal} ×",
+                "met": None if ratio is None else ratio >= goal,
+                "why": _why_slower(w, ratio, goal),
+            }
+        )
+        counts = w["counts"]
+        sql = counts["sql_per_request"]
+        rows.append(
+            {
+                "target": f"{label}: SQL statements per warm page (shop)",
+                "measured": f"{_fmt(sql)} (max {_fmt(counts['sql_max'])})",
+                "goal": "0",
+                "met": None if sql is None else counts["sql_max"] == 0,
+                "why": f"the instrumented twin counted {_fmt(sql)} statements a page over "
+                f"{counts['responses']} warm responses, {_fmt(counts['sql_max'])} at most",
+            }
+        )
+        if workload == "anonymous":
+            writes = w["redis_writes_per_request"]
+            rows.append(
+                {
+                    "target": f"{label}: Redis writes per page (shop, Redis's own count)",
+                    "measured": _fmt(writes, 4),
+                    "goal": "0",
+                    "met": writes == 0,
+                    "why": f"Redis executed {w['redis_writes']} during the shop's timed runs",
+                }
+            )
+    e = r.get("edge")
+    if e is not None:
+        ratio = e.get("hit_ratio") if e["measured"] else None
+        rows.append(
+            {
+                "target": "edge: anonymous catalogue pages served from the edge's cache, a "
+                "product changing every second",
+                "measured": f"not measured: {e['reason']}"
+                if not e["measured"]
+                else f"{_percent(ratio or 0)} ({e['hits']} HIT of {e['responses']})",
+                "goal": f"≥ {_percent(EDGE_HITS)}",
+                "met": None if ratio is None else ratio >= EDGE_HITS,
+                "why": "" if not e["measured"] else _why_missed_edge(e),
+            }
+        )
+    return rows
+
+
+def _why_slower(w: dict, ratio: float | None, goal: float) -> str:
+    """Where one shop worker's time went, from its profile under the same load."""
+    if ratio is None:
+        return "no timed run"
+    profile = w.get("profile")
+    head = f"the shop serves {ratio:.2f} × what the floor does (goal {goal} ×)"
+    if not profile:
+        return f"{head}; no profile was taken (py-spy missing?)"
+    if "error" in profile:
+        return f"{head}; py-spy failed: {profile['error']}"
+    groups = ", ".join(f"{group} {share:.0%}" for group, share in profile.get("groups", [])[:4])
+    top = _informative(profile["self"])[:1]
+    on_top = f"; the frame most often on top: `{top[0][0]}` {top[0][1]:.0%}" if top else ""
+    return f"{head}; of one shop worker's samples: {groups or 'no group matched'}{on_top}"
+
+
+def _why_missed_edge(e: dict) -> str:
+    return (
+        f"{e['misses']} MISS and {e['without_header']} without `X-Cache` of {e['responses']} "
+        f"responses while {_count(e['changes'], 'product change')} were made "
+        f"({_count(len(e.get('change_failures') or []), 'failure')})"
+    )
 
 
 # Frames every request thread has (threads, gunicorn's worker loop): no information.
@@ -391,6 +489,124 @@ def _workload(r: dict, workload: str, title: str) -> str:
         "Redis write commands the Redis server executed during the shop's timed runs "
         f"(`INFO commandstats`, scripts' inner commands included): {writes or 'none'}.",
     ]
+    return _lines(*lines)
+
+
+def floor_section(r: dict) -> str:
+    fl = r.get("floor")
+    if not fl:
+        return ""
+    cfg = r["meta"]["settings"]
+    sizes = ", ".join(f"{visitor} {size:,.0f}" for visitor, size in fl["page_bytes"].items())
+    rows = floor_targets(r)
+    lines = [
+        "## The floor: bare Flask serving the shop's own bytes",
+        "",
+        "The floor (`bench/floor.py`) is a bare Flask app under the same `gunicorn.conf.py`, "
+        f"{cfg['workers']} workers × {cfg['threads']} threads, answering each URL with the "
+        "bytes, status and headers the shop served for it, captured from the shop in this run "
+        "(mean body in bytes: "
+        f"{sizes}): a dictionary lookup, no template, no session, no cache. {fl['paths']} "
+        f"paths ({fl['grid_pages']} grid, {fl['category_pages']} category and "
+        f"{fl['product_pages']} product pages), all warm; the session visitor sends one of "
+        f"{cfg['sessions']} cookies with a {_cart(r)} and the floor answers the body the shop "
+        f"served that visitor. {cfg['floor_rounds']} rounds of strictly alternating runs "
+        f"(floor, shop, floor, shop, ...), {cfg['floor_duration']:g} s each at "
+        f"{cfg['floor_connections']} connections, the same wrk script for both; each side's "
+        "figure is its best run.",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---|---|",
+        *(
+            f"| {row['target']} | {row['goal']} | {row['measured']} | {_mark(row['met'])} |"
+            for row in rows
+            if row["target"].startswith("floor")
+        ),
+    ]
+    missed = [row for row in rows if row["met"] is False and row["target"].startswith("floor")]
+    if missed:
+        lines += ["", "Why not:", ""]
+        lines += [f"- {row['target']}: {row['why']}." for row in missed]
+    lines += [
+        "",
+        "| visitor | side | connections | req/s by round | best | p50 / p99 ms of the best |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload, w in fl["workloads"].items():
+        for side, by_connections in w["runs"].items():
+            for c, runs in sorted(by_connections.items(), key=lambda kv: int(kv[0])):
+                if not runs:
+                    continue
+                best = max(runs, key=lambda run: run["rps"])
+                by_round = " / ".join(f"{run['rps']:.0f}" for run in runs)
+                lines.append(
+                    f"| {workload} | {side} | {c} | {by_round} | {best['rps']:.0f} | "
+                    f"{best['p50_ms']:.1f} / {best['p99_ms']:.1f} |"
+                )
+    for workload, w in fl["workloads"].items():
+        profile = w.get("profile")
+        if not profile or "error" in profile:
+            continue
+        lines += [
+            "",
+            f"### Where one shop worker's time goes ({workload})",
+            "",
+            f"py-spy on one of the shop's workers under the same load "
+            f"({cfg['profile_connections']} connections, {cfg['profile_seconds']} s at "
+            f"{cfg['profile_rate']} Hz, {profile['samples']} samples); a sample counts for a "
+            "group when a frame of it is on the stack.",
+            "",
+            "| the time of | share |",
+            "|---|---|",
+            *(f"| {group} | {share:.0%} |" for group, share in profile.get("groups", [])),
+            "",
+            "| frame (on the stack: inclusive) | share |",
+            "|---|---|",
+            *(f"| `{f}` | {share:.0%} |" for f, share in _informative(profile["total"])[:12]),
+            "",
+            "| frame (on top: self) | share |",
+            "|---|---|",
+            *(f"| `{f}` | {share:.0%} |" for f, share in _informative(profile["self"])[:6]),
+        ]
+    return _lines(*lines)
+
+
+def edge_section(r: dict) -> str:
+    e = r.get("edge")
+    if e is None:
+        return ""
+    title = "## The edge: anonymous pages from its cache"
+    if not e["measured"]:
+        return _lines(
+            title,
+            "",
+            f"Not measured: {e['reason']}. With an edge in the stack (an `edge` component in "
+            "its topology), anonymous visitors browse the floor comparison's pages through it "
+            "while a product changes every second (`flask --app shop product set`), and the "
+            "share of responses with `X-Cache: HIT` is reported here.",
+        )
+    row = next(x for x in floor_targets(r) if x["target"].startswith("edge"))
+    lines = [
+        title,
+        "",
+        f"wrk at {e['connections']} connections, {e['seconds']:g} s, anonymous, cycling "
+        f"through {e['paths']} catalogue paths (grid, category and product pages) at "
+        f"{e['url']}, after one pass that fills the cache; meanwhile the stock of one of the "
+        f"products browsed changes every {e['change_every']:g} s through the shop's own write "
+        "path (`flask --app shop product set ID --stock N`, run in the benchmark's process "
+        "with an instance's settings: commit, then `catalogue.invalidate`).",
+        "",
+        "| goal | hit ratio | HIT | MISS | no X-Cache | responses | req/s | p50 / p99 ms | "
+        "changes | errors | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {row['goal']} | {_percent(e['hit_ratio'] or 0)} | {e['hits']} | {e['misses']} | "
+        f"{e['without_header']} | {e['responses']} | {e['rps']:.0f} | {e['p50_ms']:.1f} / "
+        f"{e['p99_ms']:.1f} | {e['changes']} | {e['errors']} | {_mark(row['met'])} |",
+    ]
+    if e.get("change_failures"):
+        lines += ["", f"Changes that failed: {e['change_failures']}."]
+    if row["met"] is False:
+        lines += ["", f"Why not: {row['why']}."]
     return _lines(*lines)
 
 
@@ -665,6 +881,9 @@ def commands_section(r: dict) -> str:
         ".venv/bin/python -m bench --quick": (
             "a smoke run: shorter runs, fewer rounds; BENCHMARKS.md untouched"
         ),
+        ".venv/bin/python -m bench --quick --only floor": (
+            "the floor comparison alone, about two minutes; BENCHMARKS.md untouched"
+        ),
         f".venv/bin/python -m bench --only {PARTS[-1]}": f"one part ({', '.join(PARTS)})",
         longer: "longer runs than this one",
     }
@@ -686,7 +905,9 @@ SECTIONS: tuple[Callable[[dict], str], ...] = (
     figure,
     workload_a,
     workload_b,
+    floor_section,
     mix_section,
+    edge_section,
     scale_section,
     memory_section,
     checkout_section,

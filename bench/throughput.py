@@ -38,8 +38,10 @@ def run_workload(
     redis_stats: RedisStats,
     lua_dir: Path,
     progress: Callable[[str], None],
+    rotate: bool = True,
 ) -> dict[str, dict[int, list[dict]]]:
-    """Every run's figures: ``{contender: {connections: [run, ...]}}``."""
+    """Every run's figures: ``{contender: {connections: [run, ...]}}``. Without ``rotate``
+    every round keeps the contenders' order, so two of them strictly alternate."""
     scripts = {
         c.name: wrk.pages_script(lua_dir / f"{workload}-{c.name}.lua", paths, c.cookies)
         for c in contenders
@@ -51,9 +53,8 @@ def run_workload(
     done = 0
     started = time.monotonic()
     for round_no in range(rounds):
-        order = list(contenders[round_no % len(contenders) :]) + list(
-            contenders[: round_no % len(contenders)]
-        )
+        turn = round_no % len(contenders) if rotate else 0
+        order = list(contenders[turn:]) + list(contenders[:turn])
         for contender in order:  # warm every cache (and PostgreSQL's buffers) before a round
             warm(contender.server.url, paths, contender.cookies)
         for connections in concurrencies:

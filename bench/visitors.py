@@ -36,6 +36,30 @@ def page_paths(products: int, pages: int = GRID_PAGES, opened: int = PRODUCTS_OP
     return paths
 
 
+CATEGORY_PAGES = 5  # pages of each category in the floor comparison's browsing
+
+
+def catalogue_paths(
+    products: int, categories: Sequence[str], pages_each: int = CATEGORY_PAGES
+) -> list[str]:
+    """The browsing of :func:`page_paths` with category pages among it: after every few grid
+    pages, the next page of the next category (grid, category and product pages, all warm)."""
+    browsing = page_paths(products)
+    per_category = min(pages_each, max(1, products // len(categories) // PER_PAGE))
+    extra = [
+        f"/?category={slug}&page={page}"
+        for page in range(1, per_category + 1)
+        for slug in categories
+    ]
+    step = max(1, len(browsing) // max(1, len(extra)))
+    paths: list[str] = []
+    for i, path in enumerate(browsing):
+        paths.append(path)
+        if i % step == step - 1 and extra:
+            paths.append(extra.pop(0))
+    return paths + extra
+
+
 # Products in the carts of workload (b): set by the runner to ids with stock (seeded stock
 # includes 0, and a cart refuses what is sold out).
 CART_PRODUCTS = [5, 22, 39]

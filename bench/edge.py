@@ -93,12 +93,14 @@ def products_in(paths: Sequence[str]) -> list[int]:
 
 
 class ProductChanges:
-    """A thread changing the stock of the next product every :data:`CHANGE_EVERY` seconds
-    through ``change(product_id, stock)``, for as long as it runs; counts what it did."""
+    """A thread changing the stock of the next product every ``change_every`` seconds
+    (:data:`CHANGE_EVERY`) through ``change(product_id, stock)``, for as long as it runs;
+    counts what it did."""
 
     def __init__(self, change: Callable[[int, int], None], product_ids: Sequence[int]) -> None:
         self.change = change
         self.product_ids = list(product_ids)
+        self.change_every = CHANGE_EVERY
         self.done = 0
         self.failed: list[str] = []
         self._stop = threading.Event()
@@ -115,7 +117,7 @@ class ProductChanges:
             except Exception as exc:  # reported in the results, never silently dropped
                 self.failed.append(f"{product_id}: {exc}")
             n += 1
-            self._stop.wait(max(0.0, CHANGE_EVERY - (time.monotonic() - started)))
+            self._stop.wait(max(0.0, self.change_every - (time.monotonic() - started)))
 
     def __enter__(self) -> ProductChanges:
         self._thread.start()
@@ -175,6 +177,6 @@ def hit_ratio(
         "without_header": counted.get("none", 0),
         "hit_ratio": counted.get("HIT", 0) / responses if responses else None,
         "changes": changes.done,
-        "change_every": CHANGE_EVERY,
+        "change_every": changes.change_every,
         "change_failures": changes.failed[:5],
     }

@@ -113,8 +113,7 @@ def targets(r: dict) -> list[dict]:
                 if trips is None
                 else counts["redis_max"] is not None and trips <= SESSION_TRIPS,
             )
-    for row in floor_targets(r):
-        add(row["target"], row["measured"], row["goal"], row["met"])
+    rows += floor_targets(r)  # with why each missed one is missed
     scale = r.get("scale")
     if scale:
         small, large = scale["sizes"]
@@ -510,7 +509,7 @@ def floor_section(r: dict) -> str:
         f"paths ({fl['grid_pages']} grid, {fl['category_pages']} category and "
         f"{fl['product_pages']} product pages), all warm; the session visitor sends one of "
         f"{cfg['sessions']} cookies with a {_cart(r)} and the floor answers the body the shop "
-        f"served that visitor. {cfg['floor_rounds']} rounds of strictly alternating runs "
+        f"served that visitor. {_count(cfg['floor_rounds'], 'round')} of strictly alternating runs "
         f"(floor, shop, floor, shop, ...), {cfg['floor_duration']:g} s each at "
         f"{cfg['floor_connections']} connections, the same wrk script for both; each side's "
         "figure is its best run.",

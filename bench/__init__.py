@@ -1,4 +1,4 @@
-"""The benchmark: the shop against the conventional build and against the ceiling, in one run.
+"""The benchmark: the shop against the conventional build, the ceiling and the floor, in one run.
 
 ``python -m bench`` (``make bench``) runs everything and rewrites ``BENCHMARKS.md``;
 ``python -m bench --quick`` is a smoke run of a couple of minutes. See ``bench/__main__.py``.

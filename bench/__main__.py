@@ -6,6 +6,11 @@ Environment: ``BENCH_DURATION`` (seconds per wrk run, default 6), ``BENCH_ROUNDS
 ``BENCH_SCALE_LARGE`` (default 1000000), ``BENCH_SCALE_REPETITIONS`` (default 50),
 ``BENCH_WORKERS`` / ``BENCH_THREADS`` (gunicorn, default 2 x 4), ``BENCH_POSTGRES_URL``
 (default ``postgresql://postgres@127.0.0.1:5432``; the database ``bench`` is created there).
+The floor comparison: ``BENCH_FLOOR_ROUNDS`` (default 3), ``BENCH_FLOOR_CONNECTIONS`` (default
+``16,32``; quick ``32``), ``BENCH_FLOOR_DURATION`` (default 6; quick 5). The stack the
+benchmark starts takes ``STACK_PORT_BASE`` / ``STACK_PORT`` when they are set.
+
+``--quick --only floor`` runs just the shop against the floor, in about two minutes.
 """
 
 from __future__ import annotations
@@ -595,10 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
     }
-    log(
-        f"bench: {cfg['rounds']} round(s) x {cfg['duration']:g} s x {cfg['connections']} "
-        f"connections x 3 contenders x 2 workloads; mix; scale {cfg['scale_sizes']}; checkout"
-    )
+    log(f"bench: {', '.join(parts)}")
     status = 0
     try:
         redis_server = servers.start_redis(RESULTS / "logs")

@@ -26,6 +26,8 @@ COST_GROUPS = {
     "the catalogue's cache tiers": ("(shop/catalogue", "(shop/local_tier.py)"),
     "Redis round trips": ("Redis.execute_command (redis/",),
     "gunicorn's socket writes": ("write (gunicorn/util.py)",),
+    # getrandom(2) for a request id, a new session id, a CSRF token's mask.
+    "random bytes (secrets.token_bytes)": ("token_bytes (",),
 }
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 

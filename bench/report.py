@@ -250,8 +250,11 @@ def _why_slower(w: dict, ratio: float | None, goal: float) -> str:
     if "error" in profile:
         return f"{head}; py-spy failed: {profile['error']}"
     groups = ", ".join(f"{group} {share:.0%}" for group, share in profile.get("groups", [])[:4])
-    top = _informative(profile["self"])[:1]
-    on_top = f"; the frame most often on top: `{top[0][0]}` {top[0][1]:.0%}" if top else ""
+    waiting = ("(selectors.py)", "PollableMethodQueue.defer")  # gthread's loop, idle
+    top = [(f, n) for f, n in _informative(profile["self"]) if not any(w in f for w in waiting)]
+    on_top = (
+        f"; the frame most often on top (working): `{top[0][0]}` {top[0][1]:.0%}" if top else ""
+    )
     return f"{head}; of one shop worker's samples: {groups or 'no group matched'}{on_top}"
 
 

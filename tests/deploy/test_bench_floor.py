@@ -189,14 +189,17 @@ def test_a_profile_of_one_worker_is_grouped_by_what_the_time_is_for(tmp_path: Pa
         "handle (gunicorn/workers/gthread.py);open_session (shop/web/session_interface.py);"
         "Redis.execute_command (redis/client.py) 3\n"
         "handle (gunicorn/workers/gthread.py);write (gunicorn/util.py) 1\n"
+        "handle (gunicorn/workers/gthread.py);token_hex (secrets.py:59);"
+        "token_bytes (secrets.py:46) 10\n"
     )
     summary = profiling.summarise(raw, one_process=True)
-    assert summary["samples"] == 10
+    assert summary["samples"] == 20
     assert dict(summary["groups"]) == {
-        "Jinja rendering": 0.6,
-        "the session load": 0.3,
-        "Redis round trips": 0.3,
-        "gunicorn's socket writes": 0.1,
+        "random bytes (secrets.token_bytes)": 0.5,
+        "Jinja rendering": 0.3,
+        "the session load": 0.15,
+        "Redis round trips": 0.15,
+        "gunicorn's socket writes": 0.05,
     }
     # Without one_process, stacks need a master and a worker frame: these have neither.
     assert profiling.summarise(raw)["samples"] == 0

@@ -17,7 +17,7 @@ from deploy.stack.edge_purger import (
     header_values,
     tags_for,
 )
-from deploy.stack.topology import INVALIDATIONS_CHANNEL, _DEFAULT_REDIS_PREFIX
+from deploy.stack.topology import _DEFAULT_REDIS_PREFIX, INVALIDATIONS_CHANNEL
 from shop.catalogue_cache import CacheAside
 from shop.local_tier import LocalTier
 

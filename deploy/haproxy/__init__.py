@@ -30,6 +30,16 @@ class Tls:
 
 
 @dataclass(frozen=True)
+class CacheHop:
+    """An edge cache (Varnish, deploy/varnish) behind the edge rules: GET and HEAD go to it at
+    ``address`` (host:port), and it fetches its misses from a frontend of ours on
+    ``return_port``, which balances over the instances like the edge does."""
+
+    address: str
+    return_port: int
+
+
+@dataclass(frozen=True)
 class Edge:
     """What one topology's balancer needs that another's does not; nothing else varies."""
 
@@ -51,6 +61,8 @@ class Edge:
     stats_socket: str | None = None
     # Threads; None: HAProxy's default, one per CPU it may run on.
     threads: int | None = None
+    # An edge cache between the rules and the instances; None: requests go straight there.
+    cache: CacheHop | None = None
 
     def __post_init__(self) -> None:
         if not self.servers:

@@ -33,7 +33,8 @@ def _status(topology: Topology | None, echo: Echo = print) -> int:
     for name in COMPONENTS:
         entry = topology.component(name)
         state = "alive" if status[name] else "DEAD"
-        echo(f"  {name:<9} {state:<6} port {entry.port}  pid {entry.pid}")
+        port = f"port {entry.port}" if entry.port is not None else "no port"
+        echo(f"  {name:<9} {state:<6} {port}  pid {entry.pid}")
     if status["balancer"]:
         with contextlib.suppress(OSError):
             echo(f"  haproxy backends: {haproxy_backends(topology)}")

@@ -24,6 +24,8 @@ from deploy.stack.topology import (
     APP_NAMES,
     App,
     Balancer,
+    EdgeCache,
+    EdgePurger,
     PgServer,
     RedisServer,
     SmtpSink,
@@ -31,6 +33,7 @@ from deploy.stack.topology import (
     Topology,
     save_topology,
 )
+from deploy.stack.varnish import _start_cache, _start_purger
 
 # ------------------------------------------------------------------------------- components
 
@@ -46,6 +49,10 @@ def _start_one(topology: Topology, name: str, wait: bool = True) -> str:
         return _start_smtp(topology)
     if name in APP_NAMES:
         return _start_app(topology, name, wait)
+    if name == "cache":
+        return _start_cache(topology)
+    if name == "purger":
+        return _start_purger(topology)
     return _start_balancer(topology, wait)
 
 
@@ -57,8 +64,10 @@ def start_component(topology: Topology, name: str, *, wait: bool = True) -> Topo
         return topology
     if name in APP_NAMES:
         _clear_app_leftovers(entry)
-    if not _wait_port_free(entry.port):
+    if entry.port is not None and not _wait_port_free(entry.port):
         _require_ports_free({name: entry.port})
+    if isinstance(entry, EdgeCache) and not _wait_port_free(entry.purge_port):
+        _require_ports_free({"cache_purge": entry.purge_port})
     try:
         _start_one(topology, name, wait)
     finally:
@@ -81,10 +90,10 @@ def stop_component(topology: Topology, name: str) -> Topology:
         entry.pid = None
     if isinstance(entry, Balancer):
         Path(entry.stats_socket).unlink(missing_ok=True)
-    if isinstance(entry, (App, Balancer, SmtpSink)):  # Redis removes its own; PostgreSQL: none
-        Path(entry.pidfile).unlink(missing_ok=True)
+    if isinstance(entry, (App, Balancer, SmtpSink, EdgeCache, EdgePurger)):
+        Path(entry.pidfile).unlink(missing_ok=True)  # Redis removes its own; PostgreSQL: none
     save_topology(topology)
-    if not _wait_port_free(entry.port):
+    if entry.port is not None and not _wait_port_free(entry.port):
         raise StackError(f"{name} stopped but port {entry.port} is still taken")
     return topology
 

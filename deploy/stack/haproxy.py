@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from deploy.haproxy import Edge, Tls, render
+from deploy.haproxy import CacheHop, Edge, Tls, render
 from deploy.stack.processes import (
     _http_status,
     _pid_alive,
@@ -36,9 +36,10 @@ def stack_edge(topology: Topology) -> Edge:
     """What sets the stack's balancer apart from compose's: loopback ports, an HTTPS port with
     the stack's own certificate, the stats socket its tools read, and 127.0.0.1 (make bench,
     the stack tests' races) exempt from the rate rules. It shares a developer's machine with
-    three instances, PostgreSQL and Redis, hence two threads and a smaller maxconn."""
+    three instances, PostgreSQL and Redis, hence two threads and a smaller maxconn; and Varnish
+    between the rules and the instances for GET and HEAD."""
     entry = topology.balancer
-    if entry.tls_port is None or entry.tls_pem is None:
+    if entry.tls_port is None or entry.tls_pem is None or entry.from_cache_port is None:
         raise StackError("topology.json was written by an older stack.py: make stack-down first")
     return Edge(
         servers={name: f"{LOOPBACK}:{app.port}" for name, app in topology.apps.items()},
@@ -49,6 +50,8 @@ def stack_edge(topology: Topology) -> Edge:
         stats_socket=entry.stats_socket,
         threads=2,
         maxconn=2000,
+        # Varnish between the edge rules and the instances (deploy/stack/varnish.py).
+        cache=CacheHop(f"{LOOPBACK}:{topology.cache.port}", entry.from_cache_port),
     )
 
 

@@ -6,6 +6,7 @@ install instead of a traceback halfway through a start.
 
 from __future__ import annotations
 
+import glob
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class Program:
     package: str
     fallback: str | None = None  # used when it is not on PATH (as the start code does)
     in_pg_bin: bool = False  # looked for in STACK_PG_BIN, not on PATH
+    vmod: bool = False  # a Varnish module: found at its fallback (Varnish's vmod folder)
 
     def where(self, pg_bin: Path, which: Callable[[str], str | None]) -> str | None:
         """The path the stack would run, or None when it is not there."""
@@ -36,6 +38,12 @@ class Program:
         return None
 
 
+def _vmod_path(name: str) -> str:
+    """Where Debian puts a Varnish module (``/usr/lib/<multiarch>/varnish/vmods``)."""
+    found = sorted(glob.glob(f"/usr/lib/*/varnish/vmods/{name}"))
+    return found[0] if found else f"/usr/lib/x86_64-linux-gnu/varnish/vmods/{name}"
+
+
 PROGRAMS = (
     Program("initdb", "postgresql-15", in_pg_bin=True),
     Program("pg_ctl", "postgresql-15", in_pg_bin=True),
@@ -44,6 +52,11 @@ PROGRAMS = (
     Program("redis-server", "redis-server", fallback="/usr/bin/redis-server"),
     Program("haproxy", "haproxy", fallback="/usr/sbin/haproxy"),
     Program("openssl", "openssl"),
+    # The edge cache and its tag purges (deploy/varnish/shop.vcl.j2 imports xkey).
+    Program("varnishd", "varnish", fallback="/usr/sbin/varnishd"),
+    Program(
+        "libvmod_xkey.so", "varnish-modules", fallback=_vmod_path("libvmod_xkey.so"), vmod=True
+    ),
 )
 
 
@@ -80,7 +93,11 @@ def require_programs(
     lines = []
     for program in missing:
         place = f"in {pg_bin} (STACK_PG_BIN)" if program.in_pg_bin else "on PATH"
-        if program.fallback:
+        if program.vmod:
+            place = "in Varnish's vmod folder" + (
+                f" ({program.fallback})" if program.fallback else ""
+            )
+        elif program.fallback:
             place += f" or at {program.fallback}"
         lines.append(f"  {program.name}: not found {place}; Debian package {program.package}")
     packages = " ".join(dict.fromkeys(program.package for program in missing))

@@ -13,7 +13,10 @@ of their own, next to (never touching) any PostgreSQL or Redis already on the ma
   (rate limits, 413 for oversized bodies, HSTS over TLS); plain HTTP on the balancer port and
   HTTPS with a self-signed certificate (made with ``openssl`` on first start) on base+14. Its
   config is rendered at every start from ``deploy/haproxy/haproxy.cfg.j2``, the template
-  docker-compose's config is rendered from too (``haproxy.stack_edge`` says what differs).
+  docker-compose's config is rendered from too (``haproxy.stack_edge`` says what differs);
+- Varnish between HAProxy's edge rules and the instances for GET and HEAD (``deploy/varnish``,
+  fetching its misses from a second HAProxy frontend on base+6), and the edge purger that turns
+  the shop's catalogue invalidations into purges by tag (docs/edge-cache.md).
 
 Command line (``python deploy/stack/stack.py``)::
 
@@ -24,6 +27,7 @@ Command line (``python deploy/stack/stack.py``)::
 
 Environment: ``STACK_DIR`` (work folder, default ``.stack`` in the repo), ``STACK_PORT``
 (balancer, default 8000), ``STACK_PORT_BASE`` (default 25400: +0 primary, +1 replica, +2 Redis,
++3 the SMTP sink, +4 Varnish, +5 its purge socket, +6 HAProxy's frontend for Varnish's misses,
 +11..+13 app1..app3, +14 the balancer's HTTPS; below Linux's ephemeral range 32768-60999, so
 no outgoing connection can hold one of them), ``STACK_PG_BIN`` (default
 /usr/lib/postgresql/15/bin), ``STACK_PURGE``.
@@ -37,7 +41,8 @@ Python API. A :class:`Topology` is what ``<work>/topology.json`` holds, as datac
 ``url``, ``log``, ...), ``topology.redis`` (:class:`RedisServer`), ``topology.apps["app1"]``
 (:class:`App`: ``command``, ``env``, ``cwd``, ...), ``topology.balancer`` (:class:`Balancer`:
 ``url``, ``tls_url``, ``tls_pem``, ...); ``topology.component(name)`` takes the component
-names ``primary``, ``replica``, ``redis``, ``app1``, ``app2``, ``app3`` and ``balancer``.
+names ``primary``, ``replica``, ``redis``, ``smtp``, ``app1``, ``app2``, ``app3``, ``cache``
+(Varnish), ``purger`` and ``balancer``.
 Functions that start or stop something update the topology in place and save it.
 
 ``start_stack(work_dir=None, *, ports=None, seed_products=2000, echo=print) -> Topology``

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shop.config import Settings
 from shop.throttle import RULES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +21,7 @@ LOOPBACK = "127.0.0.1"
 
 APP_NAMES = ("app1", "app2", "app3")
 # Start order; stop order is the reverse.
-COMPONENTS = ("primary", "replica", "redis", "smtp", *APP_NAMES, "balancer")
+COMPONENTS = ("primary", "replica", "redis", "smtp", *APP_NAMES, "cache", "purger", "balancer")
 
 DEFAULT_PORT = 8000
 DEFAULT_PORT_BASE = 25400
@@ -30,6 +31,7 @@ STOP_TIMEOUT = 10.0
 Echo = Callable[[str], None]
 
 _SAVE_LOCK = threading.Lock()
+_DEFAULT_REDIS_PREFIX = Settings().redis_prefix
 
 
 class StackError(RuntimeError):
@@ -47,6 +49,9 @@ class Ports:
     apps: tuple[int, ...]
     balancer_tls: int
     smtp: int
+    cache: int  # Varnish, where the balancer sends GET and HEAD
+    cache_purge: int  # Varnish's purge socket (the edge purger's)
+    from_cache: int  # the balancer's frontend Varnish fetches from
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
@@ -57,7 +62,18 @@ class Ports:
         if base + 14 > 65535:
             raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+14")
         apps = (base + 11, base + 12, base + 13)
-        ports = cls(balancer, base, base + 1, base + 2, apps, base + 14, base + 3)
+        ports = cls(
+            balancer,
+            base,
+            base + 1,
+            base + 2,
+            apps,
+            base + 14,
+            base + 3,
+            base + 4,
+            base + 5,
+            base + 6,
+        )
         if len(set(ports.all().values())) != len(ports.all()):
             raise StackError(f"STACK_PORT={balancer} collides with a port derived from {base}")
         return ports
@@ -68,6 +84,9 @@ class Ports:
         named.update(zip(APP_NAMES, self.apps, strict=True))
         named["balancer"] = self.balancer
         named["balancer_tls"] = self.balancer_tls
+        named["cache"] = self.cache
+        named["cache_purge"] = self.cache_purge
+        named["balancer_from_cache"] = self.from_cache
         return named
 
 
@@ -148,6 +167,58 @@ class App:
 
 
 @dataclass
+class EdgeCache:
+    """Varnish between the balancer's edge rules and the instances (deploy/varnish): its
+    public port (the balancer's ``edge_cache`` backend), its purge port, its work folder
+    (``varnishd -n``: ``varnishlog -n`` and ``varnishstat -n`` read it)."""
+
+    port: int
+    purge_port: int
+    pid: int | None
+    pidfile: str
+    log: str
+    url: str
+    vcl: str
+    work_dir: str
+
+    @classmethod
+    def under(cls, work: Path, port: int, purge_port: int) -> EdgeCache:
+        return cls(
+            port=port,
+            purge_port=purge_port,
+            pid=None,
+            pidfile=str(work / "run" / "varnish.pid"),
+            log=str(work / "logs" / "varnish.log"),
+            url=f"http://{LOOPBACK}:{port}",
+            vcl=str(work / "varnish.vcl"),
+            work_dir=str(work / "varnish"),
+        )
+
+
+@dataclass
+class EdgePurger:
+    """The process that turns the shop's catalogue invalidations (a Redis channel) into purges
+    of the edge cache (deploy/stack/edge_purger.py). It listens on no port."""
+
+    pid: int | None
+    pidfile: str
+    log: str
+    redis_url: str
+    channel: str
+    port: None = None
+
+    @classmethod
+    def under(cls, work: Path, redis_url: str, channel: str) -> EdgePurger:
+        return cls(
+            pid=None,
+            pidfile=str(work / "run" / "edge_purger.pid"),
+            log=str(work / "logs" / "edge_purger.log"),
+            redis_url=redis_url,
+            channel=channel,
+        )
+
+
+@dataclass
 class Balancer:
     port: int
     pid: int | None
@@ -159,10 +230,16 @@ class Balancer:
     stats_socket: str
     pidfile: str
     log: str
+    # The frontend Varnish fetches from (None: a topology.json from before the edge cache).
+    from_cache_port: int | None = None
 
 
 _NO_TLS = {"tls_port": None, "tls_url": None, "tls_pem": None}
-Component = PgServer | RedisServer | SmtpSink | App | Balancer
+Component = PgServer | RedisServer | SmtpSink | App | EdgeCache | EdgePurger | Balancer
+
+# The channel the shop publishes every catalogue invalidation on (shop/catalogue_cache.py:
+# the catalogue cache's prefix, ``<SHOP_REDIS_PREFIX>cat:``, then ``invalidations``).
+INVALIDATIONS_CHANNEL = "{prefix}cat:invalidations"
 
 
 @dataclass
@@ -180,9 +257,12 @@ class Topology:
     redis: RedisServer
     apps: dict[str, App]
     smtp: SmtpSink
+    cache: EdgeCache
+    purger: EdgePurger
 
     def component(self, name: str) -> Component:
-        """``primary``, ``replica``, ``redis``, ``app1``..``app3`` or ``balancer``."""
+        """``primary``, ``replica``, ``redis``, ``smtp``, ``app1``..``app3``, ``cache``,
+        ``purger`` or ``balancer``."""
         if name in APP_NAMES:
             return self.apps[name]
         if name in COMPONENTS:
@@ -209,6 +289,20 @@ class Topology:
             smtp=SmtpSink(**data["smtp"])
             if "smtp" in data
             else SmtpSink.under(Path(data["work_dir"]), data["redis"]["port"] + 1),
+            # One from before the edge cache: a cache and a purger, not running (the balancer
+            # it recorded sends nothing to them).
+            cache=EdgeCache(**data["cache"])
+            if "cache" in data
+            else EdgeCache.under(
+                Path(data["work_dir"]), data["redis"]["port"] + 2, data["redis"]["port"] + 3
+            ),
+            purger=EdgePurger(**data["purger"])
+            if "purger" in data
+            else EdgePurger.under(
+                Path(data["work_dir"]),
+                data["redis"]["url"],
+                INVALIDATIONS_CHANNEL.format(prefix=_DEFAULT_REDIS_PREFIX),
+            ),
         )
 
 
@@ -348,6 +442,7 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
             stats_socket=str(run / "haproxy.sock"),
             pidfile=str(run / "haproxy.pid"),
             log=str(logs / "haproxy.log"),
+            from_cache_port=ports.from_cache,
         ),
         primary=primary,
         replica=replica,
@@ -360,4 +455,9 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
         ),
         apps=apps,
         smtp=smtp,
+        cache=EdgeCache.under(work, ports.cache, ports.cache_purge),
+        # The instances leave SHOP_REDIS_PREFIX at its default, so the channel is the default's.
+        purger=EdgePurger.under(
+            work, redis_url, INVALIDATIONS_CHANNEL.format(prefix=_DEFAULT_REDIS_PREFIX)
+        ),
     )

@@ -47,6 +47,7 @@ from deploy.stack.topology import (
     load_topology,
     save_topology,
 )
+from deploy.stack.varnish import _start_cache, _start_purger
 
 # ------------------------------------------------------------------------------ whole stack
 
@@ -105,8 +106,9 @@ def _summary(topology: Topology, echo: Echo) -> None:
     balancer = topology.balancer
     if balancer.tls_url is not None:
         echo(f"          {balancer.tls_url}  (certificate: {balancer.tls_pem})")
+    echo(f"cache     {topology.cache.url}  (Varnish; varnishlog -n {topology.cache.work_dir})")
     rows = [("balancer", topology.balancer.log)]
-    names = ("primary", "replica", "redis", "smtp")
+    names = ("cache", "purger", "primary", "replica", "redis", "smtp")
     rows += [(name, topology.component(name).log) for name in names]
     rows += [(name, app.log) for name, app in topology.apps.items()]
     rows.append(("setup", topology.setup_log))
@@ -171,6 +173,9 @@ def start_stack(
         lambda: _timed(echo, "primary", lambda: _start_primary(topology), topology),
         lambda: _timed(echo, "redis", lambda: _start_redis(topology), topology),
         lambda: _timed(echo, "smtp", lambda: _start_smtp(topology), topology),
+        # Varnish needs nothing else to start: a miss before the balancer is up gets a 503
+        # (nothing is sent to it until then).
+        lambda: _timed(echo, "cache", lambda: _start_cache(topology), topology),
     )
     save_topology(topology)
     _parallel(
@@ -178,6 +183,7 @@ def start_stack(
         lambda: _timed(
             echo, "schema", lambda: _migrate_and_seed(topology, seed_products), topology
         ),
+        lambda: _timed(echo, "purger", lambda: _start_purger(topology), topology),
     )
     _wait_replica_caught_up(topology)
     save_topology(topology)
@@ -243,7 +249,8 @@ def stop_stack(
     if purge:
         for sub in ("pg", "logs", "run", "redis", "mail"):
             shutil.rmtree(work / sub, ignore_errors=True)
-        for name in ("secret_key", "haproxy.cfg", "tls.pem", "topology.json.tmp"):
+        shutil.rmtree(work / "varnish", ignore_errors=True)
+        for name in ("secret_key", "haproxy.cfg", "varnish.vcl", "tls.pem", "topology.json.tmp"):
             (work / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             work.rmdir()
@@ -252,4 +259,6 @@ def stop_stack(
 
 
 def _ports_of(topology: Topology) -> dict[str, int]:
-    return {name: topology.component(name).port for name in COMPONENTS}
+    ports = {name: topology.component(name).port for name in COMPONENTS}
+    ports["cache_purge"] = topology.cache.purge_port
+    return {name: port for name, port in ports.items() if port is not None}

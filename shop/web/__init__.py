@@ -14,6 +14,7 @@ from .context import cart_count, csrf_token, current_user, services, shows_back_
 from .converters import IdConverter
 from .errors import register_error_handlers
 from .middleware import register_middleware
+from .static_assets import register_static_assets
 
 
 def format_money(cents: int) -> str:
@@ -45,6 +46,7 @@ def register(app: Flask) -> None:
     app.url_map.converters["id"] = IdConverter
     register_middleware(app)
     register_error_handlers(app)
+    register_static_assets(app)
     blueprints = (
         catalogue.bp,
         cart.bp,

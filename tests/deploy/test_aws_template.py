@@ -6,8 +6,10 @@ of it, nothing from a CIDR but the balancer, Multi-AZ and automatic failover on,
 transit encrypted, every tier in at least two Availability Zones, no stickiness, secrets that
 never appear in plain configuration, HSTS at the HTTPS listener, AWS WAF in front of the
 balancer with the same rate rules as HAProxy's in the other topologies, and the product images'
-bucket private, TLS-only and reachable by the tasks' role alone, on its prefix alone. (None of
-it has been deployed from here: the S3 image store is tested against moto, not AWS.)
+bucket private, TLS-only and reachable by the tasks' role alone, on its prefix alone; with
+CloudFrontDomainName, CloudFront in front keeping anonymous pages and static files but nothing
+personal, and the balancer answering CloudFront alone. (None of it has been deployed from here:
+the S3 image store is tested against moto, not AWS; CloudFront only by these checks.)
 
 Each ``check_*`` function returns the violations it finds (empty: fine). They run for several
 sets of parameters (two or three AZs, zero to three replicas, with and without HTTPS), and the
@@ -48,6 +50,12 @@ WORLD = ("0.0.0.0/0", "::/0")
 SECRET_NAME = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 TLS_SSLMODES = {"require", "verify-ca", "verify-full"}
 CERTIFICATE = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-0000-0000-000000000000"
+EDGE_CERTIFICATE = CERTIFICATE.replace("eu-west-1", "us-east-1")
+CLOUDFRONT = {
+    "CertificateArn": CERTIFICATE,
+    "CloudFrontDomainName": "shop.example.com",
+    "CloudFrontCertificateArn": EDGE_CERTIFICATE,
+}
 
 PARAMETER_SETS = {
     "defaults": {},
@@ -59,6 +67,7 @@ PARAMETER_SETS = {
     "no-replicas": {"ReplicaCount": "0"},
     "two-replicas": {"ReplicaCount": "2"},
     "images-in-the-database": {"ImageStorage": "database"},
+    "cloudfront": CLOUDFRONT,
 }
 
 
@@ -436,7 +445,15 @@ def check_waf(stack: Stack) -> list[str]:
         if rate is None:
             continue
         kind = "credential" if "ScopeDownStatement" in rate else "general"
-        if rate.get("AggregateKeyType") != "IP":
+        if stack.condition("UseCloudFront"):
+            # Behind CloudFront the balancer's peer is a CloudFront server: count the viewer's
+            # address, which CloudFront's function writes (never the viewer).
+            forwarded = rate.get("ForwardedIPConfig", {})
+            if rate.get("AggregateKeyType") != "FORWARDED_IP" or (
+                forwarded.get("HeaderName", "").lower() != VIEWER_ADDRESS
+            ):
+                problems.append(f"{where}: must count per viewer address ({VIEWER_ADDRESS})")
+        elif rate.get("AggregateKeyType") != "IP":
             problems.append(f"{where}: must count per client address (AggregateKeyType IP)")
         limit = raw_rules[rule["Name"]]["Statement"]["RateBasedStatement"].get("Limit")
         if not (isinstance(limit, dict) and limit.get("Ref") in stack.template["Parameters"]):
@@ -458,6 +475,209 @@ def check_waf(stack: Stack) -> list[str]:
     if len(common) != 1 or common[0] not in ({"Count": {}}, {"None": {}}):
         problems.append(f"{name}: AWSManagedRulesCommonRuleSet, in count or block mode")
     return problems
+
+
+# -- CloudFront in front of the balancer ---------------------------------------------------------
+
+VIEWER_ADDRESS = "x-viewer-address"
+YEAR = 31_536_000
+SESSION_COOKIES = {
+    Settings.__dataclass_fields__["session_cookie_name"].default,
+    "__Host-" + Settings.__dataclass_fields__["session_cookie_name"].default,
+}
+MANAGED_CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+
+
+def _cache_key(stack: Stack, behaviour: dict[str, Any]) -> dict[str, Any]:
+    policy = stack.properties(logical_id(behaviour.get("CachePolicyId")) or "")
+    return policy.get("CachePolicyConfig", {})
+
+
+def check_cloudfront(stack: Stack) -> list[str]:
+    """With CloudFrontDomainName: one distribution on the shop's host name, HTTPS only to the
+    viewer and to the balancer; HTML keyed on the URL and the session cookie alone (so
+    anonymous visitors share a copy and nothing unmarked is kept); static files and images
+    kept a year without cookies; the API never kept; the balancer answering CloudFront only
+    (a generated origin header), keeping CloudFront's X-Forwarded-For. Without it: none."""
+    distributions = stack.resources("AWS::CloudFront::Distribution")
+    balancer = stack.properties("LoadBalancer")
+    xff = {a["Key"]: a["Value"] for a in balancer["LoadBalancerAttributes"]}.get(
+        "routing.http.xff_header_processing.mode"
+    )
+    if not stack.condition("UseCloudFront"):
+        problems = [f"{name}: no CloudFront without its host name" for name in distributions]
+        if xff != "append":
+            problems.append("LoadBalancer: without CloudFront, X-Forwarded-For is appended to")
+        return problems
+    if len(distributions) != 1:
+        return [f"expected one AWS::CloudFront::Distribution, found {sorted(distributions)}"]
+    ((name, distribution),) = distributions.items()
+    config = distribution["DistributionConfig"]
+    problems = []
+    if config.get("Aliases") != [stack.parameters["CloudFrontDomainName"]]:
+        problems.append(f"{name}: its alias must be CloudFrontDomainName")
+    viewer = config.get("ViewerCertificate", {})
+    if viewer.get("AcmCertificateArn") != stack.parameters["CloudFrontCertificateArn"] or (
+        viewer.get("SslSupportMethod") != "sni-only"
+    ):
+        problems.append(f"{name}: the us-east-1 certificate, SNI only")
+    (origin,) = config["Origins"]
+    custom = origin.get("CustomOriginConfig", {})
+    if custom.get("OriginProtocolPolicy") != "https-only" or custom.get("OriginSSLProtocols") != [
+        "TLSv1.2"
+    ]:
+        problems.append(f"{name}: the balancer must be fetched over HTTPS (TLS 1.2) only")
+    headers = {h["HeaderName"]: h["HeaderValue"] for h in origin.get("OriginCustomHeaders", [])}
+    secret = headers.get("X-Origin-Verify", "")
+    if not secret.startswith("{{resolve:secretsmanager:"):
+        problems.append(f"{name}: X-Origin-Verify must come from Secrets Manager, is {secret!r}")
+
+    default = config["DefaultCacheBehavior"]
+    behaviours = {b["PathPattern"]: b for b in config.get("CacheBehaviors", [])}
+    for where, behaviour in [("default", default), *behaviours.items()]:
+        if behaviour.get("ViewerProtocolPolicy") not in ("redirect-to-https", "https-only"):
+            problems.append(f"{name} {where}: viewers must be on HTTPS")
+        if sorted(behaviour.get("CachedMethods", [])) != ["GET", "HEAD"]:
+            problems.append(f"{name} {where}: only GET and HEAD may be kept")
+    pages = _cache_key(stack, default)
+    key = pages.get("ParametersInCacheKeyAndForwardedToOrigin", {})
+    cookies = key.get("CookiesConfig", {})
+    if cookies.get("CookieBehavior") != "whitelist" or set(cookies.get("Cookies", [])) != (
+        SESSION_COOKIES
+    ):
+        problems.append(f"{name} default: the page key's cookies must be the session's alone")
+    if key.get("HeadersConfig", {}).get("HeaderBehavior") != "none":
+        problems.append(f"{name} default: no header in the page key")
+    if key.get("QueryStringsConfig", {}).get("QueryStringBehavior") != "all":
+        problems.append(f"{name} default: the whole query string in the page key")
+    if int(pages.get("MinTTL", -1)) != 0 or int(pages.get("DefaultTTL", -1)) != 0:
+        problems.append(f"{name} default: kept only as the shop says (MinTTL 0, DefaultTTL 0)")
+    if "POST" not in default.get("AllowedMethods", []):
+        problems.append(f"{name} default: forms must reach the shop (POST allowed)")
+    for path in ("/static/*", "/images/*"):
+        behaviour = behaviours.get(path)
+        if behaviour is None:
+            problems.append(f"{name}: no behaviour for {path}")
+            continue
+        static = _cache_key(stack, behaviour)
+        key = static.get("ParametersInCacheKeyAndForwardedToOrigin", {})
+        if key.get("CookiesConfig", {}).get("CookieBehavior") != "none":
+            problems.append(f"{name} {path}: no cookies")
+        if int(static.get("DefaultTTL", 0)) < YEAR or int(static.get("MaxTTL", 0)) < YEAR:
+            problems.append(f"{name} {path}: kept a year (immutable)")
+        if key.get("QueryStringsConfig", {}).get("QueryStringBehavior") != "all":
+            problems.append(f"{name} {path}: the fingerprint (?v=) must be in the key")
+    api = behaviours.get("/api/*", {})
+    if api.get("CachePolicyId") != MANAGED_CACHING_DISABLED:
+        problems.append(f"{name} /api/*: never kept (CachingDisabled)")
+
+    listener = stack.properties("HttpsListener")
+    if [a.get("Type") for a in listener.get("DefaultActions", [])] != ["fixed-response"]:
+        problems.append("HttpsListener: must refuse what does not come from CloudFront")
+    rules = [
+        r
+        for r in stack.resources("AWS::ElasticLoadBalancingV2::ListenerRule").values()
+        if logical_id(r.get("ListenerArn")) == "HttpsListener"
+    ]
+    verified = [
+        c["HttpHeaderConfig"]
+        for r in rules
+        for c in r.get("Conditions", [])
+        if c.get("Field") == "http-header"
+    ]
+    if verified != [{"HttpHeaderName": "X-Origin-Verify", "Values": [secret]}]:
+        problems.append("HttpsListener: forwards only with CloudFront's X-Origin-Verify")
+    if xff != "preserve":
+        problems.append("LoadBalancer: must keep CloudFront's X-Forwarded-For (preserve)")
+    function = stack.properties("ViewerAddress").get("FunctionCode", "")
+    if f"headers['{VIEWER_ADDRESS}'] = {{value: event.viewer.ip}}" not in function:
+        problems.append(f"ViewerAddress: must write {VIEWER_ADDRESS} from event.viewer.ip")
+    if stack.environment(APP_TASK, APP_CONTAINER).get("SHOP_TRUSTED_PROXIES") != "1":
+        problems.append("SHOP_TRUSTED_PROXIES must stay 1: the balancer adds no entry")
+    return problems
+
+
+def test_cloudfront_keeps_anonymous_pages_and_static_files_and_nothing_personal(stack):
+    assert check_cloudfront(stack) == []
+
+
+def test_cloudfront_needs_both_certificates(template):
+    """A host name without the certificates makes no half a CloudFront: the template's rule
+    refuses it (CloudFormation checks Rules before creating anything)."""
+    (rule,) = template["Rules"].values()
+    assertions = json.dumps(rule["Assertions"])
+    assert "CertificateArn" in assertions and "CloudFrontCertificateArn" in assertions
+    half = Stack.of(template, Image="example/shop:1", CloudFrontDomainName="shop.example.com")
+    assert half.resources("AWS::CloudFront::Distribution") == {}
+
+
+def _distribution(template: Template) -> dict[str, Any]:
+    return _resources(template)["Distribution"]["Properties"]["DistributionConfig"]
+
+
+def _all_cookies_in_the_page_key(template: Template) -> None:
+    config = _resources(template)["PageCachePolicy"]["Properties"]["CachePolicyConfig"]
+    config["ParametersInCacheKeyAndForwardedToOrigin"]["CookiesConfig"] = {"CookieBehavior": "all"}
+
+
+def _pages_kept_by_default(template: Template) -> None:
+    _resources(template)["PageCachePolicy"]["Properties"]["CachePolicyConfig"]["DefaultTTL"] = 60
+
+
+def _static_with_cookies(template: Template) -> None:
+    _resources(template)["StaticCachePolicy"]["Properties"]["CachePolicyConfig"][
+        "ParametersInCacheKeyAndForwardedToOrigin"
+    ]["CookiesConfig"] = {"CookieBehavior": "all"}
+
+
+def _plain_http_viewers(template: Template) -> None:
+    _distribution(template)["DefaultCacheBehavior"]["ViewerProtocolPolicy"] = "allow-all"
+
+
+def _plain_http_origin(template: Template) -> None:
+    origin = _distribution(template)["Origins"][0]["CustomOriginConfig"]
+    origin["OriginProtocolPolicy"] = "http-only"
+
+
+def _balancer_open_to_all(template: Template) -> None:
+    listener = _resources(template)["HttpsListener"]["Properties"]
+    listener["DefaultActions"] = [{"Type": "forward", "TargetGroupArn": {"Ref": "TargetGroup"}}]
+
+
+def _posts_kept(template: Template) -> None:
+    _distribution(template)["DefaultCacheBehavior"]["CachedMethods"] = ["GET", "HEAD", "OPTIONS"]
+
+
+def _waf_counting_cloudfront(template: Template) -> None:
+    for rule in _waf(template)["Rules"]:
+        rate = rule["Statement"].get("RateBasedStatement")
+        if rate:
+            rate["AggregateKeyType"] = "IP"
+            rate.pop("ForwardedIPConfig")
+
+
+CLOUDFRONT_BREAKAGES = [
+    (_all_cookies_in_the_page_key, check_cloudfront, "the session's alone"),
+    (_pages_kept_by_default, check_cloudfront, "DefaultTTL 0"),
+    (_static_with_cookies, check_cloudfront, "/static/*: no cookies"),
+    (_plain_http_viewers, check_cloudfront, "viewers must be on HTTPS"),
+    (_plain_http_origin, check_cloudfront, "over HTTPS (TLS 1.2) only"),
+    (_balancer_open_to_all, check_cloudfront, "must refuse"),
+    (_posts_kept, check_cloudfront, "only GET and HEAD"),
+    (_waf_counting_cloudfront, check_waf, "per viewer address"),
+]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "check", "complaint"),
+    CLOUDFRONT_BREAKAGES,
+    ids=[b.__name__.strip("_") for b, _, _ in CLOUDFRONT_BREAKAGES],
+)
+def test_each_cloudfront_check_catches_a_broken_copy(template, breakage, check, complaint):
+    broken = copy.deepcopy(template)
+    breakage(broken)
+    problems = check(Stack.of(broken, Image="example/shop:1", **CLOUDFRONT))
+    assert any(complaint in problem for problem in problems), problems
 
 
 def _credential_scope(where: str, scope: dict[str, Any]) -> list[str]:

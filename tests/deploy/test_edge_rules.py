@@ -246,7 +246,9 @@ def edge_rules(text: str) -> list[str]:
     for words in section(text, "frontend"):
         if (
             words == ["option", "http-buffer-request"]
-            or (words[0] == "acl" and words[1] != "rate_exempt")
+            # (rate_exempt names each topology's own tools; cacheable_method routes to the
+            # stack's edge cache, after the rules)
+            or (words[0] == "acl" and words[1] not in ("rate_exempt", "cacheable_method"))
             or words[:2] == ["http-request", "return"]
             or words[1].startswith("track-sc")
             or words[0] == "http-after-response"
@@ -404,7 +406,8 @@ def test_the_configs_differ_only_where_the_topologies_do(tmp_path):
     rule, timeout or check changed in the template changes both, and only there."""
     stack = stack_edge_in(tmp_path)
     assert stack.tls is not None and stack.stats_socket is not None
-    ports = zip(APP_NAMES, Ports.from_env({}).apps, strict=True)
+    cache_ports = Ports.from_env({})
+    ports = zip(APP_NAMES, cache_ports.apps, strict=True)
     stack_only, compose_only = differences(directives(render(stack)), directives(render(COMPOSE)))
 
     def backends(default_server: str, servers: dict[str, str]) -> list[str]:
@@ -425,6 +428,17 @@ def test_the_configs_differ_only_where_the_topologies_do(tmp_path):
         f"frontend edge: bind 127.0.0.1:{stack.port}",
         f"frontend edge: bind 127.0.0.1:{stack.tls.port} ssl crt {stack.tls.pem}",
         "frontend edge: acl rate_exempt src 127.0.0.1",
+        # The stack's edge cache (Varnish): GET and HEAD through it, after the rules, and the
+        # frontend it fetches from, which adds nothing to what the edge said.
+        "frontend edge: acl cacheable_method method GET HEAD",
+        "frontend edge: use_backend edge_cache if cacheable_method { nbsrv(edge_cache) gt 0 }",
+        "frontend from_cache",
+        f"frontend from_cache: bind 127.0.0.1:{cache_ports.from_cache}",
+        "frontend from_cache: use_backend shop_alive if { nbsrv(shop) eq 0 }",
+        "frontend from_cache: default_backend shop",
+        "backend edge_cache",
+        "backend edge_cache: default-server inter 1s fall 2 rise 2",
+        f"backend edge_cache: server varnish 127.0.0.1:{cache_ports.cache} check",
         *backends("inter 1s fall 2 rise 2", {name: f"127.0.0.1:{port}" for name, port in ports}),
     ]
     assert compose_only == [

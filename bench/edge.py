@@ -1,9 +1,9 @@
 """The edge's hit ratio: anonymous visitors browsing through the stack's HTTP cache in front of
 the balancer while a product changes every second, through the shop's real write path.
 
-A stack has an edge when its topology names one (``edge`` among
-``deploy.stack.topology.COMPONENTS``, an ``edge`` record with its URL in ``topology.json``);
-each response says ``X-Cache: HIT`` or ``MISS``. Without one, nothing is measured and the
+A stack has an edge when its topology has the ``cache`` component (Varnish, between HAProxy's
+edge rules and the instances: docs/edge-cache.md); visitors reach it through the stack's public
+URL, where GET and HEAD pass through it, and each response says ``X-Cache: HIT`` or ``MISS``. Without one, nothing is measured and the
 results say why: a ratio nobody measured is not reported.
 
 The change is ``flask --app shop product set ID --stock N``, invoked in this process on an app
@@ -45,22 +45,22 @@ end
 """
 
 
+EDGE_COMPONENT = "cache"
+
+
 def stack_has_edge() -> bool:
     """Whether the stacks this code starts have an edge at all (no stack needs to run)."""
-    return "edge" in stack_topology.COMPONENTS
+    return EDGE_COMPONENT in stack_topology.COMPONENTS
 
 
 def edge_url(work_dir: Path) -> str | None:
-    """The edge's URL from a running stack's ``topology.json``, None without an edge."""
+    """Where visitors reach a running stack's edge (its public URL, whose GETs pass through
+    the cache), from ``topology.json``; None when that stack has no cache."""
     data = json.loads((Path(work_dir) / "topology.json").read_text())
-    edge = data.get("edge")
-    if not isinstance(edge, dict):
+    if not isinstance(data.get(EDGE_COMPONENT), dict):
         return None
-    if edge.get("url"):
-        return str(edge["url"])
-    if edge.get("port"):
-        return f"http://{stack_topology.LOOPBACK}:{edge['port']}"
-    return None
+    url = data.get("url")
+    return str(url) if url else None
 
 
 def not_measured(reason: str) -> dict:

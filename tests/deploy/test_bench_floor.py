@@ -153,13 +153,12 @@ def test_the_edge_script_counts_hits_misses_and_answers_without_the_header(tmp_p
 
 
 def test_the_edge_is_found_only_where_the_topology_records_one(tmp_path):
-    (tmp_path / "topology.json").write_text(json.dumps({"balancer": {"url": "http://b"}}))
-    assert edge.edge_url(tmp_path) is None
-    (tmp_path / "topology.json").write_text(json.dumps({"edge": {"url": "http://e:1"}}))
-    assert edge.edge_url(tmp_path) == "http://e:1"
-    (tmp_path / "topology.json").write_text(json.dumps({"edge": {"port": 28590, "pid": 1}}))
-    assert edge.edge_url(tmp_path) == "http://127.0.0.1:28590"
-    assert edge.stack_has_edge() == ("edge" in edge.stack_topology.COMPONENTS)
+    (tmp_path / "topology.json").write_text(json.dumps({"url": "http://b:1"}))
+    assert edge.edge_url(tmp_path) is None  # a stack from before the edge cache
+    cache = {"port": 28590, "pid": 1}
+    (tmp_path / "topology.json").write_text(json.dumps({"url": "http://b:1", "cache": cache}))
+    assert edge.edge_url(tmp_path) == "http://b:1"  # its GETs go through the cache
+    assert edge.stack_has_edge()  # the stacks this code starts have one
 
 
 def test_product_changes_go_to_the_products_browsed_and_failures_are_kept():

@@ -3,8 +3,9 @@ the balancer while a product changes every second, through the shop's real write
 
 A stack has an edge when its topology has the ``cache`` component (Varnish, between HAProxy's
 edge rules and the instances: docs/edge-cache.md); visitors reach it through the stack's public
-URL, where GET and HEAD pass through it, and each response says ``X-Cache: HIT`` or ``MISS``. Without one, nothing is measured and the
-results say why: a ratio nobody measured is not reported.
+URL, where GET and HEAD pass through it, and each response says ``X-Cache: HIT`` or ``MISS``.
+Without one, nothing is measured and the results say why: a ratio nobody measured is not
+reported.
 
 The change is ``flask --app shop product set ID --stock N``, invoked in this process on an app
 built with an instance's own environment (its settings, its database, its Redis): the same

@@ -65,24 +65,30 @@ def refuse_unusable_text() -> None:
             check_text(value, field=name)
 
 
-def _refuse_cross_origin() -> None:
-    """A browser says where a request comes from (``Sec-Fetch-Site``, else ``Origin``); a
-    state change from another site is refused even with a valid token, as Go's
-    ``CrossOriginProtection`` and Django do. Clients that send neither (curl, the API's
-    clients) are left to the token."""
-    if request.method not in UNSAFE_METHODS:
-        return
+def same_origin() -> bool | None:
+    """What the browser says about where the request comes from: True for this site's own
+    pages (or the address typed by the user), False for another site, None when it says
+    nothing (curl, the API's clients, a browser from before 2020). ``Sec-Fetch-Site`` first,
+    else ``Origin``: every current browser sends one of them on a POST."""
     fetch_site = request.headers.get("Sec-Fetch-Site")
     if fetch_site is not None:
-        if fetch_site in ("same-origin", "none"):
-            return
-    else:
-        origin = request.headers.get("Origin")
-        if origin is None or urlsplit(origin).netloc == request.host:
-            return
-    raise CrossOriginRefused(
-        "This request came from another site and was refused. Use the shop's own pages."
-    )
+        return fetch_site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    return urlsplit(origin).netloc == request.host
+
+
+def _refuse_cross_origin() -> None:
+    """A state change from another site is refused even with a valid token, as Go's
+    ``CrossOriginProtection`` and Django do. Clients that send neither header are left to the
+    token (``check_csrf``)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    if same_origin() is False:
+        raise CrossOriginRefused(
+            "This request came from another site and was refused. Use the shop's own pages."
+        )
 
 
 def _check_csrf() -> None:
@@ -92,11 +98,17 @@ def _check_csrf() -> None:
 
 
 def check_csrf() -> None:
-    """Refuse a state change without this session's token."""
+    """Refuse a state change without this session's token, unless a browser says it comes
+    from this site's own page (:func:`same_origin`): Fetch Metadata needs no token, as Go's
+    ``CrossOriginProtection`` decides, so pages can be the same bytes for every visitor. Only
+    a request that says nothing about its origin (not a browser another site could trick into
+    sending it, or one too old to say) must prove itself with the token."""
     if request.method not in UNSAFE_METHODS or request.routing_exception is not None:
         return  # no such route (404/405): nothing would change, so say that instead
     if getattr(current_app.view_functions.get(request.endpoint or ""), "csrf_exempt", False):
         return  # a provider's call (signed), not the shopper's browser
+    if same_origin():
+        return
     token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
     current = shop_session()
     if current.fresh or not csrf_token_valid(current_app.config["SECRET_KEY"], current.sid, token):

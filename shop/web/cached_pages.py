@@ -1,0 +1,73 @@
+"""Catalogue pages served from the page cache (shop/page_cache.py): the header's hole filled
+per request, and the headers that let a shared cache keep an anonymous visitor's page.
+
+An anonymous visitor (no session cookie, or one whose session has no record in Redis) gets the
+same bytes as every other anonymous visitor, no cookie, ``Cache-Control: public`` with a short
+``s-maxage`` and an ``xkey`` header naming what the page shows, for an edge cache to purge by
+(``shop`` on every page, ``p<id>`` for each product). A visitor with a session gets the same
+page with their cart count and account links filled in, ``private``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from flask import Response, current_app, request
+from markupsafe import Markup
+
+from .context import cart_count, current_user, services, shop_session, shows_back_office
+
+Render = Callable[[bool], tuple[str, Iterable[int]]]
+
+_ANONYMOUS = "shop_anonymous_account_nav"
+
+
+def account_nav() -> Markup:
+    """The header's cart and account links for this request's visitor (a Jinja global, and
+    the fill of a cached page's hole)."""
+    return _render_nav(cart_count(), current_user(), shows_back_office())
+
+
+def _render_nav(count: int | None, user: dict | None, back_office: bool) -> Markup:
+    template = current_app.jinja_env.get_template("_account_nav.html")
+    return Markup(template.render(count=count, user=user, back_office=back_office))
+
+
+def _anonymous_nav() -> str:
+    """The same for every anonymous visitor: rendered once per app."""
+    nav = current_app.extensions.get(_ANONYMOUS)
+    if nav is None:
+        nav = current_app.extensions[_ANONYMOUS] = str(_render_nav(0, None, False))
+    return nav
+
+
+def serve(key: str, render: Render) -> Response:
+    """The page under ``key`` in the page cache (``render(True)`` on a miss: its text with the
+    hole, and the products it shows), filled for this visitor. The page an add-to-cart
+    redirects to carries a notice for this visitor alone: rendered in full (``render(False)``)
+    and not kept."""
+    current = shop_session()
+    if "added" in request.args:
+        html, _ = render(False)
+        return _private(current_app.response_class(html, mimetype="text/html"))
+    page = services().pages.get(key, lambda: render(True))
+    xkey = " ".join(["shop", *(f"p{product_id}" for product_id in page.products)])
+    if not current.stored and current.user_id is None and not current.unavailable:
+        response = current_app.response_class(page.filled(_anonymous_nav()), mimetype="text/html")
+        settings = services().settings
+        response.headers["Cache-Control"] = (
+            f"public, max-age=0, s-maxage={settings.page_edge_seconds}, "
+            f"stale-while-revalidate={settings.page_edge_stale_seconds}"
+        )
+        response.headers["Vary"] = "Cookie"  # a visitor with a session sees their own header
+    else:
+        response = _private(
+            current_app.response_class(page.filled(account_nav()), mimetype="text/html")
+        )
+    response.headers["xkey"] = xkey
+    return response
+
+
+def _private(response: Response) -> Response:
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response

@@ -49,25 +49,26 @@ def serve(key: str, render: Render) -> Response:
     current = shop_session()
     if "added" in request.args:
         html, _ = render(False)
-        return _private(current_app.response_class(html, mimetype="text/html"))
+        return current_app.response_class(html, headers=_PRIVATE)
     page = services().pages.get(key, lambda: render(True))
-    xkey = " ".join(["shop", *(f"p{product_id}" for product_id in page.products)])
+    xkey = ("xkey", " ".join(["shop", *[f"p{product_id}" for product_id in page.products]]))
     if not current.stored and current.user_id is None and not current.unavailable:
-        response = current_app.response_class(page.filled(_anonymous_nav()), mimetype="text/html")
-        settings = services().settings
-        response.headers["Cache-Control"] = (
-            f"public, max-age=0, s-maxage={settings.page_edge_seconds}, "
-            f"stale-while-revalidate={settings.page_edge_stale_seconds}"
+        return current_app.response_class(
+            page.filled(_anonymous_nav()), headers=[*_public_headers(), xkey]
         )
-        response.headers["Vary"] = "Cookie"  # a visitor with a session sees their own header
-    else:
-        response = _private(
-            current_app.response_class(page.filled(account_nav()), mimetype="text/html")
-        )
-    response.headers["xkey"] = xkey
-    return response
+    return current_app.response_class(page.filled(account_nav()), headers=[*_PRIVATE, xkey])
 
 
-def _private(response: Response) -> Response:
-    response.headers["Cache-Control"] = "private, no-cache"
-    return response
+_HTML = ("Content-Type", "text/html; charset=utf-8")
+_PRIVATE = [_HTML, ("Cache-Control", "private, no-cache")]
+
+
+def _public_headers() -> list[tuple[str, str]]:
+    """An anonymous page's: any shared cache may keep it for a few seconds (browsers always
+    ask again), and a visitor with a session cookie must not be given it."""
+    settings = services().settings
+    cache_control = (
+        f"public, max-age=0, s-maxage={settings.page_edge_seconds}, "
+        f"stale-while-revalidate={settings.page_edge_stale_seconds}"
+    )
+    return [_HTML, ("Cache-Control", cache_control), ("Vary", "Cookie")]

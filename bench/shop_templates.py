@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import Blueprint, Flask, abort
+from flask import Blueprint, Flask, abort, request
+from markupsafe import Markup
 
 from shop.catalogue import stock_state  # the shop's own filter: the same text, the same cost
 
@@ -56,9 +57,30 @@ def register_page_support(
     those outside the benchmark answer 404). ``cart_add`` serves ``POST /cart/add`` if given."""
     app.jinja_env.filters["money"] = money
     app.jinja_env.filters["stock_state"] = stock_state
+
+    def account_nav() -> Markup:
+        """The shop's header links (its ``_account_nav.html``), rendered per request."""
+        template = app.jinja_env.get_template("_account_nav.html")
+        nav = template.render(count=cart_count(), user=current_user(), back_office=False)
+        return Markup(nav)
+
     app.jinja_env.globals.update(
-        csrf_token=csrf_token, cart_count=cart_count, current_user=current_user
+        csrf_token=csrf_token,
+        cart_count=cart_count,
+        current_user=current_user,
+        account_nav=account_nav,
+        added_to_cart=lambda: None,  # the notice after an add: not part of the benchmark
     )
+
+    @app.context_processor
+    def page_links() -> dict:
+        """What the shop's catalogue views pass (from their canonical query): the page's own
+        URL for the add forms' ``next``, and the pager's arguments."""
+        return {
+            "next_url": request.full_path.rstrip("?"),
+            "link_args": {"category": request.args.get("category") or None},
+        }
+
     cart = Blueprint("cart", __name__, url_prefix="/cart")
     cart.add_url_rule("", "view", _not_benchmarked, methods=["GET"])
     cart.add_url_rule("/add", "add", cart_add or _not_benchmarked, methods=["POST"])

@@ -206,6 +206,22 @@ def recount_categories(conn: Connection) -> None:
 # -- the cached catalogue ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class GridQuery:
+    """A grid page in canonical form: two requests that show the same products are equal."""
+
+    category: dict[str, Any] | None  # its record (id, slug, name), or None for every category
+    text: str  # normalised (:func:`normalise_query`); "" when not a search
+    page: int
+    per_page: int
+
+    @property
+    def key_parts(self) -> tuple[object, ...]:
+        digest = hashlib.sha1(self.text.encode()).hexdigest()[:16] if self.text else "-"
+        category_id = self.category["id"] if self.category else "-"
+        return ("l", category_id, digest, self.page, self.per_page)
+
+
 @dataclass
 class Catalogue:
     """The catalogue read cache-aside. ``changes`` is for a cache nobody else can reach (the
@@ -277,22 +293,38 @@ class Catalogue:
         per_page: int,
         admit: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """One grid page of a category and/or a search; 404 past the last page. Only the
-        allowed page sizes and pages within the result window are read (400 otherwise), and
-        the cache key holds only canonical values: the category's id, the normalised text.
-        ``admit`` is asked before the page is read from the database (see
-        :meth:`CacheAside.get_or_load`): a rate limit raises from it."""
+        """One grid page of a category and/or a search (:meth:`grid_query`, then
+        :meth:`read_page`)."""
+        return self.read_page(
+            self.grid_query(category=category, q=q, page=page, per_page=per_page), admit=admit
+        )
+
+    def grid_query(
+        self, *, category: str | None, q: str | None, page: int, per_page: int
+    ) -> GridQuery:
+        """What a grid request asks for, in canonical form (the category's record, the
+        normalised text): the one thing its cache keys and links are made of. Only the allowed
+        page sizes and pages within the result window pass (400 otherwise); an unknown
+        category is 404."""
         self.paging.check(page, per_page)
         self._follow_other_writers()
-        category_id = self.category(category)["id"] if category else None
-        text = normalise_query(q)
-        digest = hashlib.sha1(text.encode()).hexdigest()[:16] if text else "-"
-        key = self.cache.key("l", category_id or "-", digest, page, per_page)
+        found = self.category(category) if category else None
+        return GridQuery(found, normalise_query(q), page, per_page)
+
+    def read_page(
+        self, query: GridQuery, *, admit: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """The page's products; 404 past the last page. ``admit`` is asked before the page is
+        read from the database (see :meth:`CacheAside.get_or_load`): a rate limit raises
+        from it."""
+        self._follow_other_writers()
+        category_id = query.category["id"] if query.category else None
+        page, per_page = query.page, query.per_page
         result = self.cache.get_or_load(
-            key,
+            self.cache.key(*query.key_parts),
             lambda position: self.engines.read(
                 lambda conn: query_page(
-                    conn, category_id=category_id, q=text, page=page, per_page=per_page
+                    conn, category_id=category_id, q=query.text, page=page, per_page=per_page
                 ),
                 min_position=position,
             ),

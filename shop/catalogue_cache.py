@@ -25,6 +25,7 @@ Values it returns are shared between requests: callers must not modify them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -59,6 +60,12 @@ for i = 4, #KEYS do
   if redis.call('TTL', KEYS[i]) < ttl + 1 then redis.call('EXPIRE', KEYS[i], ttl + 1) end
 end
 return 1
+"""
+
+# KEYS: lock. ARGV: token. Only the rebuild that took the lock lets it go.
+_UNLOCK_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: epoch, write position, list generation, then tag keys, then plain keys. ARGV: number
@@ -131,6 +138,7 @@ class CacheAside:
         self._generation = 0  # the list generation this process saw last
         self._store = client.register_script(_STORE_SCRIPT)
         self._invalidate = client.register_script(_INVALIDATE_SCRIPT)
+        self._unlock = client.register_script(_UNLOCK_SCRIPT)
         self._last_outage_log = 0.0
 
     def key(self, *parts: object) -> str:
@@ -156,11 +164,13 @@ class CacheAside:
         tags: Callable[[Any], Iterable[int]] | None = None,
         is_list: bool = False,
         admit: Callable[[], None] | None = None,
+        prepare: Callable[[Any], Any] | None = None,
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
         reader. ``admit`` is called once before this request would read the database (a miss,
         before the rebuild lock is taken, or Redis down), never on a hit: whatever it raises
-        propagates, with no lock taken and nothing stored."""
+        propagates, with no lock taken and nothing stored. ``prepare`` turns the stored (JSON)
+        value into what is returned and kept in this process, once per entry, not per hit."""
         generation = 0
         if self.local is not None:
             value = self.local.get(key)
@@ -173,7 +183,8 @@ class CacheAside:
             self._log_outage(exc)
             if admit is not None:
                 admit()
-            return loader(0)
+            value = loader(0)
+            return prepare(value) if prepare else value
         if cached is not None:
             value = json.loads(cached)
         else:
@@ -183,16 +194,18 @@ class CacheAside:
                 value = self._rebuild(redis_key, loader, tags)
             except RedisUnavailable as exc:  # before the loader ran: read it now
                 self._log_outage(exc)
-                return loader(0)
+                value = loader(0)
+                return prepare(value) if prepare else value
+        kept = prepare(value) if prepare else value
         if self.local is not None:
             self.local.put(
                 key,
-                value,
+                kept,
                 generation=generation,
                 tags=tags(value) if tags else (),
                 is_list=is_list,
             )
-        return value
+        return kept
 
     def _read(self, key: str, is_list: bool) -> tuple[str | None, str]:
         """The cached text (or None) and the Redis key it lives under, in one round trip:
@@ -224,7 +237,12 @@ class CacheAside:
             if waited is not None:
                 return json.loads(waited)
             return loader(min_position)  # the builder is slow or gone: serve, don't store
-        value = loader(min_position)
+        try:
+            value = loader(min_position)
+        except BaseException:  # nothing to store: let the next reader try at once
+            with contextlib.suppress(*RedisUnavailable):
+                self._unlock(keys=[lock_key], args=[token])
+            raise
         keys = [key, lock_key, self.epoch_key]
         if tags is not None:
             keys += [self.tag_key(pid) for pid in set(tags(value))]

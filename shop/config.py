@@ -122,6 +122,11 @@ class Settings:
     # Changes reach every instance's memory at once by Redis pub/sub; this only bounds an entry
     # should that fail silently.
     catalogue_local_ttl: float = 30.0
+    # Catalogue pages for anonymous visitors (no session) are the same bytes for everyone and
+    # say so: `Cache-Control: public, max-age=0, s-maxage=<this>,
+    # stale-while-revalidate=<stale>`, for a shared cache in front (shop/web/cached_pages.py).
+    page_edge_seconds: int = 10
+    page_edge_stale_seconds: int = 30
     # Grid pages: the page sizes a client may ask for (anything else is refused, so each page
     # has one cache entry), the size when none is asked for, and how deep a listing can be
     # paged (page x per_page at most this many results; deeper OFFSETs are refused).
@@ -406,6 +411,8 @@ RANGES: dict[str, Range] = {
     "catalogue_cache_ttl": _AT_LEAST_1,
     "catalogue_cache_jitter": Range(0, below=1),
     "catalogue_local_ttl": _AT_LEAST_0,  # 0: no in-process tier
+    "page_edge_seconds": _AT_LEAST_0,
+    "page_edge_stale_seconds": _AT_LEAST_0,
     "per_page_default": _AT_LEAST_1,
     "max_result_window": _AT_LEAST_1,
     "login_free_failures": _AT_LEAST_0,

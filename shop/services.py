@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 from sqlalchemy import Engine
@@ -20,12 +21,15 @@ from .image_storage import ImageStore, store_from_settings
 from .mail import Mailer, mailer_from_settings, sender_domain
 from .order_lifecycle import Listener, expire_overdue, utcnow
 from .outbox import Delivery, MailWorker, RetryPolicy
+from .page_cache import PageCache, render_version
 from .paging import Paging
 from .payment_test_provider import TestProvider
 from .payments import PaymentProvider
 from .redis_client import connect
 from .sessions import SessionStore
 from .throttle import RULES, HashSlots, Throttle
+
+PACKAGE = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -36,6 +40,8 @@ class Services:
     sessions: SessionStore
     carts: CartStore
     catalogue: Catalogue
+    # Rendered catalogue pages, kept in the catalogue's cache and dropped with it.
+    pages: PageCache
     # Product images' variants (shop/image_storage.py): the database, or S3.
     images: ImageStore
     throttle: Throttle
@@ -126,6 +132,24 @@ def build_services(
         f"test-payment-id:{settings.secret_key}",
         clock=lambda: services.clock(),
     )
+    catalogue = Catalogue(
+        engines,
+        CacheAside(
+            client,
+            f"{prefix}cat:",
+            ttl=settings.catalogue_cache_ttl,
+            jitter=settings.catalogue_cache_jitter,
+            local_ttl=settings.catalogue_local_ttl,
+        ),
+        Paging(
+            per_page_choices=settings.per_page_choices,
+            per_page_default=settings.per_page_default,
+            max_result_window=settings.max_result_window,
+        ),
+        # An in-process Redis hears no other process's invalidations: the CLI writes the
+        # same SQLite file from a process of its own.
+        changes=SqliteChanges.of(engines.primary) if settings.redis_url is None else None,
+    )
     services = Services(
         settings=settings,
         engines=engines,
@@ -144,23 +168,21 @@ def build_services(
             max_line_quantity=settings.max_line_quantity,
             max_lines=settings.max_cart_lines,
         ),
-        catalogue=Catalogue(
-            engines,
-            CacheAside(
-                client,
-                f"{prefix}cat:",
-                ttl=settings.catalogue_cache_ttl,
-                jitter=settings.catalogue_cache_jitter,
-                local_ttl=settings.catalogue_local_ttl,
+        catalogue=catalogue,
+        pages=PageCache(
+            catalogue.cache,
+            render_version(
+                (
+                    settings.currency,
+                    settings.image_public_base_url,
+                    settings.max_line_quantity,
+                    settings.per_page_default,
+                    settings.per_page_choices,
+                    settings.max_result_window,
+                ),
+                PACKAGE,
+                PACKAGE.parent / "templates",
             ),
-            Paging(
-                per_page_choices=settings.per_page_choices,
-                per_page_default=settings.per_page_default,
-                max_result_window=settings.max_result_window,
-            ),
-            # An in-process Redis hears no other process's invalidations: the CLI writes the
-            # same SQLite file from a process of its own.
-            changes=SqliteChanges.of(engines.primary) if settings.redis_url is None else None,
         ),
         images=store_from_settings(settings, engines),
         throttle=Throttle(

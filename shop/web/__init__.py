@@ -10,6 +10,7 @@ from ..catalogue import stock_state
 from ..order_lifecycle import LABELS as STATUS_LABELS
 from ..order_mail import money_text
 from ..password_policy import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from .cached_pages import account_nav
 from .context import cart_count, csrf_token, current_user, services, shows_back_office
 from .converters import IdConverter
 from .errors import register_error_handlers
@@ -67,6 +68,7 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["status_label"] = lambda status: STATUS_LABELS.get(status, status)
     app.jinja_env.globals.update(
         added_to_cart=cart.added_to_cart,
+        account_nav=account_nav,
         csrf_token=csrf_token,
         cart_count=cart_count,
         current_user=current_user,

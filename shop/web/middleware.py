@@ -42,8 +42,16 @@ class RequestIdFilter(logging.Filter):
 
 def _start_request() -> None:
     g.started = time.perf_counter()
-    incoming = request.headers.get("X-Request-ID", "")
+    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+
+
+def _before_request() -> None:
+    """Every request's checks, in order (one hook: Flask's dispatch costs per hook)."""
+    _start_request()
+    _refuse_cross_origin()
+    _check_csrf()
+    _refuse_unusable_text()
 
 
 def _refuse_unusable_text() -> None:
@@ -65,24 +73,30 @@ def refuse_unusable_text() -> None:
             check_text(value, field=name)
 
 
-def _refuse_cross_origin() -> None:
-    """A browser says where a request comes from (``Sec-Fetch-Site``, else ``Origin``); a
-    state change from another site is refused even with a valid token, as Go's
-    ``CrossOriginProtection`` and Django do. Clients that send neither (curl, the API's
-    clients) are left to the token."""
-    if request.method not in UNSAFE_METHODS:
-        return
+def same_origin() -> bool | None:
+    """What the browser says about where the request comes from: True for this site's own
+    pages (or the address typed by the user), False for another site, None when it says
+    nothing (curl, the API's clients, a browser from before 2020). ``Sec-Fetch-Site`` first,
+    else ``Origin``: every current browser sends one of them on a POST."""
     fetch_site = request.headers.get("Sec-Fetch-Site")
     if fetch_site is not None:
-        if fetch_site in ("same-origin", "none"):
-            return
-    else:
-        origin = request.headers.get("Origin")
-        if origin is None or urlsplit(origin).netloc == request.host:
-            return
-    raise CrossOriginRefused(
-        "This request came from another site and was refused. Use the shop's own pages."
-    )
+        return fetch_site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    return urlsplit(origin).netloc == request.host
+
+
+def _refuse_cross_origin() -> None:
+    """A state change from another site is refused even with a valid token, as Go's
+    ``CrossOriginProtection`` and Django do. Clients that send neither header are left to the
+    token (``check_csrf``)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    if same_origin() is False:
+        raise CrossOriginRefused(
+            "This request came from another site and was refused. Use the shop's own pages."
+        )
 
 
 def _check_csrf() -> None:
@@ -92,11 +106,17 @@ def _check_csrf() -> None:
 
 
 def check_csrf() -> None:
-    """Refuse a state change without this session's token."""
+    """Refuse a state change without this session's token, unless a browser says it comes
+    from this site's own page (:func:`same_origin`): Fetch Metadata needs no token, as Go's
+    ``CrossOriginProtection`` decides, so pages can be the same bytes for every visitor. Only
+    a request that says nothing about its origin (not a browser another site could trick into
+    sending it, or one too old to say) must prove itself with the token."""
     if request.method not in UNSAFE_METHODS or request.routing_exception is not None:
         return  # no such route (404/405): nothing would change, so say that instead
     if getattr(current_app.view_functions.get(request.endpoint or ""), "csrf_exempt", False):
         return  # a provider's call (signed), not the shopper's browser
+    if same_origin():
+        return
     token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
     current = shop_session()
     if current.fresh or not csrf_token_valid(current_app.config["SECRET_KEY"], current.sid, token):
@@ -107,14 +127,26 @@ def check_csrf() -> None:
         )
 
 
+# What every response carries unless its view set its own (checked once per response, in one
+# pass over its headers: a warm page's whole budget is a few dozen microseconds).
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+    ("Permissions-Policy", PERMISSIONS_POLICY),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+_SECURITY_NAMES = frozenset(name.lower() for name, _ in SECURITY_HEADERS)
+
+
 def _finish_response(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    present = {name.lower() for name, _ in headers.items()}
+    if _SECURITY_NAMES.isdisjoint(present):
+        headers.extend(SECURITY_HEADERS)
+    else:
+        headers.extend([(k, v) for k, v in SECURITY_HEADERS if k.lower() not in present])
     settings = services().settings
     if settings.hsts_seconds and request.is_secure:
         headers.setdefault(
@@ -125,9 +157,9 @@ def _finish_response(response: Response) -> Response:
     request_id = g.get("request_id")
     if request_id:
         headers["X-Request-ID"] = request_id
-    if not response.cache_control.public:
-        # Pages carry a per-visitor CSRF token and cart count: never for a shared cache. (A
-        # response marked public, an image, is the same for everyone.)
+    if "cache-control" not in present or "public" not in _directives(headers["Cache-Control"]):
+        # Pages with a per-visitor part: never for a shared cache. (A response marked public,
+        # an image or an anonymous catalogue page, is the same for everyone.)
         response.vary.add("Cookie")
         if request.method in UNSAFE_METHODS or shop_session().user_id is not None:
             response.cache_control.no_store = True
@@ -157,9 +189,10 @@ def _finish_response(response: Response) -> Response:
     return response
 
 
+def _directives(cache_control: str) -> list[str]:
+    return [part.strip().lower() for part in cache_control.split(",")]
+
+
 def register_middleware(app: Flask) -> None:
-    app.before_request(_start_request)
-    app.before_request(_refuse_cross_origin)
-    app.before_request(_check_csrf)
-    app.before_request(_refuse_unusable_text)
+    app.before_request(_before_request)
     app.after_request(_finish_response)

@@ -174,6 +174,7 @@ class RedisSessionInterface(SessionInterface):
             )
             response.vary.add("Cookie")
             # A response that hands out an id must never be stored and replayed to another.
+            response.cache_control.public = False  # even a page that was the same for all
             response.cache_control.no_store = True
             response.cache_control.private = True
 

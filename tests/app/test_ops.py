@@ -136,6 +136,6 @@ def test_the_embedded_default_needs_nothing_and_says_it_is_for_one_process(tmp_p
         headers={"X-CSRF-Token": token},
     )
     assert added.status_code == 200 and added.get_json()["count"] == 1
-    cookie = app.test_client().get("/").headers["Set-Cookie"]
+    cookie = app.test_client().get("/login").headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "Secure" not in cookie  # plain http://127.0.0.1:5000
     app.extensions["shop"].close()

@@ -15,14 +15,14 @@ def _user(shopper: Shopper) -> dict | None:
 def test_a_made_up_id_is_never_adopted(app, shopper):
     made_up = "A" * 43
     shopper.client.set_cookie("shop_sid", made_up)
-    assert shopper.client.get("/").status_code == 200
+    assert shopper.client.get("/login").status_code == 200  # a form: an id is issued
     assert shopper.session_id != made_up
     # Even one that looks like ours: a real id signed with another key.
     from shop.session_ids import SessionIds
 
     forged = SessionIds("another-secret-key-0123", max_age=3600).issue(new_session_id())
     shopper.client.set_cookie("shop_sid", forged)
-    shopper.client.get("/")
+    shopper.client.get("/login")
     assert shopper.cookie != forged
 
 
@@ -61,7 +61,7 @@ def test_the_anonymous_id_is_ended_at_login(app, shopper):
     again = Shopper(app.test_client(), app)
     again.client.set_cookie("shop_sid", anonymous)
     assert again.cart()["count"] == 0
-    again.client.get("/")  # a page with forms: it issues an id, and not the ended one
+    again.client.get("/login")  # a form's token: it issues an id, and not the ended one
     assert again.cookie != anonymous
 
 
@@ -150,7 +150,7 @@ def test_end_user_sessions_keeps_only_the_current_one(make_app):
 def test_the_session_cookie_carries_the_host_prefix_outside_development(make_app):
     app = make_app(env="production")
     browser = Shopper(app.test_client(), app)
-    response = browser.client.get("/")
+    response = browser.client.get("/login")
     assert any(h.startswith("__Host-shop_sid=") for h in response.headers.getlist("Set-Cookie"))
     # A cookie without the prefix (which a sibling subdomain could plant) is not read.
     browser.register()

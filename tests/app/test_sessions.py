@@ -19,7 +19,7 @@ def _cookie_header(response, name="shop_sid") -> str:
 
 def test_cookie_is_an_opaque_random_id_with_safe_flags(make_app):
     app = make_app(env="production")
-    response = app.test_client().get("/")
+    response = app.test_client().get("/login")  # a form with a CSRF token: an id issued
     header = _cookie_header(response, name="__Host-shop_sid")
     value = header.split(";")[0].split("=", 1)[1]
     # 32 random bytes, the time they were issued and the server's signature: nothing else.
@@ -28,19 +28,19 @@ def test_cookie_is_an_opaque_random_id_with_safe_flags(make_app):
     assert "HttpOnly" in header
     assert "SameSite=Lax" in header
     assert "Secure" in header
-    other = app.test_client().get("/")
+    other = app.test_client().get("/login")
     assert _cookie_header(other, name="__Host-shop_sid") != header
 
 
 def test_cookie_name_and_secure_flag_are_configurable(make_app):
     app = make_app(session_cookie_name="sid", session_cookie_secure=False, env="production")
-    header = _cookie_header(app.test_client().get("/"), name="sid")
+    header = _cookie_header(app.test_client().get("/login"), name="sid")
     assert "Secure" not in header
 
 
 def test_secure_is_off_only_in_development(make_app):
     app = make_app(env="development")
-    assert "Secure" not in _cookie_header(app.test_client().get("/"))
+    assert "Secure" not in _cookie_header(app.test_client().get("/login"))
 
 
 def test_browsing_writes_nothing_to_redis_and_runs_no_sql_when_warm(app, shopper):
@@ -73,7 +73,7 @@ def test_csrf_token_is_an_hmac_of_the_id_and_needs_no_storage(app, shopper):
 
 def test_first_state_change_creates_the_session_record(app, shopper):
     store = app.extensions["shop"].sessions
-    shopper.client.get("/")
+    shopper.client.get("/login")  # an id issued for the form's token, nothing stored
     assert not store.client.exists(store.key(shopper.session_id))
     assert shopper.add(KETTLE).status_code == 303
     assert store.client.exists(store.key(shopper.session_id))
@@ -101,7 +101,7 @@ def test_tampered_cookie_is_a_new_visitor_and_cannot_post(app, shopper):
     assert refused.status_code == 403
     assert refused.get_json()["error"]["code"] == "csrf_failed"
     shopper.client.set_cookie("shop_sid", "not-a-session-id")
-    page = shopper.client.get("/")
+    page = shopper.client.get("/login")
     assert page.status_code == 200
     assert shopper.cookie != "not-a-session-id"  # a fresh id was issued
     shopper.client.set_cookie("shop_sid", good)
@@ -184,4 +184,6 @@ def test_responses_that_need_no_id_set_no_cookie(client):
         response = client.get(path)
         assert response.status_code == 200
         assert "Set-Cookie" not in response.headers, path
-    assert "Set-Cookie" in client.get("/").headers  # the grid's forms carry a CSRF token
+    for path in ("/", "/?category=kitchen", "/?q=kettle", "/products/1"):  # same for all
+        assert "Set-Cookie" not in client.get(path).headers, path
+    assert "Set-Cookie" in client.get("/login").headers  # its form carries a CSRF token

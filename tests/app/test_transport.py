@@ -43,6 +43,46 @@ def test_same_origin_and_non_browser_requests_pass(shopper, headers):
     assert shopper.cart()["count"] == 1
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "same-origin"},  # every browser since 2023
+        {"Sec-Fetch-Site": "none"},
+        {"Origin": "http://localhost"},  # an older browser: Origin on every POST
+    ],
+)
+def test_a_browser_on_the_shops_own_page_needs_no_token(client, headers):
+    """A first visit's first click: no cookie, no token, and the page that sent it is ours."""
+    form = {"product_id": KETTLE, "quantity": 2}
+    added = client.post("/cart/add", data=form, headers=headers)
+    assert added.status_code == 303
+    assert client.get("/api/v1/cart").get_json()["count"] == 2
+    api = client.post(
+        "/api/v1/cart/items", json={"product_id": MUG, "quantity": 1}, headers=headers
+    )
+    assert api.status_code == 200 and api.get_json()["count"] == 3
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE)
+def test_a_cross_site_form_without_a_token_is_refused_too(client, headers):
+    refused = client.post("/cart/add", data={"product_id": KETTLE}, headers=headers)
+    assert refused.status_code == 403 and b"came from another site" in refused.data
+    assert "Set-Cookie" not in refused.headers
+
+
+def test_a_request_that_says_nothing_of_its_origin_still_needs_the_token(shopper):
+    """curl and API clients: docs/api.md's contract, 403 csrf_failed without the token."""
+    client = shopper.client
+    page = client.post("/cart/add", data={"product_id": KETTLE, "quantity": 1})
+    assert page.status_code == 403 and b"CSRF token" in page.data
+    api = client.post("/api/v1/cart/items", json={"product_id": KETTLE, "quantity": 1})
+    assert api.get_json()["error"]["code"] == "csrf_failed"
+    shopper.csrf()  # a session and its token: now the token alone decides
+    wrong = client.post("/api/v1/cart/items", json={"product_id": KETTLE, "quantity": 1})
+    assert wrong.get_json()["error"]["code"] == "csrf_failed"
+    assert shopper.cart()["count"] == 0
+
+
 def test_a_cross_site_get_is_not_refused(client):
     assert client.get("/", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
 

@@ -452,6 +452,35 @@ class StatementCounter:
             event.listen(engine, "before_cursor_execute", listener)
 
 
+class RedisRoundTrips:
+    """Counts what this thread sends to any Redis (fakeredis included): one per command, one
+    per pipeline or script. A context manager; other threads (an invalidation listener) are
+    not counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._thread = threading.get_ident()
+        self._original: Any = None
+
+    def __enter__(self) -> RedisRoundTrips:
+        from redis.connection import AbstractConnection
+
+        original = self._original = AbstractConnection.send_packed_command
+
+        def counted(connection, *args, **kwargs):
+            if threading.get_ident() == self._thread:
+                self.count += 1
+            return original(connection, *args, **kwargs)
+
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        from redis.connection import AbstractConnection
+
+        AbstractConnection.send_packed_command = self._original  # type: ignore[method-assign]
+
+
 def redis_snapshot(client: redis.Redis) -> dict[str, tuple]:
     """Every key with its type, value and whether it expires: equal snapshots mean no write."""
     snapshot = {}

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,11 +103,19 @@ def stack_redis(topology: stack_module.Topology) -> redis.Redis:
 
 
 def drop_catalogue_cache(topology: stack_module.Topology) -> None:
-    """Forget every cached catalogue entry, so the next reads are misses that hit a database."""
+    """Forget every cached catalogue entry and page, in every tier, so the next reads are misses
+    that hit a database: Redis's keys, each instance's memory (the shop's own structural
+    invalidation message) and the edge's copies (a purge of the tag every page carries)."""
+    from deploy.stack.edge_purger import VarnishPurge
+    from shop.local_tier import LocalTier
+
     client = stack_redis(topology)
     keys = list(client.scan_iter("shop:cat:*", count=1000))
     if keys:
         client.delete(*keys)
+    client.publish(topology.purger.channel, LocalTier.message([], [], True))
+    VarnishPurge("127.0.0.1", topology.cache.purge_port)(["shop"])
+    time.sleep(0.2)  # the instances' listeners apply the message as it arrives
 
 
 # -- a shopper with a browser's cookie jar ---------------------------------------------------------

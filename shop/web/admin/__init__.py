@@ -23,6 +23,7 @@ from werkzeug.exceptions import NotFound as NoSuchPage
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ...audit import Actor
+from ...back_office_summary import summary
 from ...config import Settings
 from ...errors import AdminOnly, FormError
 from ...order_lifecycle import utcnow
@@ -191,8 +192,6 @@ def reauth():
 
 @bp.get("/")
 def home():
-    from ...back_office_summary import summary
-
     waiting = summary(
         services().engines.primary, low_stock_default=services().settings.low_stock_default
     )

@@ -22,7 +22,7 @@ class ShopSession(CallbackDict, SessionMixin):
 
     def __init__(
         self,
-        session_id: str,
+        session_id: str | None,
         *,
         data: dict[str, Any] | None = None,
         user_id: int | None = None,
@@ -36,7 +36,7 @@ class ShopSession(CallbackDict, SessionMixin):
             self.modified = True
 
         super().__init__(data or {}, on_update)
-        self.sid = session_id
+        self._sid = session_id
         self.user_id = user_id
         self.created = created
         self.cart = cart or {}
@@ -48,6 +48,18 @@ class ShopSession(CallbackDict, SessionMixin):
         self.must_store = False
         # Ids this request ended (login and logout rotate), with the account each belonged to.
         self.ended: list[tuple[str, int | None]] = []
+
+    @property
+    def sid(self) -> str:
+        """The id; a fresh visitor's is drawn when something first needs it (most anonymous
+        pages never do)."""
+        if self._sid is None:
+            self._sid = new_session_id()
+        return self._sid
+
+    @sid.setter
+    def sid(self, value: str) -> None:
+        self._sid = value
 
     @property
     def ref(self) -> str:
@@ -122,8 +134,8 @@ class RedisSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> ShopSession:
         issued = self.ids.read(request.cookies.get(self.cookie_name))
         if issued is None:
-            # No cookie, or one we did not issue: a fresh id, nothing stored.
-            return ShopSession(new_session_id(), fresh=True)
+            # No cookie, or one we did not issue: a fresh id (drawn when used), nothing stored.
+            return ShopSession(None, fresh=True)
         session_id, issued_at = issued
         try:
             loaded = self.store.load(session_id)
@@ -131,7 +143,7 @@ class RedisSessionInterface(SessionInterface):
             log.warning("session store unavailable, serving without a session: %s", exc)
             return ShopSession(session_id, unavailable=True)
         if loaded == "ended":
-            return ShopSession(new_session_id(), fresh=True)
+            return ShopSession(None, fresh=True)
         if loaded is None:
             return ShopSession(session_id, created=issued_at)
         return ShopSession(

@@ -45,7 +45,7 @@ def register(app: Flask) -> None:
     )
 
     app.url_map.converters["id"] = IdConverter
-    register_middleware(app)
+    register_middleware(app, app.extensions["shop"].settings)
     register_error_handlers(app)
     register_static_assets(app)
     blueprints = (

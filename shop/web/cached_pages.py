@@ -65,20 +65,24 @@ def serve(key: str, render: Render) -> Response:
     redirects to carries a notice for this visitor alone: rendered in full (``render(False)``)
     and not kept."""
     current = shop_session()
+    private = _SIGNED_IN if current.user_id is not None else _PRIVATE
     if "added" in request.args:
         html, _ = render(False)
-        return current_app.response_class(html, headers=_PRIVATE)
+        return current_app.response_class(html, headers=private)
     page = services().pages.get(key, lambda: render(True))
     xkey = ("xkey", " ".join(["shop", *[f"p{product_id}" for product_id in page.products]]))
     if not current.stored and current.user_id is None and not current.unavailable:
         return current_app.response_class(
             page.filled(_anonymous_nav()), headers=[*_public_headers(), xkey]
         )
-    return current_app.response_class(page.filled(account_nav()), headers=[*_PRIVATE, xkey])
+    return current_app.response_class(page.filled(account_nav()), headers=[*private, xkey])
 
 
 _HTML = ("Content-Type", "text/html; charset=utf-8")
-_PRIVATE = [_HTML, ("Cache-Control", "private, no-cache")]
+# Final as they stand (shop/web/middleware.py adds nothing to them): a page with a visitor's
+# own links, for their browser alone, and never stored at all once they are signed in.
+_PRIVATE = [_HTML, ("Cache-Control", "private, no-cache"), ("Vary", "Cookie")]
+_SIGNED_IN = [_HTML, ("Cache-Control", "private, no-cache, no-store"), ("Vary", "Cookie")]
 
 
 def _public_headers() -> list[tuple[str, str]]:

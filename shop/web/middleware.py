@@ -6,14 +6,16 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.wrappers import Response
 
+from ..config import Settings
 from ..errors import CrossOriginRefused, CsrfFailure
 from ..session_ids import csrf_token_valid
-from .context import services, shop_session
+from .context import shop_session
 from .inputs import check_text
 
 log = logging.getLogger("shop.access")
@@ -42,8 +44,13 @@ class RequestIdFilter(logging.Filter):
 
 def _start_request() -> None:
     g.started = time.perf_counter()
-    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    g.request_id = request.environ.get(REQUEST_ID_KEY) or request_id_for(request.environ)
+
+
+def request_id_for(environ: dict) -> str:
+    """The balancer's ``X-Request-ID`` when it is a sane one, else a new id."""
+    incoming = environ.get("HTTP_X_REQUEST_ID", "")
+    return incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
 
 
 def _before_request() -> None:
@@ -127,8 +134,7 @@ def check_csrf() -> None:
         )
 
 
-# What every response carries unless its view set its own (checked once per response, in one
-# pass over its headers: a warm page's whole budget is a few dozen microseconds).
+# What every response carries unless its view set its own.
 SECURITY_HEADERS = (
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Content-Type-Options", "nosniff"),
@@ -137,27 +143,61 @@ SECURITY_HEADERS = (
     ("Permissions-Policy", PERMISSIONS_POLICY),
     ("Cross-Origin-Opener-Policy", "same-origin"),
 )
-_SECURITY_NAMES = frozenset(name.lower() for name, _ in SECURITY_HEADERS)
+REQUEST_ID_KEY = "shop.request_id"
+
+
+class ResponseHeaders:
+    """WSGI middleware: what every response carries (the security headers, the instance's
+    name, HSTS over HTTPS, the request id), added as plain pairs where the response leaves the
+    app. Per response that is one pass over its header names: no werkzeug ``Headers`` to
+    parse, validate and copy again, which cost a warm page a sixth of its time. A response
+    that set one of them itself (an image's own policy, say) keeps its own. Every answer gets
+    them, the error pages werkzeug makes included."""
+
+    def __init__(self, wsgi_app: Callable, settings: Settings) -> None:
+        self.wsgi_app = wsgi_app
+        constant = list(SECURITY_HEADERS)
+        if settings.served_by_header:
+            constant.append(("X-Served-By", str(settings.instance_name)))
+        for name, value in constant:  # checked once here instead of per response
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                raise ValueError(f"header {name!r} may not hold a line break")
+        self.constant = tuple(constant)
+        self.names = frozenset(name.lower() for name, _ in constant)
+        self.hsts = (
+            ("Strict-Transport-Security", f"max-age={settings.hsts_seconds}; includeSubDomains")
+            if settings.hsts_seconds
+            else None
+        )
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request_id = environ[REQUEST_ID_KEY] = request_id_for(environ)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info=None):
+            present = {name.lower() for name, _ in headers}
+            if self.names.isdisjoint(present):
+                headers.extend(self.constant)
+            else:
+                headers.extend(pair for pair in self.constant if pair[0].lower() not in present)
+            if (
+                self.hsts is not None
+                and environ.get("wsgi.url_scheme") == "https"
+                and "strict-transport-security" not in present
+            ):
+                headers.append(self.hsts)
+            if "x-request-id" in present:
+                headers[:] = [pair for pair in headers if pair[0].lower() != "x-request-id"]
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)
 
 
 def _finish_response(response: Response) -> Response:
     headers = response.headers
-    present = {name.lower() for name, _ in headers.items()}
-    if _SECURITY_NAMES.isdisjoint(present):
-        headers.extend(SECURITY_HEADERS)
-    else:
-        headers.extend([(k, v) for k, v in SECURITY_HEADERS if k.lower() not in present])
-    settings = services().settings
-    if settings.hsts_seconds and request.is_secure:
-        headers.setdefault(
-            "Strict-Transport-Security", f"max-age={settings.hsts_seconds}; includeSubDomains"
-        )
-    if settings.served_by_header:
-        headers["X-Served-By"] = settings.instance_name
-    request_id = g.get("request_id")
-    if request_id:
-        headers["X-Request-ID"] = request_id
-    if "cache-control" not in present or "public" not in _directives(headers["Cache-Control"]):
+    cache_control = headers.get("Cache-Control")
+    directives = _directives(cache_control) if cache_control else ()
+    if "public" not in directives and not _kept_private(response, directives):
         # Pages with a per-visitor part: never for a shared cache. (A response marked public,
         # an image or an anonymous catalogue page, is the same for everyone.)
         response.vary.add("Cookie")
@@ -193,6 +233,18 @@ def _directives(cache_control: str) -> list[str]:
     return [part.strip().lower() for part in cache_control.split(",")]
 
 
-def register_middleware(app: Flask) -> None:
+def _kept_private(response: Response, directives: Sequence[str]) -> bool:
+    """True when the view already said all that the rule above would (a cached page for a
+    visitor with a session does): private, varying on the cookie, and not stored when it
+    must not be."""
+    if "private" not in directives or "cookie" not in response.headers.get("Vary", "").lower():
+        return False
+    must_not_store = request.method in UNSAFE_METHODS or shop_session().user_id is not None
+    return "no-store" in directives or not must_not_store
+
+
+def register_middleware(app: Flask, settings: Settings) -> None:
     app.before_request(_before_request)
     app.after_request(_finish_response)
+    # Flask's documented way to add WSGI middleware; mypy sees a method replaced.
+    app.wsgi_app = ResponseHeaders(app.wsgi_app, settings)  # type: ignore[method-assign]

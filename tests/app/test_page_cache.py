@@ -101,6 +101,8 @@ def test_a_warm_page_is_not_rendered_again_for_anyone(app, monkeypatch):
         assert page.status_code == 200
         assert page.headers["Cache-Control"].startswith("private")
         assert "no-cache" in page.headers["Cache-Control"]
+        assert "no-store" in page.headers["Cache-Control"]  # signed in: never kept anywhere
+        assert "Cookie" in page.headers["Vary"]
         text = page.get_data(as_text=True)
         assert 'data-testid="cart-count">2<' in text
         assert "ada@example.com" in text and "Log out" in text and "Log in" not in text

@@ -107,6 +107,25 @@ def test_browser_features_and_window_openers_are_denied(client):
     assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
 
 
+def test_every_answer_carries_the_security_headers_once(client):
+    """Pages, werkzeug's own errors (an unknown address, a wrong method) and the API alike;
+    a request id the balancer sent is the one answered, and no header comes twice."""
+    answers = [
+        client.get("/"),
+        client.get("/no-such-page"),
+        client.put("/cart/add"),
+        client.get("/api/v1/products?per_page=x", headers={"X-Request-ID": "edge-7"}),
+    ]
+    for answer in answers:
+        names = [name.lower() for name, _ in answer.headers]
+        for name in ("content-security-policy", "x-frame-options", "x-content-type-options"):
+            assert names.count(name) == 1, (answer.status_code, name)
+        assert names.count("x-request-id") == 1
+    assert [a.status_code for a in answers] == [200, 404, 405, 400]
+    assert answers[-1].headers["X-Request-ID"] == "edge-7"
+    assert answers[0].headers["X-Request-ID"] != answers[1].headers["X-Request-ID"]
+
+
 def test_readyz_details_only_for_the_balancer_or_a_token(make_app):
     app = make_app(trusted_proxies=1, readyz_token="operator-token-123")
     public = app.test_client().get("/readyz", headers={"X-Forwarded-For": "203.0.113.9"})

@@ -109,13 +109,18 @@ def is_true(value: Any) -> bool:
 # -- security groups: the chain from the balancer inwards --------------------------------------
 
 
-def chain(stack: Stack) -> dict[str, tuple[str | None, set[int]]]:
-    """Each security group: the group its ingress must come from (None: the world), ports."""
+def chain(stack: Stack) -> dict[str, set[tuple[int, str | None]]]:
+    """Each security group: exactly the (port, source group) its ingress admits (None: the
+    world). The app reaches the primary only through RDS Proxy; the migration task, which
+    nothing reaches, is the primary's one direct client."""
     return {
-        "LoadBalancerSecurityGroup": (None, {80, 443}),
-        "AppSecurityGroup": ("LoadBalancerSecurityGroup", {app_port(stack)}),
-        "DatabaseSecurityGroup": ("AppSecurityGroup", {5432}),
-        "CacheSecurityGroup": ("AppSecurityGroup", {6379}),
+        "LoadBalancerSecurityGroup": {(80, None), (443, None)},
+        "AppSecurityGroup": {(app_port(stack), "LoadBalancerSecurityGroup")},
+        "MigrationSecurityGroup": set(),
+        "ProxySecurityGroup": {(5432, "AppSecurityGroup")},
+        "DatabaseSecurityGroup": {(5432, "ProxySecurityGroup"), (5432, "MigrationSecurityGroup")},
+        "ReplicaSecurityGroup": {(5432, "AppSecurityGroup")},
+        "CacheSecurityGroup": {(6379, "AppSecurityGroup")},
     }
 
 
@@ -136,41 +141,44 @@ def check_security_group_chain(stack: Stack) -> list[str]:
     groups = set(stack.resources("AWS::EC2::SecurityGroup"))
     if groups != set(expected):
         problems.append(f"security groups are {sorted(groups)}, expected {sorted(expected)}")
-    seen: dict[str, set[int]] = {group: set() for group in expected}
+    seen: dict[str, set[tuple[int, str | None]]] = {group: set() for group in expected}
     for group, rule in ingress_rules(stack):
         if group not in expected:
-            problems.append(f"ingress on {group}, which is not one of the four groups")
+            problems.append(f"ingress on {group}, which is not one of {sorted(expected)}")
             continue
-        front, ports = expected[group]
+        admitted = expected[group]
+        ports = {port for port, _ in admitted}
+        fronts = sorted({str(front) for _, front in admitted})
         where = f"{group} ingress {rule}"
         if str(rule.get("IpProtocol")) != "tcp":
             problems.append(f"{where}: protocol must be tcp")
         low, high = rule.get("FromPort"), rule.get("ToPort")
         if low != high or low not in ports:
             problems.append(f"{where}: ports {low}-{high}, expected one of {sorted(ports)}")
-        else:
-            seen[group].add(low)
-        if front is None:
+        if (low, None) in admitted:
             if rule.get("CidrIp", rule.get("CidrIpv6")) not in WORLD:
                 problems.append(f"{where}: the balancer is open to the world and nothing else")
+            seen[group].add((low, None))
             continue
         cidrs = [key for key in ("CidrIp", "CidrIpv6", "SourcePrefixListId") if key in rule]
         if cidrs:
-            problems.append(f"{where}: open to {cidrs} (a range), not only to {front}")
+            problems.append(f"{where}: open to {cidrs} (a range), not only to {fronts}")
         source = logical_id(rule.get("SourceSecurityGroupId"))
-        if source != front:
-            problems.append(f"{where}: comes from {source or 'no group'}, not {front}")
-    for group, (_, ports) in expected.items():
-        if group in groups and seen[group] != ports:
-            problems.append(f"{group} is reachable on {sorted(seen[group])}, not {sorted(ports)}")
+        if (low, source) not in admitted:
+            problems.append(f"{where}: comes from {source or 'no group'}, not {fronts}")
+        seen[group].add((low, source))
+    for group, admitted in expected.items():
+        if group in groups and seen[group] != admitted:
+            problems.append(f"{group} admits {sorted(map(str, seen[group]))}, not {admitted}")
     problems += _egress(stack)
     problems += _attachments(stack)
     return problems
 
 
 def _egress(stack: Stack) -> list[str]:
-    """Outbound, each tier talks only inwards: the balancer to the app port, the app to the
-    two data stores and to AWS's APIs on 443. No separate egress resources to overlook."""
+    """Outbound, each tier talks only inwards: the balancer to the app port, the app to RDS
+    Proxy, the replicas, Redis and AWS's APIs on 443, the proxy to the primary alone, the
+    migration task to the primary and the APIs. No separate egress resources to overlook."""
     problems = [
         f"{name}: egress rules belong inline in their group"
         for name in stack.resources("AWS::EC2::SecurityGroupEgress")
@@ -179,9 +187,12 @@ def _egress(stack: Stack) -> list[str]:
         "LoadBalancerSecurityGroup": {(app_port(stack), "AppSecurityGroup")},
         "AppSecurityGroup": {
             (443, "0.0.0.0/0"),
-            (5432, "DatabaseSecurityGroup"),
+            (5432, "ProxySecurityGroup"),
+            (5432, "ReplicaSecurityGroup"),
             (6379, "CacheSecurityGroup"),
         },
+        "ProxySecurityGroup": {(5432, "DatabaseSecurityGroup")},
+        "MigrationSecurityGroup": {(443, "0.0.0.0/0"), (5432, "DatabaseSecurityGroup")},
     }
     for group, expected in allowed.items():
         rules = stack.properties(group).get("SecurityGroupEgress", [])
@@ -215,9 +226,16 @@ def _attachments(stack: Stack) -> list[str]:
         if vpc.get("AssignPublicIp") != "DISABLED":
             problems.append(f"{name}: tasks must have no public IP")
     for name, props in stack.resources("AWS::RDS::DBInstance").items():
-        expect(name, props.get("VPCSecurityGroups"), "DatabaseSecurityGroup")
+        group = "ReplicaSecurityGroup" if "SourceDBInstanceIdentifier" in props else None
+        expect(name, props.get("VPCSecurityGroups"), group or "DatabaseSecurityGroup")
         if is_true(props.get("PubliclyAccessible")):
             problems.append(f"{name} is publicly accessible")
+    for name, props in stack.resources("AWS::RDS::DBProxy").items():
+        expect(name, props.get("VpcSecurityGroupIds"), "ProxySecurityGroup")
+    outputs = stack.template.get("Outputs", {})
+    migration = stack.resolve(outputs.get("MigrationSecurityGroup", {}).get("Value"))
+    if logical_id(migration) != "MigrationSecurityGroup":
+        problems.append("the MigrationSecurityGroup output (aws ecs run-task) must name its group")
     for name, props in stack.resources("AWS::ElastiCache::ReplicationGroup").items():
         expect(name, props.get("SecurityGroupIds"), "CacheSecurityGroup")
     return problems
@@ -259,7 +277,10 @@ def check_multi_az(stack: Stack) -> list[str]:
             problems.append(f"{name}: MultiAZEnabled must be on")
         if not is_true(group.get("AutomaticFailoverEnabled")):
             problems.append(f"{name}: AutomaticFailoverEnabled must be on")
-        if int(group.get("NumCacheClusters", 1)) < 2:
+        if group.get("ClusterMode") == "enabled":
+            if int(group.get("ReplicasPerNodeGroup", 0)) < 1:
+                problems.append(f"{name}: a replica per shard to fail over to needs >= 1")
+        elif int(group.get("NumCacheClusters", 1)) < 2:
             problems.append(f"{name}: a replica to fail over to needs NumCacheClusters >= 2")
     _, target = the_one(stack, "AWS::ApplicationAutoScaling::ScalableTarget")
     if int(target["MinCapacity"]) < 2:
@@ -294,6 +315,10 @@ def check_encryption(stack: Stack) -> list[str]:
         problems.append(f"SHOP_REDIS_URL must be rediss:// (TLS), not {env.get('SHOP_REDIS_URL')}")
     urls = [env.get("SHOP_DATABASE_URL", "")]
     urls += Settings.from_env({"SHOP_REPLICA_URLS": env.get("SHOP_REPLICA_URLS", "")}).replica_urls
+    urls.append(stack.environment(MIGRATE_TASK, MIGRATE_CONTAINER).get("SHOP_DATABASE_URL", ""))
+    for proxy, props in stack.resources("AWS::RDS::DBProxy").items():
+        if not is_true(props.get("RequireTLS")):
+            problems.append(f"{proxy}: RequireTLS must be on")
     for url in urls:
         sslmode = parse_qs(urlsplit(url).query).get("sslmode", [""])[0]
         if sslmode not in TLS_SSLMODES:
@@ -812,9 +837,18 @@ def test_subnets_route_as_their_tier_needs(stack):
 
 
 def test_the_migration_task_runs_with_the_app_s_settings_and_secrets(stack):
+    """The same settings, but for the one URL: the primary itself, not RDS Proxy."""
     app = stack.containers(APP_TASK)[APP_CONTAINER]
     migrate = stack.containers(MIGRATE_TASK)[MIGRATE_CONTAINER]
-    assert migrate["Environment"] == app["Environment"]
+    app_env = stack.environment(APP_TASK, APP_CONTAINER)
+    migrate_env = stack.environment(MIGRATE_TASK, MIGRATE_CONTAINER)
+    assert [i["Name"] for i in migrate["Environment"]] == [i["Name"] for i in app["Environment"]]
+    direct = migrate_env.pop("SHOP_DATABASE_URL")
+    proxied = app_env.pop("SHOP_DATABASE_URL")
+    assert migrate_env == app_env
+    assert direct == proxied.replace(
+        "<DatabaseProxy.Endpoint>:5432", "<Database.Endpoint.Address>:<Database.Endpoint.Port>"
+    )
     assert migrate["Secrets"] == app["Secrets"]
     assert migrate["Command"] == ["flask", "--app", "shop", "db", "upgrade"]
     assert migrate["Image"] == app["Image"]  # MigrationImage empty: the same image

@@ -155,9 +155,12 @@ class Stack:
             return [item for item in resolved if item is not NO_VALUE]
         if isinstance(value, dict):
             if len(value) == 1:
-                (key,) = value
+                (key, argument) = next(iter(value.items()))
                 if key == "Ref" or key.startswith("Fn::"):
                     return self._evaluate(value)
+                if key == "Condition" and isinstance(argument, str):
+                    # A condition named inside Fn::And / Fn::Or / Fn::Not.
+                    return self.condition(argument)
             resolved = {key: self.resolve(item) for key, item in value.items()}
             return {key: item for key, item in resolved.items() if item is not NO_VALUE}
         return value

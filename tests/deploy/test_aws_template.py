@@ -804,6 +804,50 @@ def test_the_deploy_guide_states_the_edge_figures_the_template_applies(template)
         assert f"`{prefix}`" in guide, prefix
 
 
+def _guide() -> str:
+    return " ".join((TEMPLATE.parents[2] / "docs" / "deploy.md").read_text().split())
+
+
+def test_the_deploy_guide_states_the_budget_the_template_keeps(template):
+    """docs/deploy.md's inequality, its table of what a task holds and its table of what each
+    instance class allows are the template's (and the test's) figures."""
+    guide = _guide()
+    assert "`MaxTasks x 2 (deploy) x workers x threads <= 0.8 x max_connections`" in guide
+    cpus = template["Parameters"]["TaskCpu"]["AllowedValues"]
+    for cpu in cpus:
+        stack = Stack.of(template, TaskCpu=cpu)
+        workers, threads = connections_per_task(stack)
+        row = (
+            f"| {cpu} | {int(cpu) / 1024:g} | {workers} | {threads} | {workers * threads} | "
+            f"{2 * workers * threads} | {request_target(stack)} |"
+        )
+        assert row in guide, row
+    for instance_class in template["Parameters"]["DatabaseInstanceClass"]["AllowedValues"]:
+        limit = rds_max_connections(instance_class)
+        tasks = [
+            max_tasks(Stack.of(template, DatabaseInstanceClass=instance_class, TaskCpu=cpu))
+            for cpu in cpus
+        ]
+        row = (
+            f"| `{instance_class}` | {RDS_MEMORY_GIB[instance_class]} GiB | {limit} | "
+            f"{int(BUDGET_SHARE * limit)} | {' | '.join(map(str, tasks))} |"
+        )
+        assert row in guide, row
+
+
+def test_the_deploy_guide_derives_the_target_and_names_every_alarm(template):
+    guide = _guide()
+    measured = template["Mappings"]["TaskShape"]["Measured"]
+    per_vcpu, percent = measured["RequestsPerSecondPerVcpu"], measured["TargetPercent"]
+    assert f"`{per_vcpu} req/s × vCPUs × {percent / 100:g} × 60 s`" in guide
+    assert f"taken as **{per_vcpu}**" in guide
+    default = Stack.of(template)
+    assert f"which is {request_target(default)} requests per minute for a 1-vCPU task" in guide
+    for name in ALARMS:
+        assert f"| `{name}` |" in guide, name
+    assert "## Scaling and alarms" in guide and "## Connection budget" in guide
+
+
 def test_replica_urls_name_exactly_the_replicas_created(template):
     for count in range(4):
         stack = Stack.of(template, ReplicaCount=str(count))

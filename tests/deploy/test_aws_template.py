@@ -78,6 +78,7 @@ PARAMETER_SETS = {
         "ReplicaCount": "2",
         "AlarmEmail": "oncall@example.com",
     },
+    "hotfix-deployment": {"DeploymentAlarmRollback": "false"},
     "small-database-large-tasks": {
         "DatabaseInstanceClass": "db.t4g.medium",
         "TaskCpu": "4096",
@@ -1273,10 +1274,13 @@ def check_autoscaling(stack: Stack) -> list[str]:
     if not (is_true(breaker.get("Enable")) and is_true(breaker.get("Rollback"))):
         problems.append("Service: the deployment circuit breaker must be on, with rollback")
     alarms = deployment.get("Alarms", {})
-    if "<ErrorRateAlarm>" not in alarms.get("AlarmNames", []) or not is_true(
-        alarms.get("Rollback")
-    ):
-        problems.append("Service: a deployment during which ErrorRateAlarm goes off rolls back")
+    wanted = is_true(stack.parameters["DeploymentAlarmRollback"])
+    watched = "<ErrorRateAlarm>" in alarms.get("AlarmNames", [])
+    if not watched or {is_true(alarms.get("Enable")), is_true(alarms.get("Rollback"))} != {wanted}:
+        problems.append(
+            "Service: a deployment during which ErrorRateAlarm goes off rolls back, unless "
+            "DeploymentAlarmRollback is false"
+        )
     _, cluster = the_one(stack, "AWS::ECS::Cluster")
     settings = {s["Name"]: s["Value"] for s in cluster.get("ClusterSettings", [])}
     if settings.get("containerInsights") not in ("enabled", "enhanced"):
@@ -1824,6 +1828,11 @@ def _no_rollback(template: Template) -> None:
     config["DeploymentCircuitBreaker"]["Rollback"] = False
 
 
+def _no_alarm_rollback(template: Template) -> None:
+    config = _resources(template)["Service"]["Properties"]["DeploymentConfiguration"]
+    config["Alarms"]["Rollback"] = False
+
+
 def _no_container_insights(template: Template) -> None:
     del _resources(template)["Cluster"]["Properties"]
 
@@ -1939,6 +1948,7 @@ BREAKAGES: list[tuple[Callable[[Template], None], Callable[[Stack], list[str]], 
     (_target_from_another_figure, check_autoscaling, "not the measured capacity's"),
     (_no_slow_start, check_autoscaling, "slow start"),
     (_no_rollback, check_autoscaling, "circuit breaker"),
+    (_no_alarm_rollback, check_autoscaling, "ErrorRateAlarm goes off rolls back"),
     (_no_container_insights, check_autoscaling, "Container Insights"),
     (_alarm_not_wired, check_alarms, "LatencyAlarm: must tell AlarmTopic"),
     (_alarm_on_another_metric, check_alarms, "LatencyAlarm: watches"),

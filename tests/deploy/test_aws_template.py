@@ -846,7 +846,7 @@ def test_the_deploy_guide_derives_the_target_and_names_every_alarm(template):
     assert f"which is {request_target(default)} requests per minute for a 1-vCPU task" in guide
     for name in ALARMS:
         assert f"| `{name}` |" in guide, name
-    assert "## Scaling and alarms" in guide and "## Connection budget" in guide
+    assert "## Scaling and alarms" in guide and "## The connection budget on AWS" in guide
 
 
 def test_replica_urls_name_exactly_the_replicas_created(template):

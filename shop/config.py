@@ -93,6 +93,9 @@ class Settings:
     # database's password has no setting: libpq reads ``PGPASSWORD`` itself (docs/deploy.md).
     redis_password: str | None = field(default=None, repr=False)
     redis_prefix: str = "shop:"
+    # A Redis Cluster (ElastiCache cluster mode): SHOP_REDIS_URL names one of its nodes (its
+    # configuration endpoint); a redis+cluster:// or rediss+cluster:// URL says the same.
+    redis_cluster: bool = False
     # Seconds a replica that failed is skipped before it is tried again.
     replica_retry_after: float = 5.0
     db_connect_timeout: int = 3

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,11 +37,13 @@ import pytest
 from shop.config import Settings
 from tests.support import REQUIRE_SERVICES
 from tests.support.aws_template import (
+    RDS_MEMORY_GIB,
     TEMPLATE,
     Stack,
     Template,
     load_template,
     logical_id,
+    rds_max_connections,
     yaml_aliases,
 )
 
@@ -68,6 +71,19 @@ PARAMETER_SETS = {
     "two-replicas": {"ReplicaCount": "2"},
     "images-in-the-database": {"ImageStorage": "database"},
     "cloudfront": CLOUDFRONT,
+    "redis-without-cluster-mode": {"CacheClusterMode": "disabled", "CacheNodeCount": "5"},
+    "three-shards-two-replicas-each-alarms-mailed": {
+        "CacheShards": "3",
+        "CacheReplicasPerShard": "2",
+        "ReplicaCount": "2",
+        "AlarmEmail": "oncall@example.com",
+    },
+    "hotfix-deployment": {"DeploymentAlarmRollback": "false"},
+    "small-database-large-tasks": {
+        "DatabaseInstanceClass": "db.t4g.medium",
+        "TaskCpu": "4096",
+        "TaskMemory": "8192",
+    },
 }
 
 
@@ -109,13 +125,18 @@ def is_true(value: Any) -> bool:
 # -- security groups: the chain from the balancer inwards --------------------------------------
 
 
-def chain(stack: Stack) -> dict[str, tuple[str | None, set[int]]]:
-    """Each security group: the group its ingress must come from (None: the world), ports."""
+def chain(stack: Stack) -> dict[str, set[tuple[int, str | None]]]:
+    """Each security group: exactly the (port, source group) its ingress admits (None: the
+    world). The app reaches the primary only through RDS Proxy; the migration task, which
+    nothing reaches, is the primary's one direct client."""
     return {
-        "LoadBalancerSecurityGroup": (None, {80, 443}),
-        "AppSecurityGroup": ("LoadBalancerSecurityGroup", {app_port(stack)}),
-        "DatabaseSecurityGroup": ("AppSecurityGroup", {5432}),
-        "CacheSecurityGroup": ("AppSecurityGroup", {6379}),
+        "LoadBalancerSecurityGroup": {(80, None), (443, None)},
+        "AppSecurityGroup": {(app_port(stack), "LoadBalancerSecurityGroup")},
+        "MigrationSecurityGroup": set(),
+        "ProxySecurityGroup": {(5432, "AppSecurityGroup")},
+        "DatabaseSecurityGroup": {(5432, "ProxySecurityGroup"), (5432, "MigrationSecurityGroup")},
+        "ReplicaSecurityGroup": {(5432, "AppSecurityGroup")},
+        "CacheSecurityGroup": {(6379, "AppSecurityGroup")},
     }
 
 
@@ -136,41 +157,44 @@ def check_security_group_chain(stack: Stack) -> list[str]:
     groups = set(stack.resources("AWS::EC2::SecurityGroup"))
     if groups != set(expected):
         problems.append(f"security groups are {sorted(groups)}, expected {sorted(expected)}")
-    seen: dict[str, set[int]] = {group: set() for group in expected}
+    seen: dict[str, set[tuple[int, str | None]]] = {group: set() for group in expected}
     for group, rule in ingress_rules(stack):
         if group not in expected:
-            problems.append(f"ingress on {group}, which is not one of the four groups")
+            problems.append(f"ingress on {group}, which is not one of {sorted(expected)}")
             continue
-        front, ports = expected[group]
+        admitted = expected[group]
+        ports = {port for port, _ in admitted}
+        fronts = sorted({str(front) for _, front in admitted})
         where = f"{group} ingress {rule}"
         if str(rule.get("IpProtocol")) != "tcp":
             problems.append(f"{where}: protocol must be tcp")
         low, high = rule.get("FromPort"), rule.get("ToPort")
         if low != high or low not in ports:
             problems.append(f"{where}: ports {low}-{high}, expected one of {sorted(ports)}")
-        else:
-            seen[group].add(low)
-        if front is None:
+        if (low, None) in admitted:
             if rule.get("CidrIp", rule.get("CidrIpv6")) not in WORLD:
                 problems.append(f"{where}: the balancer is open to the world and nothing else")
+            seen[group].add((low, None))
             continue
         cidrs = [key for key in ("CidrIp", "CidrIpv6", "SourcePrefixListId") if key in rule]
         if cidrs:
-            problems.append(f"{where}: open to {cidrs} (a range), not only to {front}")
+            problems.append(f"{where}: open to {cidrs} (a range), not only to {fronts}")
         source = logical_id(rule.get("SourceSecurityGroupId"))
-        if source != front:
-            problems.append(f"{where}: comes from {source or 'no group'}, not {front}")
-    for group, (_, ports) in expected.items():
-        if group in groups and seen[group] != ports:
-            problems.append(f"{group} is reachable on {sorted(seen[group])}, not {sorted(ports)}")
+        if (low, source) not in admitted:
+            problems.append(f"{where}: comes from {source or 'no group'}, not {fronts}")
+        seen[group].add((low, source))
+    for group, admitted in expected.items():
+        if group in groups and seen[group] != admitted:
+            problems.append(f"{group} admits {sorted(map(str, seen[group]))}, not {admitted}")
     problems += _egress(stack)
     problems += _attachments(stack)
     return problems
 
 
 def _egress(stack: Stack) -> list[str]:
-    """Outbound, each tier talks only inwards: the balancer to the app port, the app to the
-    two data stores and to AWS's APIs on 443. No separate egress resources to overlook."""
+    """Outbound, each tier talks only inwards: the balancer to the app port, the app to RDS
+    Proxy, the replicas, Redis and AWS's APIs on 443, the proxy to the primary alone, the
+    migration task to the primary and the APIs. No separate egress resources to overlook."""
     problems = [
         f"{name}: egress rules belong inline in their group"
         for name in stack.resources("AWS::EC2::SecurityGroupEgress")
@@ -179,9 +203,12 @@ def _egress(stack: Stack) -> list[str]:
         "LoadBalancerSecurityGroup": {(app_port(stack), "AppSecurityGroup")},
         "AppSecurityGroup": {
             (443, "0.0.0.0/0"),
-            (5432, "DatabaseSecurityGroup"),
+            (5432, "ProxySecurityGroup"),
+            (5432, "ReplicaSecurityGroup"),
             (6379, "CacheSecurityGroup"),
         },
+        "ProxySecurityGroup": {(5432, "DatabaseSecurityGroup")},
+        "MigrationSecurityGroup": {(443, "0.0.0.0/0"), (5432, "DatabaseSecurityGroup")},
     }
     for group, expected in allowed.items():
         rules = stack.properties(group).get("SecurityGroupEgress", [])
@@ -215,9 +242,16 @@ def _attachments(stack: Stack) -> list[str]:
         if vpc.get("AssignPublicIp") != "DISABLED":
             problems.append(f"{name}: tasks must have no public IP")
     for name, props in stack.resources("AWS::RDS::DBInstance").items():
-        expect(name, props.get("VPCSecurityGroups"), "DatabaseSecurityGroup")
+        group = "ReplicaSecurityGroup" if "SourceDBInstanceIdentifier" in props else None
+        expect(name, props.get("VPCSecurityGroups"), group or "DatabaseSecurityGroup")
         if is_true(props.get("PubliclyAccessible")):
             problems.append(f"{name} is publicly accessible")
+    for name, props in stack.resources("AWS::RDS::DBProxy").items():
+        expect(name, props.get("VpcSecurityGroupIds"), "ProxySecurityGroup")
+    outputs = stack.template.get("Outputs", {})
+    migration = stack.resolve(outputs.get("MigrationSecurityGroup", {}).get("Value"))
+    if logical_id(migration) != "MigrationSecurityGroup":
+        problems.append("the MigrationSecurityGroup output (aws ecs run-task) must name its group")
     for name, props in stack.resources("AWS::ElastiCache::ReplicationGroup").items():
         expect(name, props.get("SecurityGroupIds"), "CacheSecurityGroup")
     return problems
@@ -259,7 +293,10 @@ def check_multi_az(stack: Stack) -> list[str]:
             problems.append(f"{name}: MultiAZEnabled must be on")
         if not is_true(group.get("AutomaticFailoverEnabled")):
             problems.append(f"{name}: AutomaticFailoverEnabled must be on")
-        if int(group.get("NumCacheClusters", 1)) < 2:
+        if group.get("ClusterMode") == "enabled":
+            if int(group.get("ReplicasPerNodeGroup", 0)) < 1:
+                problems.append(f"{name}: a replica per shard to fail over to needs >= 1")
+        elif int(group.get("NumCacheClusters", 1)) < 2:
             problems.append(f"{name}: a replica to fail over to needs NumCacheClusters >= 2")
     _, target = the_one(stack, "AWS::ApplicationAutoScaling::ScalableTarget")
     if int(target["MinCapacity"]) < 2:
@@ -294,6 +331,10 @@ def check_encryption(stack: Stack) -> list[str]:
         problems.append(f"SHOP_REDIS_URL must be rediss:// (TLS), not {env.get('SHOP_REDIS_URL')}")
     urls = [env.get("SHOP_DATABASE_URL", "")]
     urls += Settings.from_env({"SHOP_REPLICA_URLS": env.get("SHOP_REPLICA_URLS", "")}).replica_urls
+    urls.append(stack.environment(MIGRATE_TASK, MIGRATE_CONTAINER).get("SHOP_DATABASE_URL", ""))
+    for proxy, props in stack.resources("AWS::RDS::DBProxy").items():
+        if not is_true(props.get("RequireTLS")):
+            problems.append(f"{proxy}: RequireTLS must be on")
     for url in urls:
         sslmode = parse_qs(urlsplit(url).query).get("sslmode", [""])[0]
         if sslmode not in TLS_SSLMODES:
@@ -764,6 +805,50 @@ def test_the_deploy_guide_states_the_edge_figures_the_template_applies(template)
         assert f"`{prefix}`" in guide, prefix
 
 
+def _guide() -> str:
+    return " ".join((TEMPLATE.parents[2] / "docs" / "deploy.md").read_text().split())
+
+
+def test_the_deploy_guide_states_the_budget_the_template_keeps(template):
+    """docs/deploy.md's inequality, its table of what a task holds and its table of what each
+    instance class allows are the template's (and the test's) figures."""
+    guide = _guide()
+    assert "`MaxTasks x 2 (deploy) x workers x threads <= 0.8 x max_connections`" in guide
+    cpus = template["Parameters"]["TaskCpu"]["AllowedValues"]
+    for cpu in cpus:
+        stack = Stack.of(template, TaskCpu=cpu)
+        workers, threads = connections_per_task(stack)
+        row = (
+            f"| {cpu} | {int(cpu) / 1024:g} | {workers} | {threads} | {workers * threads} | "
+            f"{2 * workers * threads} | {request_target(stack)} |"
+        )
+        assert row in guide, row
+    for instance_class in template["Parameters"]["DatabaseInstanceClass"]["AllowedValues"]:
+        limit = rds_max_connections(instance_class)
+        tasks = [
+            max_tasks(Stack.of(template, DatabaseInstanceClass=instance_class, TaskCpu=cpu))
+            for cpu in cpus
+        ]
+        row = (
+            f"| `{instance_class}` | {RDS_MEMORY_GIB[instance_class]} GiB | {limit} | "
+            f"{int(BUDGET_SHARE * limit)} | {' | '.join(map(str, tasks))} |"
+        )
+        assert row in guide, row
+
+
+def test_the_deploy_guide_derives_the_target_and_names_every_alarm(template):
+    guide = _guide()
+    measured = template["Mappings"]["TaskShape"]["Measured"]
+    per_vcpu, percent = measured["RequestsPerSecondPerVcpu"], measured["TargetPercent"]
+    assert f"`{per_vcpu} req/s × vCPUs × {percent / 100:g} × 60 s`" in guide
+    assert f"taken as **{per_vcpu}**" in guide
+    default = Stack.of(template)
+    assert f"which is {request_target(default)} requests per minute for a 1-vCPU task" in guide
+    for name in ALARMS:
+        assert f"| `{name}` |" in guide, name
+    assert "## Scaling and alarms" in guide and "## The connection budget on AWS" in guide
+
+
 def test_replica_urls_name_exactly_the_replicas_created(template):
     for count in range(4):
         stack = Stack.of(template, ReplicaCount=str(count))
@@ -812,9 +897,18 @@ def test_subnets_route_as_their_tier_needs(stack):
 
 
 def test_the_migration_task_runs_with_the_app_s_settings_and_secrets(stack):
+    """The same settings, but for the one URL: the primary itself, not RDS Proxy."""
     app = stack.containers(APP_TASK)[APP_CONTAINER]
     migrate = stack.containers(MIGRATE_TASK)[MIGRATE_CONTAINER]
-    assert migrate["Environment"] == app["Environment"]
+    app_env = stack.environment(APP_TASK, APP_CONTAINER)
+    migrate_env = stack.environment(MIGRATE_TASK, MIGRATE_CONTAINER)
+    assert [i["Name"] for i in migrate["Environment"]] == [i["Name"] for i in app["Environment"]]
+    direct = migrate_env.pop("SHOP_DATABASE_URL")
+    proxied = app_env.pop("SHOP_DATABASE_URL")
+    assert migrate_env == app_env
+    assert direct == proxied.replace(
+        "<DatabaseProxy.Endpoint>:5432", "<Database.Endpoint.Address>:<Database.Endpoint.Port>"
+    )
     assert migrate["Secrets"] == app["Secrets"]
     assert migrate["Command"] == ["flask", "--app", "shop", "db", "upgrade"]
     assert migrate["Image"] == app["Image"]  # MigrationImage empty: the same image
@@ -926,6 +1020,459 @@ def check_images(stack: Stack) -> list[str]:
 
 def test_product_images_live_in_a_private_tls_only_bucket_the_task_role_alone_reaches(stack):
     assert not (problems := check_images(stack)), problems
+
+
+# -- Redis: cluster mode enabled, at least two shards, non-burstable nodes ----------------------
+
+BURSTABLE = re.compile(r"^(cache|db)\.t\d")
+
+
+def _host_port(url: str) -> str:
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+def check_redis_cluster(stack: Stack) -> list[str]:
+    """Cluster mode (CacheClusterMode=enabled): at least two shards of a primary and at least
+    one replica, the cluster's parameter group, the configuration endpoint in SHOP_REDIS_URL and
+    SHOP_REDIS_CLUSTER=1 so the shop builds a cluster client. Otherwise one replication group
+    behind its primary endpoint and SHOP_REDIS_CLUSTER=0. Either way no burstable node type."""
+    problems = []
+    name, group = the_one(stack, "AWS::ElastiCache::ReplicationGroup")
+    env = stack.environment(APP_TASK, APP_CONTAINER)
+    parameters = stack.template["Parameters"]
+    allowed = [str(t) for t in parameters["CacheNodeType"].get("AllowedValues", [])]
+    if not allowed or any(BURSTABLE.match(t) for t in allowed):
+        problems.append(f"CacheNodeType: non-burstable node types only, allowed are {allowed}")
+    if BURSTABLE.match(str(group.get("CacheNodeType"))):
+        problems.append(f"{name}: CacheNodeType {group.get('CacheNodeType')} is burstable")
+    address = _host_port(env.get("SHOP_REDIS_URL", ""))
+    flag = env.get("SHOP_REDIS_CLUSTER")
+    if stack.parameters["CacheClusterMode"] == "enabled":
+        if group.get("ClusterMode") != "enabled" or "NumCacheClusters" in group:
+            problems.append(f"{name}: ClusterMode must be enabled, with node groups")
+        if int(group.get("NumNodeGroups", 0)) < 2:
+            problems.append(f"{name}: cluster mode needs NumNodeGroups >= 2 (shards)")
+        if int(group.get("ReplicasPerNodeGroup", 0)) < 1:
+            problems.append(f"{name}: cluster mode needs ReplicasPerNodeGroup >= 1")
+        if not str(group.get("CacheParameterGroupName", "")).endswith(".cluster.on"):
+            problems.append(f"{name}: cluster mode needs a cluster-enabled parameter group")
+        if address != f"<{name}.ConfigurationEndPoint.Address>:<{name}.ConfigurationEndPoint.Port>":
+            problems.append(f"SHOP_REDIS_URL must name the configuration endpoint, is {address}")
+        if flag != "1":
+            problems.append(f"SHOP_REDIS_CLUSTER must be 1 in cluster mode, is {flag!r}")
+    else:
+        if group.get("ClusterMode", "disabled") != "disabled" or "NumNodeGroups" in group:
+            problems.append(f"{name}: with CacheClusterMode=disabled, one node group")
+        if address != f"<{name}.PrimaryEndPoint.Address>:<{name}.PrimaryEndPoint.Port>":
+            problems.append(f"SHOP_REDIS_URL must name the primary endpoint, is {address}")
+        if flag != "0":
+            problems.append(f"SHOP_REDIS_CLUSTER must be 0 without cluster mode, is {flag!r}")
+    for parameter, least in (("CacheShards", 2), ("CacheReplicasPerShard", 1)):
+        values = [int(v) for v in parameters[parameter]["AllowedValues"]]
+        if min(values) < least:
+            problems.append(f"{parameter} allows {min(values)}, fewer than {least}")
+    return problems
+
+
+def test_redis_runs_in_cluster_mode_on_non_burstable_nodes(stack):
+    assert check_redis_cluster(stack) == []
+
+
+def test_cluster_mode_is_the_default(template):
+    assert template["Parameters"]["CacheClusterMode"]["Default"] == "enabled"
+
+
+# -- RDS Proxy in front of the primary ---------------------------------------------------------
+
+# The share of max_connections the connection budget spends (docs/deploy.md).
+BUDGET_SHARE = 0.8
+
+
+def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+
+
+def check_database_proxy(stack: Stack) -> list[str]:
+    """One RDS Proxy (PostgreSQL, TLS required) signs in to the primary with the database's
+    secret, which its role alone may read, and may open at most the budget's share of
+    max_connections. The app's primary URL names the proxy; the migration's names the primary
+    itself; the replicas are reached directly (RDS Proxy reads only from Aurora readers)."""
+    problems = []
+    proxies = stack.resources("AWS::RDS::DBProxy")
+    if len(proxies) != 1:
+        return [f"expected one AWS::RDS::DBProxy, found {sorted(proxies)}"]
+    ((name, proxy),) = proxies.items()
+    if proxy.get("EngineFamily") != "POSTGRESQL" or not is_true(proxy.get("RequireTLS")):
+        problems.append(f"{name}: a POSTGRESQL proxy with RequireTLS")
+    auth = proxy.get("Auth", [])
+    if [(a.get("AuthScheme"), logical_id(a.get("SecretArn"))) for a in auth] != [
+        ("SECRETS", "DatabaseSecret")
+    ]:
+        problems.append(f"{name}: must sign in with DatabaseSecret (Secrets Manager), is {auth}")
+    role = logical_id(proxy.get("RoleArn"))
+    grants = [
+        (s.get("Action"), logical_id(s.get("Resource")))
+        for s in _statements(stack.properties(role) if role else {})
+    ]
+    if grants != [("secretsmanager:GetSecretValue", "DatabaseSecret")]:
+        problems.append(f"{name}: its role may read DatabaseSecret and nothing else: {grants}")
+    targets = [
+        t
+        for t in stack.resources("AWS::RDS::DBProxyTargetGroup").values()
+        if logical_id(t.get("DBProxyName")) == name
+    ]
+    if [t.get("DBInstanceIdentifiers") for t in targets] != [["<Database>"]]:
+        problems.append(f"{name}: its one target group must hold the primary, Database")
+    for target in targets:
+        pool = target.get("ConnectionPoolConfigurationInfo", {})
+        if int(pool.get("MaxConnectionsPercent", 100)) > BUDGET_SHARE * 100:
+            problems.append(
+                f"{name}: MaxConnectionsPercent {pool.get('MaxConnectionsPercent', 100)} is "
+                f"beyond the connection budget's {BUDGET_SHARE:.0%} of max_connections"
+            )
+    app = stack.environment(APP_TASK, APP_CONTAINER).get("SHOP_DATABASE_URL", "")
+    if _host_port(app) != f"<{name}.Endpoint>:5432":
+        problems.append(f"the app's SHOP_DATABASE_URL must go through {name}: {app}")
+    if "target_session_attrs=read-write" not in app:
+        problems.append("the app's SHOP_DATABASE_URL must ask for a read-write server")
+    migrate = stack.environment(MIGRATE_TASK, MIGRATE_CONTAINER).get("SHOP_DATABASE_URL", "")
+    if _host_port(migrate) != "<Database.Endpoint.Address>:<Database.Endpoint.Port>":
+        problems.append(f"the migration must reach the primary directly: {migrate}")
+    return problems
+
+
+def test_the_primary_is_reached_through_rds_proxy_and_migrations_directly(stack):
+    assert check_database_proxy(stack) == []
+
+
+# -- the connection budget -----------------------------------------------------------------------
+
+
+def connections_per_task(stack: Stack) -> tuple[int, int]:
+    """gunicorn's workers and threads as the task sets them (gunicorn.conf.py reads these)."""
+    env = stack.environment(APP_TASK, APP_CONTAINER)
+    return int(env["SHOP_WORKERS"]), int(env["SHOP_THREADS"])
+
+
+def max_tasks(stack: Stack) -> int:
+    _, target = the_one(stack, "AWS::ApplicationAutoScaling::ScalableTarget")
+    return int(target["MaxCapacity"])
+
+
+def check_connection_budget(stack: Stack) -> list[str]:
+    """MaxTasks x 2 (deploy) x workers x threads <= 0.8 x max_connections, for the instance
+    class of the primary (through the proxy, which may open that much) and of every replica
+    (the tasks' own pools); MaxTasks the most the budget allows, not a number of its own."""
+    problems = []
+    instance_class = stack.parameters["DatabaseInstanceClass"]
+    if instance_class not in RDS_MEMORY_GIB:
+        return [f"{instance_class}: no memory figure in tests/support/aws_template.py"]
+    limit = rds_max_connections(instance_class)
+    env = stack.environment(APP_TASK, APP_CONTAINER)
+    if not {"SHOP_WORKERS", "SHOP_THREADS"} <= set(env):
+        return ["the task must set SHOP_WORKERS and SHOP_THREADS (the budget counts them)"]
+    workers, threads = connections_per_task(stack)
+    _, service = the_one(stack, "AWS::ECS::Service")
+    deploy = int(service["DeploymentConfiguration"]["MaximumPercent"]) / 100
+    tasks = max_tasks(stack)
+    used = tasks * deploy * workers * threads
+    where = f"{instance_class}, TaskCpu {stack.parameters['TaskCpu']}"
+    if used > BUDGET_SHARE * limit:
+        problems.append(
+            f"{where}: {tasks} tasks x {deploy:g} (deploy) x {workers} workers x {threads} "
+            f"threads = {used:g} connections, over the budget {BUDGET_SHARE} x {limit}"
+        )
+    allowed = int(BUDGET_SHARE * limit // (deploy * workers * threads))
+    if tasks != allowed:
+        problems.append(f"{where}: MaxTasks is {tasks}, the budget allows {allowed}")
+    row = stack.template["Mappings"]["ConnectionBudget"].get(instance_class, {})
+    if (row.get("MaxConnections"), row.get("Budget")) != (limit, int(BUDGET_SHARE * limit)):
+        problems.append(f"{where}: the mapping's MaxConnections and Budget must be {limit}")
+    for name, props in stack.resources("AWS::RDS::DBInstance").items():
+        if props.get("DBInstanceClass") != instance_class:
+            problems.append(f"{name}: every instance is DatabaseInstanceClass (one budget)")
+    return problems
+
+
+def test_the_connection_budget_holds(stack):
+    assert check_connection_budget(stack) == []
+
+
+def test_the_connection_budget_holds_for_every_instance_class_and_task_size(template):
+    parameters = template["Parameters"]
+    least = []
+    for instance_class in parameters["DatabaseInstanceClass"]["AllowedValues"]:
+        for cpu in parameters["TaskCpu"]["AllowedValues"]:
+            stack = Stack.of(template, DatabaseInstanceClass=instance_class, TaskCpu=cpu)
+            assert check_connection_budget(stack) == [], (instance_class, cpu)
+            least.append(max_tasks(stack))
+    # Every allowed MinTasks fits under every MaxTasks: no allowed parameter set is refused.
+    assert int(parameters["MinTasks"]["MaxValue"]) <= min(least)
+
+
+def test_the_budget_counts_the_variables_gunicorn_reads():
+    conf = (TEMPLATE.parents[2] / "gunicorn.conf.py").read_text()
+    assert re.search(r'^workers = env_int\("SHOP_WORKERS"', conf, re.MULTILINE)
+    assert re.search(r'^threads = env_int\("SHOP_THREADS"', conf, re.MULTILINE)
+
+
+# -- autoscaling that fits the measured capacity -------------------------------------------------
+
+BENCHMARKS = TEMPLATE.parents[2] / "BENCHMARKS.md"
+
+
+def benchmarked_requests_per_vcpu() -> float:
+    """The mix through the balancer at its closed-loop peak, per vCPU of the machine it ran on
+    (PostgreSQL, Redis, HAProxy and wrk shared those vCPUs: a floor for a task's)."""
+    text = BENCHMARKS.read_text()
+    (peak,) = re.findall(r"^Peak (\d+) req/s \(closed loop", text, re.MULTILINE)
+    (cores,) = re.findall(r"^- cores: (\d+)$", text, re.MULTILINE)
+    return int(peak) / int(cores)
+
+
+def request_target(stack: Stack) -> float:
+    """RequestsPerSecondPerVcpu x vCPUs x TargetPercent / 100 x 60 s, from Measured."""
+    measured = stack.template["Mappings"]["TaskShape"]["Measured"]
+    vcpus = int(stack.parameters["TaskCpu"]) / 1024
+    per_second = measured["RequestsPerSecondPerVcpu"] * vcpus * measured["TargetPercent"] / 100
+    return round(per_second * 60)
+
+
+def check_autoscaling(stack: Stack) -> list[str]:
+    """Target tracking on the balancer's requests per task at the derived target (and on CPU),
+    new tasks eased in by slow start, failed deployments rolled back, Container Insights on."""
+    problems = []
+    target_id, target = the_one(stack, "AWS::ApplicationAutoScaling::ScalableTarget")
+    if target.get("ResourceId") != "service/<Cluster>/<Service.Name>":
+        problems.append(f"{target_id} must scale the Service, scales {target.get('ResourceId')}")
+    kinds = {}
+    for name, policy in stack.resources("AWS::ApplicationAutoScaling::ScalingPolicy").items():
+        config = policy.get("TargetTrackingScalingPolicyConfiguration", {})
+        kind = config.get("PredefinedMetricSpecification", {}).get("PredefinedMetricType")
+        kinds[kind] = (name, config)
+    if "ECSServiceAverageCPUUtilization" not in kinds:
+        problems.append("a target tracking policy on the service's CPU is missing")
+    if "ALBRequestCountPerTarget" not in kinds:
+        return problems + ["a target tracking policy on ALBRequestCountPerTarget is missing"]
+    name, config = kinds["ALBRequestCountPerTarget"]
+    label = config["PredefinedMetricSpecification"].get("ResourceLabel")
+    if label != "<LoadBalancer.LoadBalancerFullName>/<TargetGroup.TargetGroupFullName>":
+        problems.append(f"{name}: counts {label}, not the shop's target group")
+    expected = request_target(stack)
+    if float(config.get("TargetValue", 0)) != expected:
+        problems.append(
+            f"{name}: TargetValue {config.get('TargetValue')} is not the measured capacity's "
+            f"(RequestsPerSecondPerVcpu x vCPUs x TargetPercent x 60 s = {expected})"
+        )
+    _, group = the_one(stack, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    attributes = {a["Key"]: str(a["Value"]) for a in group.get("TargetGroupAttributes", [])}
+    if not 30 <= int(attributes.get("slow_start.duration_seconds", "0")) <= 900:
+        problems.append("the target group needs slow start (slow_start.duration_seconds >= 30)")
+    _, service = the_one(stack, "AWS::ECS::Service")
+    deployment = service.get("DeploymentConfiguration", {})
+    breaker = deployment.get("DeploymentCircuitBreaker", {})
+    if not (is_true(breaker.get("Enable")) and is_true(breaker.get("Rollback"))):
+        problems.append("Service: the deployment circuit breaker must be on, with rollback")
+    alarms = deployment.get("Alarms", {})
+    wanted = is_true(stack.parameters["DeploymentAlarmRollback"])
+    watched = "<ErrorRateAlarm>" in alarms.get("AlarmNames", [])
+    if not watched or {is_true(alarms.get("Enable")), is_true(alarms.get("Rollback"))} != {wanted}:
+        problems.append(
+            "Service: a deployment during which ErrorRateAlarm goes off rolls back, unless "
+            "DeploymentAlarmRollback is false"
+        )
+    _, cluster = the_one(stack, "AWS::ECS::Cluster")
+    settings = {s["Name"]: s["Value"] for s in cluster.get("ClusterSettings", [])}
+    if settings.get("containerInsights") not in ("enabled", "enhanced"):
+        problems.append("Cluster: Container Insights must be on")
+    return problems
+
+
+def test_autoscaling_fits_the_measured_capacity(stack):
+    assert check_autoscaling(stack) == []
+
+
+def test_the_measured_capacity_is_benchmarks_md_s(template):
+    """The template's one measured figure is BENCHMARKS.md's, rounded down; a new benchmark
+    that moves it by more than a tenth asks for the targets to be derived again."""
+    written = template["Mappings"]["TaskShape"]["Measured"]["RequestsPerSecondPerVcpu"]
+    measured = benchmarked_requests_per_vcpu()
+    assert 0.9 * measured <= written <= measured, (written, measured)
+    assert template["Mappings"]["TaskShape"]["Measured"]["TargetPercent"] == 60
+
+
+# -- CloudWatch alarms, to one SNS topic ---------------------------------------------------------
+
+TOPIC = "<AlarmTopic>"
+LOAD_BALANCER = {"LoadBalancer": "<LoadBalancer.LoadBalancerFullName>"}
+TARGET_GROUP = {**LOAD_BALANCER, "TargetGroup": "<TargetGroup.TargetGroupFullName>"}
+
+
+def cache_nodes(stack: Stack) -> list[str]:
+    """The Redis nodes' ids (ElastiCache's per-node metrics' CacheClusterId)."""
+    p = stack.parameters
+    if p["CacheClusterMode"] == "enabled":
+        copies = 1 + int(p["CacheReplicasPerShard"])
+        shards = int(p["CacheShards"])
+        return [
+            f"<Cache>-{s:04d}-{c:03d}" for s in range(1, shards + 1) for c in range(1, copies + 1)
+        ]
+    return [f"<Cache>-{n:03d}" for n in range(1, int(p["CacheNodeCount"]) + 1)]
+
+
+def replicas(stack: Stack) -> list[str]:
+    return [f"<Replica{i}>" for i in range(1, int(stack.parameters["ReplicaCount"]) + 1)]
+
+
+def budget(stack: Stack) -> int:
+    return int(BUDGET_SHARE * rds_max_connections(stack.parameters["DatabaseInstanceClass"]))
+
+
+Dimensions = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """What an alarm must watch: each metric (namespace, name) on each of its dimension sets,
+    compared so with this threshold, and what missing data means."""
+
+    metrics: tuple[tuple[str, str], ...]
+    dimensions: Callable[[Stack], Dimensions]
+    threshold: Callable[[Stack], float]
+    comparison: str
+    missing: str
+    statistic: str | None = None
+    exists: Callable[[Stack], bool] = lambda stack: True
+
+
+ALARMS = {
+    "ErrorRateAlarm": AlarmSpec(
+        (
+            ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count"),
+            ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count"),
+            ("AWS/ApplicationELB", "RequestCount"),
+        ),
+        lambda stack: [LOAD_BALANCER], lambda stack: 1, "GreaterThanThreshold", "notBreaching",
+    ),
+    "LatencyAlarm": AlarmSpec(
+        (("AWS/ApplicationELB", "TargetResponseTime"),),
+        lambda stack: [TARGET_GROUP], lambda stack: 1, "GreaterThanThreshold", "notBreaching",
+        statistic="p99",
+    ),
+    "UnhealthyHostsAlarm": AlarmSpec(
+        (("AWS/ApplicationELB", "UnHealthyHostCount"),),
+        lambda stack: [TARGET_GROUP], lambda stack: 1,
+        "GreaterThanOrEqualToThreshold", "notBreaching", statistic="Maximum",
+    ),
+    "AtMaxTasksAlarm": AlarmSpec(
+        (("ECS/ContainerInsights", "DesiredTaskCount"),),
+        lambda stack: [{"ClusterName": "<Cluster>", "ServiceName": "<Service.Name>"}],
+        max_tasks, "GreaterThanOrEqualToThreshold", "notBreaching", statistic="Maximum",
+    ),
+    "DatabaseConnectionsAlarm": AlarmSpec(
+        (("AWS/RDS", "DatabaseConnections"),),
+        lambda stack: [{"DBInstanceIdentifier": "<Database>"}],
+        budget, "GreaterThanOrEqualToThreshold", "missing", statistic="Maximum",
+    ),
+    "ReplicaConnectionsAlarm": AlarmSpec(
+        (("AWS/RDS", "DatabaseConnections"),),
+        lambda stack: [{"DBInstanceIdentifier": r} for r in replicas(stack)],
+        budget, "GreaterThanOrEqualToThreshold", "missing", statistic="Maximum",
+        exists=lambda stack: bool(replicas(stack)),
+    ),
+    "ReplicaLagAlarm": AlarmSpec(
+        (("AWS/RDS", "ReplicaLag"),),
+        lambda stack: [{"DBInstanceIdentifier": r} for r in replicas(stack)],
+        lambda stack: 30, "GreaterThanThreshold", "missing", statistic="Maximum",
+        exists=lambda stack: bool(replicas(stack)),
+    ),
+    "CacheEngineCpuAlarm": AlarmSpec(
+        (("AWS/ElastiCache", "EngineCPUUtilization"),),
+        lambda stack: [{"CacheClusterId": n} for n in cache_nodes(stack)],
+        lambda stack: 80, "GreaterThanThreshold", "missing",
+    ),
+    "CacheEvictionsAlarm": AlarmSpec(
+        (("AWS/ElastiCache", "Evictions"),),
+        lambda stack: [{"CacheClusterId": n} for n in cache_nodes(stack)],
+        lambda stack: 0, "GreaterThanThreshold", "notBreaching", statistic="Sum",
+    ),
+    "CacheReplicationLagAlarm": AlarmSpec(
+        (("AWS/ElastiCache", "ReplicationLag"),),
+        lambda stack: [{"CacheClusterId": n} for n in cache_nodes(stack)],
+        lambda stack: 1, "GreaterThanThreshold", "missing", statistic="Maximum",
+    ),
+}  # fmt: skip
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str, dict[str, str], str | None]]:
+    """(namespace, metric, dimensions, statistic) of a plain or a metric-math alarm."""
+    found = []
+    stats = [{**alarm, "Metric": alarm}] if "MetricName" in alarm else []
+    stats += [m["MetricStat"] for m in alarm.get("Metrics", []) if "MetricStat" in m]
+    for stat in stats:
+        metric = stat["Metric"]
+        dimensions = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+        statistic = stat.get("Stat") or stat.get("Statistic") or stat.get("ExtendedStatistic")
+        found.append((metric["Namespace"], metric["MetricName"], dimensions, statistic))
+    return found
+
+
+def check_alarms(stack: Stack) -> list[str]:
+    """Every alarm the operator needs exists, watches the right metric of the right resources,
+    has its threshold and its TreatMissingData, and tells AlarmTopic when it goes off and when
+    it clears; the topic mails AlarmEmail when one is given."""
+    problems = []
+    alarms = stack.resources("AWS::CloudWatch::Alarm")
+    for name in sorted(set(alarms) - set(ALARMS)):
+        problems.append(f"{name}: an alarm the invariants do not know (add it to ALARMS)")
+    for name, spec in ALARMS.items():
+        if not spec.exists(stack):
+            if name in alarms:
+                problems.append(f"{name}: nothing to watch with {stack.parameters}")
+            continue
+        alarm = alarms.get(name)
+        if alarm is None:
+            problems.append(f"{name}: the alarm is missing")
+            continue
+        wanted = sorted(
+            (namespace, metric, tuple(sorted(dimensions.items())))
+            for namespace, metric in spec.metrics
+            for dimensions in spec.dimensions(stack)
+        )
+        metrics = alarm_metrics(alarm)
+        watched = sorted((n, m, tuple(sorted(d.items()))) for n, m, d, _ in metrics)
+        if watched != wanted:
+            problems.append(f"{name}: watches {watched}, expected {wanted}")
+        if spec.statistic and {s for *_, s in metrics} != {spec.statistic}:
+            problems.append(f"{name}: statistic {[s for *_, s in metrics]}, not {spec.statistic}")
+        queries = alarm.get("Metrics", [])
+        returned = [q for q in queries if is_true(q.get("ReturnData", True))]
+        if queries and (len(returned) != 1 or "Expression" not in returned[0]):
+            problems.append(f"{name}: metric math must return one expression")
+        if len(queries) > 10:
+            problems.append(f"{name}: {len(queries)} queries, CloudWatch allows 10 in an alarm")
+        if float(alarm.get("Threshold", "nan")) != float(spec.threshold(stack)):
+            problems.append(
+                f"{name}: threshold {alarm.get('Threshold')}, not {spec.threshold(stack)}"
+            )
+        if alarm.get("ComparisonOperator") != spec.comparison:
+            problems.append(f"{name}: {alarm.get('ComparisonOperator')}, not {spec.comparison}")
+        if alarm.get("TreatMissingData") != spec.missing:
+            problems.append(
+                f"{name}: TreatMissingData {alarm.get('TreatMissingData')!r}, not {spec.missing!r}"
+            )
+        if TOPIC not in alarm.get("AlarmActions", []) or TOPIC not in alarm.get("OKActions", []):
+            problems.append(f"{name}: must tell AlarmTopic (AlarmActions and OKActions)")
+    subscriptions = stack.resources("AWS::SNS::Subscription").values()
+    mailed = [(s.get("Endpoint"), s.get("TopicArn"), s.get("Protocol")) for s in subscriptions]
+    email = stack.parameters["AlarmEmail"]
+    if mailed != ([(email, TOPIC, "email")] if email else []):
+        problems.append(f"AlarmTopic's subscriptions are {mailed}, AlarmEmail is {email!r}")
+    return problems
+
+
+def test_the_alarms_watch_what_an_operator_needs_and_tell_the_topic(stack):
+    assert check_alarms(stack) == []
 
 
 # -- the checks bite: each broken copy is caught ----------------------------------------------
@@ -1164,6 +1711,176 @@ def _no_common_rule_set(template: Template) -> None:
     ]
 
 
+def _mapping(template: Template, name: str) -> dict[str, Any]:
+    return template["Mappings"][name]
+
+
+def _burstable_cache_allowed(template: Template) -> None:
+    template["Parameters"]["CacheNodeType"]["AllowedValues"].append("cache.t4g.small")
+
+
+def _one_shard(template: Template) -> None:
+    _resources(template)["Cache"]["Properties"]["NumNodeGroups"] = 1
+
+
+def _shards_without_replicas(template: Template) -> None:
+    _resources(template)["Cache"]["Properties"]["ReplicasPerNodeGroup"] = 0
+
+
+def _cluster_client_not_told(template: Template) -> None:
+    _set_env(template, "SHOP_REDIS_CLUSTER", "0")
+
+
+def _cluster_through_a_primary_endpoint(template: Template) -> None:
+    _set_env(
+        template, "SHOP_REDIS_URL", {"Fn::Sub": "rediss://${Cache.PrimaryEndPoint.Address}:6379"}
+    )
+
+
+def _app_around_the_proxy(template: Template) -> None:
+    _set_env(
+        template,
+        "SHOP_DATABASE_URL",
+        {"Fn::Sub": "postgresql://shop@${Database.Endpoint.Address}:5432/shop?sslmode=require"},
+    )
+
+
+def _migrations_through_the_proxy(template: Template) -> None:
+    (container,) = _resources(template)[MIGRATE_TASK]["Properties"]["ContainerDefinitions"]
+    (url,) = [i for i in container["Environment"] if i.get("Name") == "SHOP_DATABASE_URL"]
+    url["Value"] = {
+        "Fn::Sub": "postgresql://shop@${DatabaseProxy.Endpoint}:5432/shop?sslmode=require"
+    }
+
+
+def _proxy_without_tls(template: Template) -> None:
+    _resources(template)["DatabaseProxy"]["Properties"]["RequireTLS"] = False
+
+
+def _proxy_may_take_every_connection(template: Template) -> None:
+    pool = _resources(template)["DatabaseProxyTargets"]["Properties"]
+    pool["ConnectionPoolConfigurationInfo"]["MaxConnectionsPercent"] = 100
+
+
+def _proxy_reads_every_secret(template: Template) -> None:
+    role = _resources(template)["DatabaseProxyRole"]["Properties"]
+    role["Policies"][0]["PolicyDocument"]["Statement"][0]["Resource"] = "*"
+
+
+def _app_straight_to_the_primary(template: Template) -> None:
+    rule = copy.deepcopy(_resources(template)["DatabaseFromProxy"])
+    rule["Properties"]["SourceSecurityGroupId"] = {"Fn::GetAtt": ["AppSecurityGroup", "GroupId"]}
+    _resources(template)["DatabaseFromApp"] = rule
+
+
+def _proxy_open_to_the_vpc(template: Template) -> None:
+    rule = _resources(template)["ProxyFromApp"]["Properties"]
+    del rule["SourceSecurityGroupId"]
+    rule["CidrIp"] = "10.40.0.0/16"
+
+
+def _replicas_behind_the_primary_s_group(template: Template) -> None:
+    _resources(template)["Replica1"]["Properties"]["VPCSecurityGroups"] = [
+        {"Fn::GetAtt": ["DatabaseSecurityGroup", "GroupId"]}
+    ]
+
+
+def _more_threads(template: Template) -> None:
+    _mapping(template, "TaskShape")["1024"]["Threads"] = "8"
+
+
+def _more_tasks(template: Template) -> None:
+    _mapping(template, "ConnectionBudget")["db.m7g.large"]["1024"] += 1
+
+
+def _fewer_tasks_than_the_budget_allows(template: Template) -> None:
+    _mapping(template, "ConnectionBudget")["db.m7g.large"]["1024"] -= 5
+
+
+def _deploys_at_three_times(template: Template) -> None:
+    _resources(template)["Service"]["Properties"]["DeploymentConfiguration"]["MaximumPercent"] = 300
+
+
+def _workers_left_to_gunicorn(template: Template) -> None:
+    for container in _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"]:
+        container["Environment"] = [
+            i for i in container["Environment"] if i.get("Name") != "SHOP_WORKERS"
+        ]
+
+
+def _target_guessed(template: Template) -> None:
+    _mapping(template, "TaskShape")["1024"]["RequestsPerMinute"] = 3000
+
+
+def _target_from_another_figure(template: Template) -> None:
+    _mapping(template, "TaskShape")["Measured"]["RequestsPerSecondPerVcpu"] = 600
+
+
+def _no_slow_start(template: Template) -> None:
+    props = _resources(template)["TargetGroup"]["Properties"]
+    props["TargetGroupAttributes"] = [
+        a for a in props["TargetGroupAttributes"] if a["Key"] != "slow_start.duration_seconds"
+    ]
+
+
+def _no_rollback(template: Template) -> None:
+    config = _resources(template)["Service"]["Properties"]["DeploymentConfiguration"]
+    config["DeploymentCircuitBreaker"]["Rollback"] = False
+
+
+def _no_alarm_rollback(template: Template) -> None:
+    config = _resources(template)["Service"]["Properties"]["DeploymentConfiguration"]
+    config["Alarms"]["Rollback"] = False
+
+
+def _no_container_insights(template: Template) -> None:
+    del _resources(template)["Cluster"]["Properties"]
+
+
+def _alarm(template: Template, name: str) -> dict[str, Any]:
+    return _resources(template)[name]["Properties"]
+
+
+def _alarm_not_wired(template: Template) -> None:
+    del _alarm(template, "LatencyAlarm")["AlarmActions"]
+
+
+def _alarm_on_another_metric(template: Template) -> None:
+    _alarm(template, "LatencyAlarm")["MetricName"] = "Latency"
+
+
+def _alarm_on_the_average(template: Template) -> None:
+    _alarm(template, "LatencyAlarm")["ExtendedStatistic"] = "p50"
+
+
+def _alarm_on_another_balancer(template: Template) -> None:
+    _alarm(template, "UnhealthyHostsAlarm")["Dimensions"].pop()
+
+
+def _alarm_missing(template: Template) -> None:
+    del _resources(template)["CacheEvictionsAlarm"]
+
+
+def _alarm_missing_a_node(template: Template) -> None:
+    _alarm(template, "CacheEngineCpuAlarm")["Metrics"].pop(0)
+
+
+def _alarm_missing_data_unsaid(template: Template) -> None:
+    del _alarm(template, "ReplicaLagAlarm")["TreatMissingData"]
+
+
+def _connections_alarm_beyond_the_budget(template: Template) -> None:
+    _alarm(template, "DatabaseConnectionsAlarm")["Threshold"] = 5000
+
+
+def _alarm_unknown_to_the_checks(template: Template) -> None:
+    _resources(template)["SomeAlarm"] = copy.deepcopy(_resources(template)["LatencyAlarm"])
+
+
+def _mail_without_an_address(template: Template) -> None:
+    del _resources(template)["AlarmEmailSubscription"]["Condition"]
+
+
 BREAKAGES: list[tuple[Callable[[Template], None], Callable[[Stack], list[str]], str]] = [
     (_cidr_into_database, check_security_group_chain, "open to ['CidrIp']"),
     (_cache_from_the_balancer, check_security_group_chain, "comes from LoadBalancerSecurityGroup"),
@@ -1207,6 +1924,42 @@ BREAKAGES: list[tuple[Callable[[Template], None], Callable[[Stack], list[str]], 
     (_task_role_may_delete, check_images, "beyond the images' prefix"),
     (_task_role_on_the_whole_bucket, check_images, "beyond the images' prefix"),
     (_no_task_role, check_images, "TaskRoleArn"),
+    (_burstable_cache_allowed, check_redis_cluster, "non-burstable"),
+    (_one_shard, check_redis_cluster, "NumNodeGroups >= 2"),
+    (_shards_without_replicas, check_redis_cluster, "ReplicasPerNodeGroup >= 1"),
+    (_shards_without_replicas, check_multi_az, "a replica per shard"),
+    (_cluster_client_not_told, check_redis_cluster, "SHOP_REDIS_CLUSTER must be 1"),
+    (_cluster_through_a_primary_endpoint, check_redis_cluster, "configuration endpoint"),
+    (_app_around_the_proxy, check_database_proxy, "must go through DatabaseProxy"),
+    (_migrations_through_the_proxy, check_database_proxy, "primary directly"),
+    (_proxy_without_tls, check_database_proxy, "RequireTLS"),
+    (_proxy_without_tls, check_encryption, "RequireTLS must be on"),
+    (_proxy_may_take_every_connection, check_database_proxy, "beyond the connection budget"),
+    (_proxy_reads_every_secret, check_database_proxy, "nothing else"),
+    (_app_straight_to_the_primary, check_security_group_chain, "comes from AppSecurityGroup"),
+    (_proxy_open_to_the_vpc, check_security_group_chain, "open to ['CidrIp']"),
+    (_replicas_behind_the_primary_s_group, check_security_group_chain, "Replica1 is in"),
+    (_more_threads, check_connection_budget, "over the budget"),
+    (_more_tasks, check_connection_budget, "over the budget"),
+    (_fewer_tasks_than_the_budget_allows, check_connection_budget, "the budget allows 27"),
+    (_deploys_at_three_times, check_connection_budget, "over the budget"),
+    (_workers_left_to_gunicorn, check_connection_budget, "must set SHOP_WORKERS"),
+    (_target_guessed, check_autoscaling, "not the measured capacity's"),
+    (_target_from_another_figure, check_autoscaling, "not the measured capacity's"),
+    (_no_slow_start, check_autoscaling, "slow start"),
+    (_no_rollback, check_autoscaling, "circuit breaker"),
+    (_no_alarm_rollback, check_autoscaling, "ErrorRateAlarm goes off rolls back"),
+    (_no_container_insights, check_autoscaling, "Container Insights"),
+    (_alarm_not_wired, check_alarms, "LatencyAlarm: must tell AlarmTopic"),
+    (_alarm_on_another_metric, check_alarms, "LatencyAlarm: watches"),
+    (_alarm_on_the_average, check_alarms, "LatencyAlarm: statistic"),
+    (_alarm_on_another_balancer, check_alarms, "UnhealthyHostsAlarm: watches"),
+    (_alarm_missing, check_alarms, "CacheEvictionsAlarm: the alarm is missing"),
+    (_alarm_missing_a_node, check_alarms, "CacheEngineCpuAlarm: watches"),
+    (_alarm_missing_data_unsaid, check_alarms, "ReplicaLagAlarm: TreatMissingData"),
+    (_connections_alarm_beyond_the_budget, check_alarms, "DatabaseConnectionsAlarm: threshold"),
+    (_alarm_unknown_to_the_checks, check_alarms, "SomeAlarm: an alarm the invariants"),
+    (_mail_without_an_address, check_alarms, "AlarmTopic's subscriptions"),
 ]
 
 

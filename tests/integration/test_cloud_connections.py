@@ -274,11 +274,8 @@ def test_after_a_failover_writes_follow_the_endpoint_to_the_promoted_replica(sta
 def stack_database_url(host: str, port: int) -> str:
     """SHOP_DATABASE_URL as deploy/aws/shop.yaml builds it, aimed at ``host:port``."""
     env = Stack.of(load_template(), Image="example/shop:1").environment("TaskDefinition", "shop")
-    return (
-        env["SHOP_DATABASE_URL"]
-        .replace("<Database.Endpoint.Address>", host)
-        .replace("<Database.Endpoint.Port>", str(port))
-    )
+    # The app's URL names RDS Proxy, which always listens on 5432.
+    return env["SHOP_DATABASE_URL"].replace("<DatabaseProxy.Endpoint>:5432", f"{host}:{port}")
 
 
 class StandInPostgres:

@@ -155,9 +155,12 @@ class Stack:
             return [item for item in resolved if item is not NO_VALUE]
         if isinstance(value, dict):
             if len(value) == 1:
-                (key,) = value
+                (key, argument) = next(iter(value.items()))
                 if key == "Ref" or key.startswith("Fn::"):
                     return self._evaluate(value)
+                if key == "Condition" and isinstance(argument, str):
+                    # A condition named inside Fn::And / Fn::Or / Fn::Not.
+                    return self.condition(argument)
             resolved = {key: self.resolve(item) for key, item in value.items()}
             return {key: item for key, item in resolved.items() if item is not NO_VALUE}
         return value
@@ -218,3 +221,23 @@ class Stack:
             return str(self.parameters.get(name, f"<{name}>"))
 
         return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+
+# -- AWS's own figures, written here once, independently of the template ---------------------
+
+# Memory of each RDS instance class the template allows, GiB (AWS's instance class tables).
+RDS_MEMORY_GIB = {
+    "db.t4g.medium": 4, "db.t4g.large": 8,
+    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32, "db.m7g.4xlarge": 64,
+    "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64, "db.r7g.4xlarge": 128,
+}  # fmt: skip
+
+# DBInstanceClassMemory, the memory RDS leaves PostgreSQL, is not published per class: a tenth
+# of the class's memory is allowed for the operating system and RDS's agents.
+INSTANCE_CLASS_MEMORY_SHARE = 0.9
+
+
+def rds_max_connections(instance_class: str) -> int:
+    """RDS for PostgreSQL's default: LEAST({DBInstanceClassMemory/9531392}, 5000)."""
+    memory = INSTANCE_CLASS_MEMORY_SHARE * RDS_MEMORY_GIB[instance_class] * 2**30
+    return min(int(memory // 9531392), 5000)

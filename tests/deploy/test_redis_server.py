@@ -174,10 +174,10 @@ def free_ports(count: int) -> list[int]:
 @pytest.fixture
 def topology(tmp_path) -> Iterator[stack_module.Topology]:
     """A stack's topology on free ports, of which only Redis is ever started here."""
-    p = free_ports(12)
+    p = free_ports(13)
     work = tmp_path / "stack"
     work.mkdir()
-    ports = Ports(p[0], p[1], p[2], p[3], (p[4], p[5], p[6]), p[7], p[8], p[9], p[10], p[11])
+    ports = Ports(p[0], p[1], p[2], p[3], (p[4], p[5], p[6]), *p[7:13])
     built = _build_topology(work, ports)
     yield built
     with_redis = load_topology(work)

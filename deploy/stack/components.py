@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deploy.stack.apps import _clear_app_leftovers, _start_app, _stop_app
 from deploy.stack.haproxy import _start_balancer
-from deploy.stack.pgbouncer import _start_pgbouncer
+from deploy.stack.pgbouncer import _start_pgbouncer, wait_until_reachable
 from deploy.stack.postgres import _pg_stop, _start_primary, _start_replica
 from deploy.stack.processes import (
     _MARKERS,
@@ -42,9 +42,13 @@ from deploy.stack.varnish import _start_cache, _start_purger
 
 def _start_one(topology: Topology, name: str, wait: bool = True) -> str:
     if name == "primary":
-        return _start_primary(topology)
+        detail = _start_primary(topology)
+        wait_until_reachable(topology, "shop")  # ready when the instances reach it
+        return detail
     if name == "replica":
-        return _start_replica(topology)
+        detail = _start_replica(topology)
+        wait_until_reachable(topology, "shop_replica")
+        return detail
     if name == "pgbouncer":
         return _start_pgbouncer(topology)
     if name == "redis":

@@ -31,10 +31,9 @@ from pathlib import Path
 from deploy.stack.processes import _pid_alive, _tail, _wait_until, spawn_child
 from deploy.stack.topology import LOOPBACK, PgBouncer, StackError, Topology, save_topology
 
-# Server connections PgBouncer opens to each database at most: a pool of 10, and 2 more for a
-# client that has waited 1 s. Within 0.8 of the servers' max_connections (postgres.py), the
-# rest left for migrations, tools and the tests.
-POOL_SIZE = 10
+# Of the server connections PgBouncer may open to each database (``server_connections`` in the
+# topology: 12, within 0.8 of the servers' max_connections in postgres.py), these wait for a
+# client that has waited 1 s; the rest are its pool.
 RESERVE_POOL = 2
 # A query waits this long for a server connection (the server is down, or every connection is
 # busy), then the instance gets an error it answers 503: below HAProxy's 5 s health-check
@@ -50,7 +49,6 @@ def render(entry: PgBouncer, topology: Topology) -> str:
     """The config: both databases, transaction pooling, short waits so an outage is a quick
     error rather than a hang, and a quick retry so a server that is back is used at once."""
     primary, replica = topology.primary, topology.replica
-    assert entry.server_connections == POOL_SIZE + RESERVE_POOL
     lines = [
         ";; Written by deploy/stack/pgbouncer.py on every start; edits here are overwritten.",
         "[databases]",
@@ -67,7 +65,7 @@ def render(entry: PgBouncer, topology: Topology) -> str:
         "admin_users = postgres",
         "pool_mode = transaction",
         "max_client_conn = 500",
-        f"default_pool_size = {POOL_SIZE}",
+        f"default_pool_size = {entry.server_connections - RESERVE_POOL}",
         f"reserve_pool_size = {RESERVE_POOL}",
         "reserve_pool_timeout = 1",
         f"max_db_connections = {entry.server_connections}",
@@ -125,6 +123,31 @@ def _start_pgbouncer(topology: Topology) -> str:
         f"{LOOPBACK}:{entry.port}  pid {entry.pid}  "
         f"(shop -> primary, shop_replica -> replica; {entry.server_connections} each)"
     )
+
+
+def wait_until_reachable(topology: Topology, database: str, timeout: float = 10.0) -> None:
+    """After a server (re)starts: wait until a query through PgBouncer reaches it, as the
+    instances' will. Its logins failed while the server was down, and for ``server_login_retry``
+    after one it answers "try again later" without trying; a server is ready for the shop once
+    that has passed. Nothing to wait for while PgBouncer itself is down."""
+    import psycopg2
+
+    entry = topology.pgbouncer
+    if not _pid_alive(entry.pid, "pgbouncer"):
+        return
+
+    def answers() -> bool:
+        conn = psycopg2.connect(
+            host=LOOPBACK, port=entry.port, user="postgres", dbname=database, connect_timeout=2
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                return cur.fetchone() == (1,)
+        finally:
+            conn.close()
+
+    _wait_until(answers, f"{database} through PgBouncer", entry.log, timeout)
 
 
 def admin_rows(entry: PgBouncer, command: str) -> list[dict[str, object]]:

@@ -84,7 +84,8 @@ def _write_pg_conf(data: Path, port: int) -> None:
         f"port = {port}",
         "unix_socket_directories = ''",
         # The instances come through PgBouncer, at most 12 server connections per database
-        # (pgbouncer.py): within 0.8 of this, the rest for migrations, tools and the tests.
+        # (PgBouncer.under in topology.py): within 0.8 of this, the rest for migrations, tools
+        # and the tests.
         "max_connections = 50",
         "wal_level = replica",
         "max_wal_senders = 5",

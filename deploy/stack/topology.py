@@ -268,6 +268,8 @@ class PgBouncer:
 
     @classmethod
     def under(cls, work: Path, port: int, server_connections: int = 12) -> PgBouncer:
+        """``server_connections`` per database: within 0.8 of the servers' max_connections
+        (postgres.py), the rest for migrations, tools and the tests."""
         through = f"postgresql+psycopg2://postgres@{LOOPBACK}:{port}"
         return cls(
             port=port,

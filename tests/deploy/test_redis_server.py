@@ -23,7 +23,7 @@ from deploy.stack.redis_server import (
     redis_server_binary,
 )
 from deploy.stack.topology import Ports, _build_topology, load_topology
-from tests.support import missing
+from tests.support import free_ports, missing
 from tests.support.redis_servers import tls_material
 
 PASSWORD = "not-on-any-command-line"
@@ -158,17 +158,6 @@ def test_a_tls_server_listens_only_over_tls(tmp_path, servers):
 
 
 # -- the stack's Redis and the benchmark's ---------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture

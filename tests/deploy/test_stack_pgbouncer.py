@@ -27,9 +27,7 @@ from deploy.stack.topology import (
     _build_topology,
 )
 from shop.config import Settings
-from tests.support import missing
-
-from .test_redis_server import free_ports
+from tests.support import free_ports, missing
 
 
 def test_the_instances_go_through_pgbouncer_and_migrations_go_direct(tmp_path):

@@ -12,8 +12,9 @@ Everything comes from environment variables, so one image serves every environme
     more is refused.
 ``SHOP_THREADS`` (default 4)
     Threads per worker; above 1 the ``gthread`` worker is used, otherwise ``sync``. A worker
-    serves this many requests at once, so each instance may hold up to workers x threads
-    database connections.
+    serves this many requests at once, and the shop reads the same variable to size its
+    database pools (``shop.db.pool_sizes``): each instance holds at most workers x threads
+    connections to each database server (docs/deploy.md, "Connection budget").
 ``SHOP_TIMEOUT`` (default 30)
     Seconds a worker may stay silent (one request taking that long) before it is killed and
     replaced.
@@ -83,6 +84,7 @@ if workers > 1 and not os.environ.get("SHOP_REDIS_URL"):
         f"SHOP_WORKERS={workers} needs SHOP_REDIS_URL: without it every worker keeps its own "
         "in-process sessions and carts, and shoppers would lose them between requests"
     )
+# The shop's own default (Settings.threads): its pools are sized from the same number.
 threads = env_int("SHOP_THREADS", 4)
 worker_class = "gthread" if threads > 1 else "sync"
 

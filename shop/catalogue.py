@@ -28,10 +28,9 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.exc import OperationalError
 
 from .catalogue_cache import CacheAside
-from .db import Engines
+from .db import DatabaseUnavailable, Engines
 from .errors import InvalidInput, NotFound
 from .models import MAX_ID, SEARCH_VECTOR, categories, products
 from .paging import Paging
@@ -350,8 +349,10 @@ class Catalogue:
     def _write_position(self) -> int:
         try:
             return self.engines.write_position()
-        except OperationalError as exc:  # the primary went away after the commit
-            log.warning("write position unknown, invalidating without it: %s", exc.orig)
+        except DatabaseUnavailable as exc:  # the primary went away (or is busy) after the commit
+            log.warning(
+                "write position unknown, invalidating without it: %s", getattr(exc, "orig", exc)
+            )
             return 0
 
 

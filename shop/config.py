@@ -100,6 +100,11 @@ class Settings:
     replica_retry_after: float = 5.0
     db_connect_timeout: int = 3
     redis_socket_timeout: float = 1.0
+    # Threads per gunicorn worker (gunicorn.conf.py reads SHOP_THREADS too): each database pool
+    # holds that many connections and no more (shop.db.pool_sizes); a request that finds them
+    # all taken waits db_pool_timeout seconds, then gets a 503.
+    threads: int = 4
+    db_pool_timeout: float = 3.0
 
     secret_key: str | None = field(default=None, repr=False)
     # "production" or "development"; development turns off the Secure cookie flag.
@@ -403,6 +408,8 @@ class Settings:
 RANGES: dict[str, Range] = {
     "replica_retry_after": _POSITIVE,
     "db_connect_timeout": _AT_LEAST_1,
+    "threads": _AT_LEAST_1,
+    "db_pool_timeout": _POSITIVE,
     "redis_socket_timeout": _POSITIVE,
     "session_idle_timeout": _AT_LEAST_1,
     "session_absolute_lifetime": _AT_LEAST_1,
@@ -443,7 +450,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 OTHER_VARIABLES = {
     "SHOP_BIND": "gunicorn.conf.py",
     "SHOP_WORKERS": "gunicorn.conf.py",
-    "SHOP_THREADS": "gunicorn.conf.py",
     "SHOP_TIMEOUT": "gunicorn.conf.py",
     "SHOP_GRACEFUL_TIMEOUT": "gunicorn.conf.py",
     "SHOP_KEEPALIVE": "gunicorn.conf.py",

@@ -2,6 +2,7 @@
 
 A replica that fails to answer is skipped (and left alone for ``retry_after`` seconds) and the
 read goes to the next one, then to the primary; nothing here needs a restart to recover.
+How many connections each engine may hold is decided in one place, :func:`pool_sizes`.
 """
 
 from __future__ import annotations
@@ -17,22 +18,69 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# What "the database cannot be reached" looks like to a caller: the server refused or dropped
+# the connection (OperationalError), or every connection of this process's pool stayed busy for
+# ``pool_timeout`` seconds. Both are answered 503 with a message (shop/web/errors.py).
+DatabaseUnavailable = (OperationalError, PoolTimeout)
 
-def make_engine(url: str, *, name: str, connect_timeout: int = 3) -> Engine:
-    """An engine that survives a server restart or failover: stale connections are re-made."""
+
+@dataclass(frozen=True)
+class PoolSizes:
+    """How many connections one process's engine may hold to one server."""
+
+    size: int  # kept open between requests
+    overflow: int  # opened beyond ``size`` at a peak, closed when returned
+    timeout: float  # seconds a request waits for a connection before it is told to retry
+
+    @property
+    def most(self) -> int:
+        return self.size + self.overflow
+
+
+def pool_sizes(threads: int, *, pool_timeout: float = 3.0) -> PoolSizes:
+    """The connection budget of one gunicorn worker, the same for the primary and each replica.
+
+    A worker serves ``threads`` requests at once, and a request holds at most one connection
+    to a server at a time (tests/app/test_connection_budget.py watches for two), so ``threads``
+    is all a worker can use: no overflow. The worker's background loops (mail outbox, payment
+    holds) borrow from the same pool for a few milliseconds. A server therefore sees at most
+    ``instances x workers x threads`` connections from the shop, the figure docs/deploy.md
+    ("Connection budget") holds against ``max_connections``; an overflow would only let a burst
+    open connections the budget has no room for. A request that finds every connection taken
+    waits ``pool_timeout`` seconds at most, then gets a 503 asking to retry, never a hang.
+    """
+    return PoolSizes(size=threads, overflow=0, timeout=pool_timeout)
+
+
+def make_engine(
+    url: str,
+    *,
+    name: str,
+    connect_timeout: int = 3,
+    pool: PoolSizes | None = None,
+) -> Engine:
+    """An engine that survives a server restart or failover: stale connections are re-made.
+    PostgreSQL pools are sized by ``pool`` (default: :func:`pool_sizes` of 4 threads)."""
     kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
+        pool = pool or pool_sizes(4)
         kwargs["connect_args"] = {
             "connect_timeout": connect_timeout,
             "application_name": f"shop-{name}",
         }
-        kwargs.update(pool_size=5, max_overflow=10, pool_recycle=1800)
+        kwargs.update(
+            pool_size=pool.size,
+            max_overflow=pool.overflow,
+            pool_timeout=pool.timeout,
+            pool_recycle=1800,
+        )
     elif url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
         if ":memory:" in url or url in {"sqlite://", "sqlite:///"}:
@@ -76,12 +124,15 @@ class Engines:
         *,
         retry_after: float = 5.0,
         connect_timeout: int = 3,
+        pool: PoolSizes | None = None,
     ) -> Engines:
-        primary = make_engine(primary_url, name="primary", connect_timeout=connect_timeout)
+        primary = make_engine(
+            primary_url, name="primary", connect_timeout=connect_timeout, pool=pool
+        )
         replicas = [
             _Replica(
                 f"replica{i}",
-                make_engine(url, name=f"replica{i}", connect_timeout=connect_timeout),
+                make_engine(url, name=f"replica{i}", connect_timeout=connect_timeout, pool=pool),
             )
             for i, url in enumerate(replica_urls, start=1)
         ]

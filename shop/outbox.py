@@ -211,9 +211,11 @@ def counts(engine: Engine) -> dict[str, int]:
 
 
 class MailWorker(ProcessLoop):
-    """Delivery passes every ``poll`` seconds in this process's background loop. The thread's
-    engine is its own (``make_delivery`` builds it, once per thread), so its polls take no
-    connection from requests and show in no request's count."""
+    """Delivery passes every ``poll`` seconds in this process's background loop
+    (``make_delivery`` builds its :class:`Delivery` once per thread). It runs on the process's
+    primary engine, borrowing a connection for the milliseconds of each claim and outcome (never
+    during a send), so a worker stays within its connection budget (:func:`shop.db.pool_sizes`);
+    its statements show in no request's count."""
 
     name = "mail-outbox"
 
@@ -227,8 +229,3 @@ class MailWorker(ProcessLoop):
         if delivery is None:
             delivery = self._local.delivery = self.make_delivery()
         delivery.run_once(stop=stop.is_set)
-
-    def thread_ended(self) -> None:
-        delivery: Delivery | None = getattr(self._local, "delivery", None)
-        if delivery is not None:
-            delivery.engine.dispose()

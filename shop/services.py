@@ -16,7 +16,7 @@ from .cart import CartStore
 from .catalogue import Catalogue
 from .catalogue_cache import CacheAside
 from .config import Settings
-from .db import Engines, SqliteChanges, make_engine
+from .db import Engines, SqliteChanges, pool_sizes
 from .image_storage import ImageStore, store_from_settings
 from .mail import Mailer, mailer_from_settings, sender_domain
 from .order_lifecycle import Listener, expire_overdue, utcnow
@@ -112,18 +112,17 @@ def build_services(
         settings.replica_urls,
         retry_after=settings.replica_retry_after,
         connect_timeout=settings.db_connect_timeout,
+        pool=pool_sizes(settings.threads, pool_timeout=settings.db_pool_timeout),
     )
     client = redis_client or connect(
         settings.redis_url, socket_timeout=settings.redis_socket_timeout
     )
     prefix = settings.redis_prefix
     mailer = mailer_from_settings(settings)
-    primary_url = engines.primary.url.render_as_string(hide_password=False)
 
     def worker_delivery() -> Delivery:
-        # Its own engine: the worker's polls take no connection from requests.
-        engine = make_engine(primary_url, name="mail", connect_timeout=settings.db_connect_timeout)
-        return mail_delivery(settings, engine, mailer)
+        # The primary's pool: its claims borrow a connection for milliseconds (pool_sizes).
+        return mail_delivery(settings, engines.primary, mailer)
 
     assert settings.secret_key is not None  # create_app generates one for the embedded mode
     # The provider reads the services' clock (bound below), which tests may move.

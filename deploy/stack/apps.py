@@ -22,9 +22,19 @@ from deploy.stack.topology import REPO, App, StackError, Topology, _venv_bin, sa
 # ------------------------------------------------------------------------------ apps, setup
 
 
+def direct_env(topology: Topology) -> dict[str, str]:
+    """app1's settings with the database reached directly, not through PgBouncer: for
+    migrations and the seed, which are no shopper's traffic and may want a session of their
+    own (a migration tool's session settings or locks would not survive transaction pooling)."""
+    env = dict(topology.apps["app1"].env, SHOP_DATABASE_URL=topology.primary.url)
+    env.pop("SHOP_REPLICA_URLS", None)
+    return env
+
+
 def _run_flask(topology: Topology, args: list[str]) -> None:
-    """A ``flask --app shop`` command with app1's settings; output appended to setup.log."""
-    env = dict(topology.apps["app1"].env, SHOP_INSTANCE_NAME="stack-setup")
+    """A ``flask --app shop`` command with app1's settings, straight to the primary (migrate,
+    seed); output appended to setup.log."""
+    env = dict(direct_env(topology), SHOP_INSTANCE_NAME="stack-setup")
     env.pop("SHOP_BIND", None)
     log_path = topology.setup_log
     with open(log_path, "ab") as log:

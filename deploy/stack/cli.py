@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from deploy.stack.apps import direct_env
 from deploy.stack.components import restart_app
 from deploy.stack.haproxy import haproxy_backends
 from deploy.stack.processes import stack_status
@@ -44,14 +45,16 @@ def _status(topology: Topology | None, echo: Echo = print) -> int:
 
 def flask_command(topology: Topology, args: list[str]) -> list[str]:
     """The ``flask --app shop ARGS`` command line for the stack's database and Redis, as app1
-    runs (its environment is in the topology): ``user grant``, ``order ship`` and the rest."""
+    runs (its environment is in the topology): ``user grant``, ``order ship`` and the rest,
+    through PgBouncer as the instances; ``db ...`` (migrations) straight to the primary."""
     app = topology.apps[APP_NAMES[0]]
     return [app.command[0].replace("gunicorn", "flask"), "--app", "shop", *args]
 
 
 def run_flask(topology: Topology, args: list[str], **kwargs) -> subprocess.CompletedProcess:
     app = topology.apps[APP_NAMES[0]]
-    env = dict(app.env, SHOP_INSTANCE_NAME="cli")
+    base = direct_env(topology) if args[:1] == ["db"] else app.env
+    env = dict(base, SHOP_INSTANCE_NAME="cli")
     return subprocess.run(flask_command(topology, args), cwd=app.cwd, env=env, **kwargs)
 
 

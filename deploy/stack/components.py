@@ -8,6 +8,7 @@ from pathlib import Path
 
 from deploy.stack.apps import _clear_app_leftovers, _start_app, _stop_app
 from deploy.stack.haproxy import _start_balancer
+from deploy.stack.pgbouncer import _start_pgbouncer, wait_until_reachable
 from deploy.stack.postgres import _pg_stop, _start_primary, _start_replica
 from deploy.stack.processes import (
     _MARKERS,
@@ -26,6 +27,7 @@ from deploy.stack.topology import (
     Balancer,
     EdgeCache,
     EdgePurger,
+    PgBouncer,
     PgServer,
     RedisServer,
     SmtpSink,
@@ -40,9 +42,15 @@ from deploy.stack.varnish import _start_cache, _start_purger
 
 def _start_one(topology: Topology, name: str, wait: bool = True) -> str:
     if name == "primary":
-        return _start_primary(topology)
+        detail = _start_primary(topology)
+        wait_until_reachable(topology, "shop")  # ready when the instances reach it
+        return detail
     if name == "replica":
-        return _start_replica(topology)
+        detail = _start_replica(topology)
+        wait_until_reachable(topology, "shop_replica")
+        return detail
+    if name == "pgbouncer":
+        return _start_pgbouncer(topology)
     if name == "redis":
         return _start_redis(topology)
     if name == "smtp":
@@ -90,7 +98,7 @@ def stop_component(topology: Topology, name: str) -> Topology:
         entry.pid = None
     if isinstance(entry, Balancer):
         Path(entry.stats_socket).unlink(missing_ok=True)
-    if isinstance(entry, (App, Balancer, SmtpSink, EdgeCache, EdgePurger)):
+    if isinstance(entry, (App, Balancer, SmtpSink, EdgeCache, EdgePurger, PgBouncer)):
         Path(entry.pidfile).unlink(missing_ok=True)  # Redis removes its own; PostgreSQL: none
     save_topology(topology)
     if entry.port is not None and not _wait_port_free(entry.port):
@@ -105,6 +113,20 @@ def restart_app(topology: Topology, name: str, *, wait: bool = True) -> Topology
         raise StackError(f"unknown app {name!r}; one of {', '.join(APP_NAMES)}")
     stop_component(topology, name)
     return start_component(topology, name, wait=wait)
+
+
+def crash_component(topology: Topology, name: str) -> int:
+    """SIGKILL the component's process, as a crash does (no shutdown of its own), and wait
+    until it is gone; returns its pid. ``start_component`` brings it back. Apps: the master
+    only, as :func:`kill_app`."""
+    if name in APP_NAMES:
+        return kill_app(topology, name)
+    pid = _live_pid(topology, name)
+    if pid is None:
+        raise StackError(f"{name} is not running")
+    os.kill(pid, signal.SIGKILL)
+    _terminate([pid], _MARKERS[name], timeout=5.0)  # waits for it (nothing left to signal)
+    return pid
 
 
 def kill_app(topology: Topology, name: str, sig: int = signal.SIGKILL) -> int:

@@ -83,8 +83,10 @@ def _write_pg_conf(data: Path, port: int) -> None:
         f"listen_addresses = '{LOOPBACK}'",
         f"port = {port}",
         "unix_socket_directories = ''",
-        # 3 instances x 2 workers x (pool 5 + overflow 10) per engine, plus tools.
-        "max_connections = 200",
+        # The instances come through PgBouncer, at most 12 server connections per database
+        # (PgBouncer.under in topology.py): within 0.8 of this, the rest for migrations, tools
+        # and the tests.
+        "max_connections = 50",
         "wal_level = replica",
         "max_wal_senders = 5",
         "wal_keep_size = '256MB'",

@@ -49,6 +49,8 @@ PROGRAMS = (
     Program("pg_ctl", "postgresql-15", in_pg_bin=True),
     Program("pg_controldata", "postgresql-15", in_pg_bin=True),
     Program("pg_basebackup", "postgresql-client-15", in_pg_bin=True),
+    # The instances reach both databases through it (deploy/stack/pgbouncer.py).
+    Program("pgbouncer", "pgbouncer", fallback="/usr/sbin/pgbouncer"),
     Program("redis-server", "redis-server", fallback="/usr/bin/redis-server"),
     Program("haproxy", "haproxy", fallback="/usr/sbin/haproxy"),
     Program("openssl", "openssl"),

@@ -6,6 +6,9 @@ of their own, next to (never touching) any PostgreSQL or Redis already on the ma
 
 - PostgreSQL 15 primary and one streaming hot-standby replica (``pg_basebackup -R -X stream``),
   trust auth on 127.0.0.1 only, ``pg_stat_statements`` preloaded, database ``shop``;
+- PgBouncer in transaction pooling in front of both (databases ``shop`` and ``shop_replica``),
+  which the instances connect through; migrations and the seed go straight to the primary
+  (``deploy/stack/pgbouncer.py``; docs/deploy.md, "Connection budget");
 - Redis without persistence (stop + start gives an empty Redis);
 - three gunicorn instances of the shop (app1..app3), migrated and seeded once with 2000 demo
   products;
@@ -28,8 +31,8 @@ Command line (``python deploy/stack/stack.py``)::
 Environment: ``STACK_DIR`` (work folder, default ``.stack`` in the repo), ``STACK_PORT``
 (balancer, default 8000), ``STACK_PORT_BASE`` (default 25400: +0 primary, +1 replica, +2 Redis,
 +3 the SMTP sink, +4 Varnish, +5 its purge socket, +6 HAProxy's frontend for Varnish's misses,
-+11..+13 app1..app3, +14 the balancer's HTTPS; below Linux's ephemeral range 32768-60999, so
-no outgoing connection can hold one of them), ``STACK_PG_BIN`` (default
++11..+13 app1..app3, +14 the balancer's HTTPS, +20 PgBouncer; below Linux's ephemeral range
+32768-60999, so no outgoing connection can hold one of them), ``STACK_PG_BIN`` (default
 /usr/lib/postgresql/15/bin), ``STACK_PURGE``.
 
 Data directories are kept across ``down``/``up`` (the catalogue is seeded only into an empty
@@ -41,8 +44,8 @@ Python API. A :class:`Topology` is what ``<work>/topology.json`` holds, as datac
 ``url``, ``log``, ...), ``topology.redis`` (:class:`RedisServer`), ``topology.apps["app1"]``
 (:class:`App`: ``command``, ``env``, ``cwd``, ...), ``topology.balancer`` (:class:`Balancer`:
 ``url``, ``tls_url``, ``tls_pem``, ...); ``topology.component(name)`` takes the component
-names ``primary``, ``replica``, ``redis``, ``smtp``, ``app1``, ``app2``, ``app3``, ``cache``
-(Varnish), ``purger`` and ``balancer``.
+names ``primary``, ``replica``, ``pgbouncer``, ``redis``, ``smtp``, ``app1``, ``app2``,
+``app3``, ``cache`` (Varnish), ``purger`` and ``balancer``.
 Functions that start or stop something update the topology in place and save it.
 
 ``start_stack(work_dir=None, *, ports=None, seed_products=2000, echo=print) -> Topology``
@@ -55,6 +58,9 @@ Functions that start or stop something update the topology in place and save it.
     Any component; ``stop_component(t, "redis")`` + ``start_component(t, "redis")`` gives an
     empty Redis. An app started while the primary or Redis is down waits for ``/healthz``
     only (its ``/readyz`` cannot pass).
+``crash_component(topology, name) -> int``
+    SIGKILL the component (no shutdown of its own), as a crash; ``start_component`` brings it
+    back. Returns the pid.
 ``restart_app(topology, name, *, wait=True) -> Topology``
     Stop (if alive, leftover workers included) and start again with the recorded env/command.
 ``kill_app(topology, name, sig=signal.SIGKILL) -> int``
@@ -71,8 +77,8 @@ anything that cannot start (busy port, a part that never became ready: the messa
 log).
 
 The code lives in this package, one module per part: ``topology`` (ports, the topology record),
-``processes`` (pids, ports, waits), ``postgres``, ``redis_server`` (every throwaway redis-server:
-the stack's daemon, the benchmark's and the tests'), ``apps``, ``haproxy``,
+``processes`` (pids, ports, waits), ``postgres``, ``pgbouncer``, ``redis_server`` (every
+throwaway redis-server: the stack's daemon, the benchmark's and the tests'), ``apps``, ``haproxy``,
 ``components`` (one part by name), ``whole_stack`` (up, down) and ``cli``; this module gathers
 the public names and is what the Makefile runs.
 """
@@ -88,6 +94,7 @@ if __name__ == "__main__" and not __package__:
 
 from deploy.stack.cli import main  # noqa: E402
 from deploy.stack.components import (  # noqa: E402
+    crash_component,
     kill_app,
     restart_app,
     start_component,
@@ -105,6 +112,7 @@ from deploy.stack.topology import (  # noqa: E402
     Balancer,
     Component,
     Echo,
+    PgBouncer,
     PgServer,
     Ports,
     RedisServer,
@@ -126,11 +134,13 @@ __all__ = [
     "Balancer",
     "Component",
     "Echo",
+    "PgBouncer",
     "PgServer",
     "Ports",
     "RedisServer",
     "StackError",
     "Topology",
+    "crash_component",
     "default_work_dir",
     "haproxy_backends",
     "is_alive",

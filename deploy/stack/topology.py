@@ -21,10 +21,21 @@ LOOPBACK = "127.0.0.1"
 
 APP_NAMES = ("app1", "app2", "app3")
 # Start order; stop order is the reverse.
-COMPONENTS = ("primary", "replica", "redis", "smtp", *APP_NAMES, "cache", "purger", "balancer")
+COMPONENTS = (
+    "primary",
+    "replica",
+    "pgbouncer",
+    "redis",
+    "smtp",
+    *APP_NAMES,
+    "cache",
+    "purger",
+    "balancer",
+)
 
 DEFAULT_PORT = 8000
 DEFAULT_PORT_BASE = 25400
+PGBOUNCER_OFFSET = 20  # its port is STACK_PORT_BASE + this
 SEED_PRODUCTS = 2000
 STOP_TIMEOUT = 10.0
 
@@ -52,6 +63,7 @@ class Ports:
     cache: int  # Varnish, where the balancer sends GET and HEAD
     cache_purge: int  # Varnish's purge socket (the edge purger's)
     from_cache: int  # the balancer's frontend Varnish fetches from
+    pgbouncer: int  # PgBouncer, which the instances reach both databases through
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
@@ -59,8 +71,8 @@ class Ports:
         environ = os.environ if environ is None else environ
         balancer = _port_env(environ, "STACK_PORT", DEFAULT_PORT)
         base = _port_env(environ, "STACK_PORT_BASE", DEFAULT_PORT_BASE)
-        if base + 14 > 65535:
-            raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+14")
+        if base + PGBOUNCER_OFFSET > 65535:
+            raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+{PGBOUNCER_OFFSET}")
         apps = (base + 11, base + 12, base + 13)
         ports = cls(
             balancer,
@@ -73,6 +85,7 @@ class Ports:
             base + 4,
             base + 5,
             base + 6,
+            base + PGBOUNCER_OFFSET,
         )
         if len(set(ports.all().values())) != len(ports.all()):
             raise StackError(f"STACK_PORT={balancer} collides with a port derived from {base}")
@@ -87,6 +100,7 @@ class Ports:
         named["cache"] = self.cache
         named["cache_purge"] = self.cache_purge
         named["balancer_from_cache"] = self.from_cache
+        named["pgbouncer"] = self.pgbouncer
         return named
 
 
@@ -234,8 +248,45 @@ class Balancer:
     from_cache_port: int | None = None
 
 
+@dataclass
+class PgBouncer:
+    """PgBouncer in transaction pooling, the instances' way to both databases
+    (deploy/stack/pgbouncer.py): ``url`` reaches the primary, ``replica_url`` the replica, each
+    through a pool of at most ``server_connections`` connections to its server; ``admin_dsn``
+    is its console (SHOW POOLS, SHOW CLIENTS)."""
+
+    port: int
+    pid: int | None
+    pidfile: str
+    log: str
+    config: str
+    auth_file: str
+    url: str
+    replica_url: str
+    admin_dsn: str
+    server_connections: int
+
+    @classmethod
+    def under(cls, work: Path, port: int, server_connections: int = 12) -> PgBouncer:
+        """``server_connections`` per database: within 0.8 of the servers' max_connections
+        (postgres.py), the rest for migrations, tools and the tests."""
+        through = f"postgresql+psycopg2://postgres@{LOOPBACK}:{port}"
+        return cls(
+            port=port,
+            pid=None,
+            pidfile=str(work / "run" / "pgbouncer.pid"),
+            log=str(work / "logs" / "pgbouncer.log"),
+            config=str(work / "pgbouncer.ini"),
+            auth_file=str(work / "pgbouncer-users.txt"),
+            url=f"{through}/shop",
+            replica_url=f"{through}/shop_replica",
+            admin_dsn=f"host={LOOPBACK} port={port} user=postgres dbname=pgbouncer",
+            server_connections=server_connections,
+        )
+
+
 _NO_TLS = {"tls_port": None, "tls_url": None, "tls_pem": None}
-Component = PgServer | RedisServer | SmtpSink | App | EdgeCache | EdgePurger | Balancer
+Component = PgServer | PgBouncer | RedisServer | SmtpSink | App | EdgeCache | EdgePurger | Balancer
 
 # The channel the shop publishes every catalogue invalidation on (shop/catalogue_cache.py:
 # the catalogue cache's prefix, ``<SHOP_REDIS_PREFIX>cat:``, then ``invalidations``).
@@ -254,6 +305,7 @@ class Topology:
     balancer: Balancer
     primary: PgServer
     replica: PgServer
+    pgbouncer: PgBouncer
     redis: RedisServer
     apps: dict[str, App]
     smtp: SmtpSink
@@ -261,8 +313,8 @@ class Topology:
     purger: EdgePurger
 
     def component(self, name: str) -> Component:
-        """``primary``, ``replica``, ``redis``, ``smtp``, ``app1``..``app3``, ``cache``,
-        ``purger`` or ``balancer``."""
+        """``primary``, ``replica``, ``pgbouncer``, ``redis``, ``smtp``, ``app1``..``app3``,
+        ``cache``, ``purger`` or ``balancer``."""
         if name in APP_NAMES:
             return self.apps[name]
         if name in COMPONENTS:
@@ -283,6 +335,12 @@ class Topology:
             balancer=Balancer(**{**_NO_TLS, **data["balancer"]}),
             primary=PgServer(**data["primary"]),
             replica=PgServer(**data["replica"]),
+            # One from before PgBouncer: one, not running (its instances go direct).
+            pgbouncer=PgBouncer(**data["pgbouncer"])
+            if "pgbouncer" in data
+            else PgBouncer.under(
+                Path(data["work_dir"]), data["primary"]["port"] + PGBOUNCER_OFFSET
+            ),
             redis=RedisServer(**data["redis"]),
             apps={name: App(**app) for name, app in data["apps"].items()},
             # A topology.json written before the stack had a mail server: one, not running.
@@ -382,6 +440,8 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
         )
 
     primary, replica = pg("primary", ports.primary), pg("replica", ports.replica)
+    # The instances reach both servers through PgBouncer; migrations go direct (apps.py).
+    pgbouncer = PgBouncer.under(work, ports.pgbouncer)
     redis_url = f"redis://{LOOPBACK}:{ports.redis}/0"
     smtp = SmtpSink.under(work, ports.smtp)
     bin_dir = _venv_bin()
@@ -394,8 +454,8 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
-            "SHOP_DATABASE_URL": primary.url,
-            "SHOP_REPLICA_URLS": replica.url,
+            "SHOP_DATABASE_URL": pgbouncer.url,
+            "SHOP_REPLICA_URLS": pgbouncer.replica_url,
             "SHOP_REDIS_URL": redis_url,
             "SHOP_SECRET_KEY": key,
             "SHOP_INSTANCE_NAME": name,
@@ -446,6 +506,7 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
         ),
         primary=primary,
         replica=replica,
+        pgbouncer=pgbouncer,
         redis=RedisServer(
             port=ports.redis,
             pid=None,

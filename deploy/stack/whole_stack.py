@@ -15,6 +15,7 @@ from typing import Any
 from deploy.stack.apps import _clear_app_leftovers, _migrate_and_seed, _spawn_app, _wait_app
 from deploy.stack.components import start_component, stop_component
 from deploy.stack.haproxy import _start_balancer, _wait_balancer
+from deploy.stack.pgbouncer import _start_pgbouncer
 from deploy.stack.postgres import (
     _chown_postgres,
     _pg_stop_data_dir,
@@ -108,7 +109,7 @@ def _summary(topology: Topology, echo: Echo) -> None:
         echo(f"          {balancer.tls_url}  (certificate: {balancer.tls_pem})")
     echo(f"cache     {topology.cache.url}  (Varnish; varnishlog -n {topology.cache.work_dir})")
     rows = [("balancer", topology.balancer.log)]
-    names = ("cache", "purger", "primary", "replica", "redis", "smtp")
+    names = ("cache", "purger", "pgbouncer", "primary", "replica", "redis", "smtp")
     rows += [(name, topology.component(name).log) for name in names]
     rows += [(name, app.log) for name, app in topology.apps.items()]
     rows.append(("setup", topology.setup_log))
@@ -176,6 +177,8 @@ def start_stack(
         # Varnish needs nothing else to start: a miss before the balancer is up gets a 503
         # (nothing is sent to it until then).
         lambda: _timed(echo, "cache", lambda: _start_cache(topology), topology),
+        # PgBouncer connects to the servers on demand: it needs neither up to start.
+        lambda: _timed(echo, "pgbouncer", lambda: _start_pgbouncer(topology), topology),
     )
     save_topology(topology)
     _parallel(
@@ -250,7 +253,15 @@ def stop_stack(
         for sub in ("pg", "logs", "run", "redis", "mail"):
             shutil.rmtree(work / sub, ignore_errors=True)
         shutil.rmtree(work / "varnish", ignore_errors=True)
-        for name in ("secret_key", "haproxy.cfg", "varnish.vcl", "tls.pem", "topology.json.tmp"):
+        for name in (
+            "secret_key",
+            "haproxy.cfg",
+            "varnish.vcl",
+            "tls.pem",
+            "topology.json.tmp",
+            "pgbouncer.ini",
+            "pgbouncer-users.txt",
+        ):
             (work / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             work.rmdir()

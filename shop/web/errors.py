@@ -11,9 +11,9 @@ import logging
 
 from flask import Flask, g, jsonify, make_response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
+from ..db import DatabaseUnavailable, PoolTimeout
 from ..errors import FormError, LoginRequired, ServiceUnavailable, ShopError
 from ..redis_client import RedisUnavailable
 from .context import SESSIONS_DOWN
@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 DATABASE_DOWN = (
     "Orders and accounts are unavailable for a moment (the database cannot be reached). "
     "Nothing was charged or ordered; please try again shortly."
+)
+DATABASE_BUSY = (
+    "The shop is very busy right now (every database connection is in use). "
+    "Nothing was charged or ordered; please try again in a few seconds."
 )
 # What any 404 with no more to say reads: an unknown address, and the back office to anyone who
 # is not staff (shop/web/admin), so the two cannot be told apart.
@@ -105,8 +109,12 @@ def _with_allow(response, methods):
     return response
 
 
-def _database_down(exc: OperationalError):
-    log.error("primary database unavailable: %s", str(exc.orig).strip().splitlines()[0])
+def _database_down(exc: Exception):
+    if isinstance(exc, PoolTimeout):  # every connection of this worker's pool stayed busy
+        log.error("database pool exhausted: %s", str(exc).strip().splitlines()[0])
+        return _shop_error(ServiceUnavailable(DATABASE_BUSY))
+    cause = getattr(exc, "orig", None) or exc
+    log.error("primary database unavailable: %s", str(cause).strip().splitlines()[0])
     return _shop_error(ServiceUnavailable(DATABASE_DOWN))
 
 
@@ -124,7 +132,8 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ShopError, _shop_error)
     app.register_error_handler(LoginRequired, _login_required)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(OperationalError, _database_down)
+    for down in DatabaseUnavailable:
+        app.register_error_handler(down, _database_down)
     for error in RedisUnavailable:
         app.register_error_handler(error, _redis_down)
     app.register_error_handler(Exception, _unexpected)

@@ -23,7 +23,7 @@ from deploy.stack.redis_server import (
     redis_server_binary,
 )
 from deploy.stack.topology import Ports, _build_topology, load_topology
-from tests.support import missing
+from tests.support import free_ports, missing
 from tests.support.redis_servers import tls_material
 
 PASSWORD = "not-on-any-command-line"
@@ -160,24 +160,13 @@ def test_a_tls_server_listens_only_over_tls(tmp_path, servers):
 # -- the stack's Redis and the benchmark's ---------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.fixture
 def topology(tmp_path) -> Iterator[stack_module.Topology]:
     """A stack's topology on free ports, of which only Redis is ever started here."""
-    p = free_ports(12)
+    p = free_ports(13)
     work = tmp_path / "stack"
     work.mkdir()
-    ports = Ports(p[0], p[1], p[2], p[3], (p[4], p[5], p[6]), p[7], p[8], p[9], p[10], p[11])
+    ports = Ports(p[0], p[1], p[2], p[3], (p[4], p[5], p[6]), *p[7:13])
     built = _build_topology(work, ports)
     yield built
     with_redis = load_topology(work)

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, insert, select
 
-from shop.db import make_engine
+from shop.db import make_engine, pool_sizes
 from shop.errors import OutOfStock
 from shop.models import metadata, order_events, order_lines, orders, products, users
 from shop.order_lifecycle import expire_overdue
@@ -63,7 +63,7 @@ def test_migrations_match_the_models(pg_url):
 
 
 def test_thirty_concurrent_buyers_cannot_oversell_ten_units(pg_url):
-    engine = make_engine(pg_url, name="primary")
+    engine = make_engine(pg_url, name="primary", pool=pool_sizes(30))  # all 30 race at once
     buyers = _make_users(engine, 30)
     start = threading.Barrier(len(buyers))
 
@@ -103,7 +103,7 @@ def test_thirty_concurrent_buyers_cannot_oversell_ten_units(pg_url):
 
 
 def test_concurrent_submits_with_one_key_make_one_order(pg_url):
-    engine = make_engine(pg_url, name="primary")
+    engine = make_engine(pg_url, name="primary", pool=pool_sizes(12))
     (buyer,) = _make_users(engine, 1)
     start = threading.Barrier(12)
 
@@ -252,7 +252,7 @@ def test_two_sweepers_racing_expire_each_order_and_return_its_stock_once(pg_url)
 
 
 def test_concurrent_checkouts_of_one_cart_with_different_keys_place_one_order(pg_url):
-    engine = make_engine(pg_url, name="primary")
+    engine = make_engine(pg_url, name="primary", pool=pool_sizes(6))
     start = threading.Barrier(6)
 
     def submit(i: int) -> int:

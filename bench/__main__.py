@@ -35,7 +35,20 @@ from shop.config import Settings
 from shop.seed import CATEGORIES
 from shop.session_ids import session_ref
 
-from . import PARTS, edge, floor, mix, profiling, report, scale, servers, throughput, visitors, wrk
+from . import (
+    PARTS,
+    edge,
+    floor,
+    instructions,
+    mix,
+    profiling,
+    report,
+    scale,
+    servers,
+    throughput,
+    visitors,
+    wrk,
+)
 from .report import PROFILES, RESULTS
 from .servers import BenchError, Process
 from .shop_templates import REPO
@@ -370,6 +383,12 @@ def run_floor(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
                 cfg, workload, paths, visitor_cookies, (floor_server, shop, twin), stats, log
             )
         floor_server.stop()
+        log("  floor: instructions per warm page under callgrind (floor, shop, session load)")
+        results["floor"]["instructions"] = instructions.measure(
+            base, pages, paths[:: max(1, len(paths) // 12)], cookies[0], cwd=REPO
+        )
+        if "error" in results["floor"]["instructions"]:
+            log(f"  floor: no instruction counts: {results['floor']['instructions']['error']}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     for process in (twin, shop):

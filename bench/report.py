@@ -545,6 +545,7 @@ def floor_section(r: dict) -> str:
                     f"| {workload} | {side} | {c} | {by_round} | {best['rps']:.0f} | "
                     f"{best['p50_ms']:.1f} / {best['p99_ms']:.1f} |"
                 )
+    lines += _instructions(fl.get("instructions"), _cart(r))
     for workload, w in fl["workloads"].items():
         profile = w.get("profile")
         if not profile or "error" in profile:
@@ -571,6 +572,44 @@ def floor_section(r: dict) -> str:
             *(f"| `{f}` | {share:.0%} |" for f, share in _informative(profile["self"])[:6]),
         ]
     return _lines(*lines)
+
+
+def _instructions(counted: dict | None, cart: str) -> list[str]:
+    """The floor's and the shop's instructions per warm page (bench/instructions.py)."""
+    if not counted:
+        return []
+    if "error" in counted:
+        return ["", f"Instructions per warm page: not counted ({counted['error']})."]
+    per = counted["per_request"]
+    floor_cost = per["floor"]
+    rows = [
+        ("the floor (bare Flask, the captured bytes)", per["floor"]),
+        ("the shop, anonymous", per["shop-anonymous"]),
+        (f"the shop, a visitor with a session and a {cart}", per["shop-session"]),
+        ("of which the session load alone (redis-py, its reply read)", per["session-load"]),
+    ]
+    session_extra = per["shop-session"] - per["shop-anonymous"]
+    return [
+        "",
+        "### Instructions per warm page (callgrind)",
+        "",
+        f"Each side answering {counted['paths']} of the same paths {counted['count']} times "
+        "straight through its WSGI app in one process, under `valgrind --tool=callgrind` "
+        "(`bench/instructions.py`): the count minus that of a run with no request, over the "
+        "requests. Unlike req/s it does not move with the machine's other load. It leaves out "
+        "what both sides pay in gunicorn and the kernel to take a request and send a page, and "
+        "what the shop's Redis round trip costs outside its own process (Redis, the kernel, "
+        "the switch between threads while it waits).",
+        "",
+        "| page | instructions per request | × the floor's |",
+        "|---|---|---|",
+        *(f"| {name} | {value:,.0f} | {value / floor_cost:.2f} |" for name, value in rows),
+        "",
+        f"A session costs the shop {session_extra:,.0f} instructions more than an anonymous "
+        f"visit; the session load is {per['session-load'] / session_extra:.0%} of that, and "
+        "the rest is reading the cookie and filling the page's hole with the visitor's own "
+        "links.",
+    ]
 
 
 def edge_section(r: dict) -> str:

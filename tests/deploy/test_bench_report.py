@@ -605,6 +605,30 @@ def test_a_missed_floor_target_says_why_from_the_profile(results, monkeypatch):
     assert "Why not:" not in text and "| ≥ 0.4 × | 0.413 × (1786 vs 4320 req/s) | ✅ |" in text
 
 
+def test_the_floor_section_shows_instructions_per_page_from_the_run(results):
+    results["floor"]["instructions"] = {
+        "count": 300,
+        "paths": 12,
+        "per_request": {
+            "floor": 500_000.0,
+            "shop-anonymous": 900_000.0,
+            "shop-session": 1_300_000.0,
+            "session-load": 300_000.0,
+        },
+    }
+    text = report.floor_section(results)
+    assert "| the shop, anonymous | 900,000 | 1.80 |" in text
+    assert "| the shop, a visitor with a session and a 3-line cart | 1,300,000 | 2.60 |" in text
+    assert "A session costs the shop 400,000 instructions more" in text
+    assert "the session load is 75% of that" in text
+    results["floor"]["instructions"]["per_request"]["session-load"] = 100_000.0
+    assert "the session load is 25% of that" in report.floor_section(results)
+    results["floor"]["instructions"] = {"error": "valgrind is not installed"}
+    assert "not counted (valgrind is not installed)" in report.floor_section(results)
+    del results["floor"]["instructions"]
+    assert "callgrind" not in report.floor_section(results)
+
+
 def test_a_miss_without_a_profile_says_so(results):
     del results["floor"]["workloads"]["session"]["profile"]
     assert "no profile was taken" in _row(results, "floor: a visitor with a session")["why"]

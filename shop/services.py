@@ -114,7 +114,9 @@ def build_services(
         connect_timeout=settings.db_connect_timeout,
     )
     client = redis_client or connect(
-        settings.redis_url, socket_timeout=settings.redis_socket_timeout
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout,
+        cluster=settings.redis_cluster,
     )
     prefix = settings.redis_prefix
     mailer = mailer_from_settings(settings)

@@ -25,9 +25,9 @@ def test_idle_session_and_its_cart_expire_in_redis(make_real_app, real_redis):
     shopper = Shopper(app.test_client(), app)
     shopper.add(KETTLE, 2)
     ref = session_ref(shopper.session_id)
-    assert client.exists(f"{prefix}s:{ref}", f"{prefix}cart:s:{ref}") == 2
+    assert client.exists(f"{prefix}{{s:{ref}}}", f"{prefix}{{s:{ref}}}:cart") == 2
     time.sleep(2.2)
-    assert client.exists(f"{prefix}s:{ref}", f"{prefix}cart:s:{ref}") == 0
+    assert client.exists(f"{prefix}{{s:{ref}}}", f"{prefix}{{s:{ref}}}:cart") == 0
     assert shopper.cart()["count"] == 0
 
 

@@ -60,18 +60,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: a product's tag set. ARGV: the key that shows it, its ttl. A tag is a sorted set of the
-# keys that show its product, each scored by the second it expires: members past it are pruned
-# here, and the tag itself lives as long as its longest member.
-_TAG_SCRIPT = """
-local now = tonumber(redis.call('TIME')[1])
-local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-redis.call('ZADD', KEYS[1], now + ttl + 1, ARGV[1])
-if redis.call('TTL', KEYS[1]) < ttl + 1 then redis.call('EXPIRE', KEYS[1], ttl + 1) end
-return 1
-"""
-
 # KEYS: the write position. ARGV: a writer's position; the key keeps the highest.
 _POSITION_SCRIPT = """
 if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
@@ -122,7 +110,6 @@ class CacheAside:
         self.generation_key = f"{prefix}generation"
         self._generation = 0  # the list generation this process saw last
         self._store = client.register_script(_STORE_SCRIPT)
-        self._tag = client.register_script(_TAG_SCRIPT)
         self._raise_position = client.register_script(_POSITION_SCRIPT)
         self._unlock = client.register_script(_UNLOCK_SCRIPT)
         self._last_outage_log = 0.0
@@ -264,19 +251,17 @@ class CacheAside:
             self.client.delete(key)
 
     def _tag_all(self, tag_keys: list[str], key: str, ttl: int) -> None:
-        """Add ``key`` to each tag: one pipeline (per node), the script loaded first where a
-        server (a new one, a promoted replica) does not have it."""
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for tag_key in tag_keys:
-                pipe.evalsha(self._tag.sha, 1, tag_key, key, ttl)
-            try:
-                pipe.execute()
-                return
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                self.client.script_load(self._tag.script)
+        """Add ``key`` to each tag, scored by when it expires, pruning expired members; a tag
+        lives as long as its longest member. Plain commands in one pipeline (a cluster client
+        sends each node its part; it runs no script in a pipeline)."""
+        now = int(time.time())
+        pipe = self.client.pipeline(transaction=False)
+        for tag_key in tag_keys:
+            pipe.zremrangebyscore(tag_key, "-inf", f"({now}")
+            pipe.zadd(tag_key, {key: now + ttl + 1})
+            pipe.expire(tag_key, ttl + 1, nx=True)
+            pipe.expire(tag_key, ttl + 1, gt=True)
+        pipe.execute()
 
     def _wait_for(self, key: str) -> str | None:
         deadline = time.monotonic() + self.wait_timeout

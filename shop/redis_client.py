@@ -28,6 +28,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import redis
+from redis._parsers import Encoder
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
@@ -249,6 +250,10 @@ class LazyCluster:
 
     def register_script(self, script: str) -> Script:
         return Script(self, script)  # type: ignore[arg-type]
+
+    def get_encoder(self) -> Encoder:
+        """What a script is encoded with, known without asking the cluster."""
+        return Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=True)
 
     def __getattr__(self, name: str):
         return getattr(self.client(), name)

@@ -169,6 +169,7 @@ def test_a_structural_change_is_constant_work_and_no_instance_serves_an_old_list
     assert reloaded == [1]
 
 
+@pytest.mark.both_redis
 def test_tags_expire_and_forget_expired_lists_under_a_hot_product(real_redis):
     client, prefix = real_redis
     cache = CacheAside(client, f"{prefix}cat:", ttl=1, jitter=0)
@@ -198,6 +199,7 @@ def test_tags_expire_and_forget_expired_lists_under_a_hot_product(real_redis):
     assert client.exists(other, cache.tag_key(8)) == 0  # nothing outlives its entries
 
 
+@pytest.mark.both_redis
 def test_every_catalogue_key_expires_except_three_counters(make_real_app, real_redis):
     client, _ = real_redis
     app = make_real_app()
@@ -221,6 +223,7 @@ class TooManySearches(Exception):
     """What a rate limit raises from ``admit``."""
 
 
+@pytest.mark.both_redis
 def test_admit_is_asked_once_before_a_miss_reads_the_database_and_never_on_a_hit(real_redis):
     client, prefix = real_redis
     cache = CacheAside(client, f"{prefix}cat:", ttl=60, local_ttl=30)

@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, insert, select
@@ -121,6 +122,7 @@ def test_concurrent_submits_with_one_key_make_one_order(pg_url):
     assert len(ids) == 1 and count == 1 and stock == 8
 
 
+@pytest.mark.both_redis
 def test_cart_login_and_checkout_continue_across_two_instances(make_real_app):
     first, second = make_real_app(), make_real_app()
     browser = Shopper(first.test_client(), first)

@@ -273,7 +273,7 @@ def redis_status(client: redis.Redis) -> dict:
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return {"ok": False, "error": type(exc).__name__}
     try:
-        info = client.info("cluster")
+        info = cast(dict, client.info("cluster"))
     except redis.ResponseError:  # a server without INFO (fakeredis) is no cluster
         info = {}
     except Exception as exc:  # noqa: BLE001

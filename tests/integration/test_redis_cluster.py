@@ -53,13 +53,15 @@ def own_cluster(tmp_path_factory) -> Iterator[ThrowawayCluster]:
     cluster.stop()
 
 
-def cluster_app(pg_url: str, url: str, mailbox: Mailbox, *, cluster: bool) -> AppFactory:
+def cluster_app(
+    pg_url: str, url: str, mailbox: Mailbox, *, cluster: bool, prefix: str = "cl:"
+) -> AppFactory:
     return AppFactory(
         {
             "database_url": pg_url,
             "redis_url": url,
             "redis_cluster": cluster,
-            "redis_prefix": "cl:",
+            "redis_prefix": prefix,
             "smtp_url": mailbox.url,
         },
         lambda: connect(url, socket_timeout=0.3, cluster=cluster),
@@ -141,6 +143,41 @@ def test_a_plain_client_sent_to_one_cluster_node_answers_503_and_is_not_ready(
         ready = app.test_client().get("/readyz")
         assert ready.status_code == 503
         assert "SHOP_REDIS_CLUSTER=1" in ready.get_json()["redis"]["reason"]
+    finally:
+        factory.dispose()
+
+
+def test_the_catalogue_is_spread_over_every_primary_and_invalidated_there(
+    pg_url, redis_cluster, mailbox
+):
+    prefix = f"spread{os.getpid()}:"
+    factory = cluster_app(pg_url, redis_cluster.url, mailbox, cluster=True, prefix=prefix)
+    try:
+        app = factory(catalogue_local_ttl=0)
+        browser = app.test_client()
+        for path in (
+            "/",
+            "/?category=kitchen",
+            "/?q=blue",
+            *(f"/products/{p}" for p in range(1, 20)),
+        ):
+            assert browser.get(path).status_code == 200
+        keys_per_node = {}
+        for node in redis_cluster.primary_nodes():
+            with node.client() as client:
+                keys_per_node[node.port] = list(client.scan_iter(f"{prefix}cat:*"))
+        assert len(keys_per_node) == 3 and all(keys_per_node.values()), keys_per_node
+        # A change to the kettle drops every entry that shows it, whichever node holds it.
+        shown = [
+            k for keys in keys_per_node.values() for k in keys if k.endswith(f"{{p:{KETTLE}}}")
+        ]
+        assert shown
+        app.extensions["shop"].catalogue.invalidate([KETTLE])
+        cluster_client = connect(redis_cluster.url, cluster=True)
+        assert cluster_client.exists(*shown) == 0
+        tag = app.extensions["shop"].catalogue.cache.tag_key(KETTLE)
+        assert cluster_client.exists(tag) == 0
+        assert browser.get(f"/products/{KETTLE}").status_code == 200
     finally:
         factory.dispose()
 

@@ -264,6 +264,7 @@ class ThrowawayCluster:
     node_timeout: int = 1000  # ms: a frozen primary is replaced within a few seconds
     daemonize: bool = False
     ports: tuple[int, ...] = ()
+    buses: tuple[int, ...] = ()  # the nodes' cluster-bus ports (default: free ones)
     nodes: list[ThrowawayRedis] = field(default_factory=list)
 
     @property
@@ -275,18 +276,7 @@ class ThrowawayCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RedisServerMissing("redis-cli: not on PATH (Debian's redis-tools)")
-        count = self.primaries * (1 + self.replicas)
-        ports = self.ports or tuple(free_port() for _ in range(count))
-        self.nodes = [
-            ThrowawayRedis(
-                self.folder / f"node{i}",
-                port=port,
-                cluster_node_timeout=self.node_timeout,
-                cluster_port=free_port(),
-                daemonize=self.daemonize,
-            )
-            for i, port in enumerate(ports)
-        ]
+        self.nodes = self.build_nodes()
         try:
             for node in self.nodes:
                 node.folder.mkdir(parents=True, exist_ok=True)
@@ -305,6 +295,23 @@ class ThrowawayCluster:
             self.stop()
             raise
         return self
+
+    def build_nodes(self) -> list[ThrowawayRedis]:
+        """The nodes, on ``ports`` (default: free ones); :meth:`stop` needs no more to find
+        daemonized ones again (their pid files)."""
+        count = self.primaries * (1 + self.replicas)
+        ports = self.ports or tuple(free_port() for _ in range(count))
+        buses = self.buses or tuple(free_port() for _ in range(count))
+        return [
+            ThrowawayRedis(
+                self.folder / f"node{i}",
+                port=port,
+                cluster_node_timeout=self.node_timeout,
+                cluster_port=bus,
+                daemonize=self.daemonize,
+            )
+            for i, (port, bus) in enumerate(zip(ports, buses, strict=True))
+        ]
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Until every node says ``cluster_state:ok`` with all 16384 slots served."""
@@ -333,7 +340,7 @@ class ThrowawayCluster:
         return found
 
     def stop(self) -> None:
-        for node in self.nodes:
+        for node in self.nodes or (self.build_nodes() if self.ports else []):
             node.stop()
 
 
@@ -387,7 +394,21 @@ def stack_redis(topology: Topology) -> ThrowawayRedis:
     )
 
 
+def stack_cluster(topology: Topology) -> ThrowawayCluster:
+    """The stack's Redis Cluster (STACK_REDIS=cluster): six daemons under ``<work>/redis-cluster``
+    on the topology's ports, the first one being ``topology.redis``."""
+    entry = topology.redis
+    return ThrowawayCluster(
+        Path(topology.work_dir) / "redis-cluster",
+        ports=tuple(entry.nodes),
+        buses=tuple(entry.buses),
+        daemonize=True,
+    )
+
+
 def _start_redis(topology: Topology) -> str:
+    if topology.redis.nodes:
+        return _start_redis_cluster(topology)
     server = stack_redis(topology)
     try:
         server.start(timeout=20)
@@ -400,8 +421,24 @@ def _start_redis(topology: Topology) -> str:
     return f"{LOOPBACK}:{server.port}  pid {server.pid}  (no persistence)"
 
 
+def _start_redis_cluster(topology: Topology) -> str:
+    cluster = stack_cluster(topology)
+    try:
+        cluster.start(timeout=60)
+    except RedisServerMissing as exc:
+        programs.require_programs(only=("redis-server",))
+        raise StackError(str(exc)) from exc
+    except RedisServerError as exc:
+        raise StackError(str(exc)) from None
+    topology.redis.pid = cluster.nodes[0].pid
+    ports = ", ".join(str(node.port) for node in cluster.nodes)
+    return f"a Redis Cluster on {LOOPBACK}: {ports} (3 primaries + 3 replicas, no persistence)"
+
+
 def _stop_redis(topology: Topology) -> None:
     try:
+        if topology.redis.nodes:
+            stack_cluster(topology).stop()
         stack_redis(topology).stop()
     except RedisServerError as exc:
         raise StackError(str(exc)) from None

@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 
 # Redis Cluster: a value and its rebuild lock share a hash tag (the logical key, so entries
 # spread over every slot), each product's tag set has its own, and the epoch, the write position
-# and the list generation are keys of their own. No script or command spans two of them: what
-# was one script is a sequence of steps whose order keeps the promise (see _rebuild, invalidate).
+# and the list generation share ``{writes}``. No script or command spans two tags: what was one
+# script is a sequence of steps whose order keeps the promise (see _rebuild, invalidate).
 
 # KEYS: value, lock. ARGV: token, value, ttl. Only the rebuild that holds the lock stores.
 _STORE_SCRIPT = """
@@ -60,12 +60,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: the write position. ARGV: a writer's position; the key keeps the highest.
-_POSITION_SCRIPT = """
-if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
-  redis.call('SET', KEYS[1], ARGV[1])
+# KEYS: epoch, write position, list generation (one slot). ARGV: the writer's position in the
+# primary's log (0: none), structural. The position keeps the highest; structural: one INCR of
+# the list generation orphans every cached list, whatever their number (they expire by their
+# TTL). The epoch moves with them, so a rebuild never sees the new epoch with the old position.
+_BUMP_SCRIPT = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[1])
 end
-return 1
+if ARGV[2] == '1' then redis.call('INCR', KEYS[3]) end
+return redis.call('INCR', KEYS[1])
 """
 
 
@@ -105,12 +109,12 @@ class CacheAside:
             if local_ttl
             else None
         )
-        self.epoch_key = f"{prefix}epoch"
-        self.position_key = f"{prefix}position"
-        self.generation_key = f"{prefix}generation"
+        self.epoch_key = f"{prefix}{{writes}}:epoch"
+        self.position_key = f"{prefix}{{writes}}:position"
+        self.generation_key = f"{prefix}{{writes}}:generation"
         self._generation = 0  # the list generation this process saw last
         self._store = client.register_script(_STORE_SCRIPT)
-        self._raise_position = client.register_script(_POSITION_SCRIPT)
+        self._bump = client.register_script(_BUMP_SCRIPT)
         self._unlock = client.register_script(_UNLOCK_SCRIPT)
         self._last_outage_log = 0.0
 
@@ -206,8 +210,8 @@ class CacheAside:
         token = secrets.token_hex(8)
         pipe = self.client.pipeline(transaction=False)
         pipe.set(lock_key, token, nx=True, px=int(self.lock_timeout * 1000))
-        pipe.get(self.epoch_key)
-        pipe.get(self.position_key)
+        pipe.get(self.epoch_key)  # before the position, on the same node (one slot): a bump
+        pipe.get(self.position_key)  # in between shows as the old epoch, caught at the store
         got_lock, epoch, position = pipe.execute()
         min_position = int(position or 0)
         if not got_lock:
@@ -291,14 +295,13 @@ class CacheAside:
         if self.local is not None:
             self.local.drop(product_ids, keys, structural)  # this process: at once
         # The epoch first: a rebuild that stores after this finds it changed (_rebuild).
-        self.client.incr(self.epoch_key)
-        if min_position:
-            self._raise_position(keys=[self.position_key], args=[int(min_position)])
+        self._bump(
+            keys=[self.epoch_key, self.position_key, self.generation_key],
+            args=[int(min_position), "1" if structural else "0"],
+        )
         doomed = list(keys)
         tag_keys = [self.tag_key(pid) for pid in product_ids]
-        if structural:
-            self.client.incr(self.generation_key)
-        elif tag_keys:
+        if not structural and tag_keys:
             pipe = self.client.pipeline(transaction=False)
             for tag_key in tag_keys:
                 pipe.zrange(tag_key, 0, -1)

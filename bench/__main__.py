@@ -34,6 +34,7 @@ import requests
 from shop.config import Settings
 from shop.seed import CATEGORIES
 from shop.session_ids import session_ref
+from shop.sessions import session_tag
 
 from . import (
     PARTS,
@@ -175,7 +176,8 @@ def memory_of_session(shop: Process, redis_url: str) -> dict:
     cookie_value = dict(part.split("=", 1) for part in cookie.split("; "))["shop_sid"]
     ref = session_ref(cookie_value.split(".")[0])  # Redis knows a session by its id's hash
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    keys = {"session": f"bench:s:{ref}", "cart": f"bench:cart:s:{ref}"}
+    tag = session_tag(ref)  # the layout of shop/sessions.py and shop/cart.py
+    keys = {"session": f"bench:{tag}", "cart": f"bench:{tag}:cart"}
     usage = {name: client.memory_usage(key, samples=0) for name, key in keys.items()}
     total = sum(v or 0 for v in usage.values())
     return {

@@ -765,12 +765,12 @@ def memory_section(r: dict) -> str:
     memory = r.get("memory")
     if not memory:
         return ""
-    prefix = memory["keys"]["session"].split(":s:")[0]
+    session_key, cart_key = memory["keys"]["session"], memory["keys"]["cart"]
     return _lines(
         "## Redis memory of a session",
         "",
         f"An anonymous visitor with a {_cart(r)}, made through the API: `MEMORY USAGE` of "
-        f"`{prefix}:s:<id>` = {memory['bytes']['session']} bytes and of `…cart:s:<id>` = "
+        f"`{session_key}` = {memory['bytes']['session']} bytes and of `{cart_key}` = "
         f"{memory['bytes']['cart']} bytes; **{memory['total']} bytes** in all "
         f"(fields: {memory['fields']}).",
     )

@@ -54,24 +54,24 @@ return 1
 """
 )
 
-# Move KEYS[1] (a visitor's cart) into KEYS[2] (the account's): quantities add up, each capped;
-# the price is the one this browser saw, else the account's. ARGV: ttl, then id / cap pairs.
+# Fold a visitor's lines (read by the caller from the visitor's slot) into KEYS[1], the
+# account's cart: quantities add up, each capped; the price is the one this browser saw, else
+# the account's. ARGV: ttl, then id / cap / the visitor's line triples.
 _MERGE_SCRIPT = (
     _LINE
     + """
-for i = 2, #ARGV, 2 do
+for i = 2, #ARGV, 3 do
   local pid = ARGV[i]
   local cap = tonumber(ARGV[i + 1])
-  local theirs = redis.call('HGET', KEYS[1], pid)
-  local mine = redis.call('HGET', KEYS[2], pid)
+  local theirs = ARGV[i + 2] ~= '' and ARGV[i + 2]
+  local mine = redis.call('HGET', KEYS[1], pid)
   local total = math.min(quantity(theirs) + quantity(mine), cap)
   local seen = price(theirs) or price(mine)
   if total > 0 then
-    redis.call('HSET', KEYS[2], pid, seen and (total .. ':' .. seen) or tostring(total))
+    redis.call('HSET', KEYS[1], pid, seen and (total .. ':' .. seen) or tostring(total))
   end
 end
-redis.call('DEL', KEYS[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 1
 """
 )
@@ -141,7 +141,9 @@ class CartStore:
         self._confirm = client.register_script(_CONFIRM_SCRIPT)
 
     def key(self, owner: CartOwner) -> str:
-        return f"{self.prefix}cart:{owner.kind}:{owner.ident}"
+        """``{s:<ref>}`` or ``{u:<id>}`` is the key's hash tag: a visitor's cart lives on its
+        session's Redis Cluster slot, an account's on the account's (shop/sessions.py)."""
+        return f"{self.prefix}{{{owner.kind}:{owner.ident}}}:cart"
 
     def ttl_for(self, owner: CartOwner) -> int:
         return self.account_ttl if owner.kind == "u" else self.visitor_ttl
@@ -229,11 +231,15 @@ class CartStore:
         self._confirm(keys=[self.key(owner)], args=args)
 
     def merge(self, source: CartOwner, target: CartOwner, caps: dict[int, int]) -> None:
-        """Fold ``source`` into ``target`` (login): quantities add up, capped per product."""
-        args: list[int] = [self.ttl_for(target)]
+        """Fold ``source`` into ``target`` (login): quantities add up, capped per product.
+        The two carts live on different slots: the visitor's lines are read here and folded
+        in by one script on the account's slot, then the visitor's cart is dropped."""
+        theirs = cast(dict[str, str], self.client.hgetall(self.key(source)))
+        args: list[int | str] = [self.ttl_for(target)]
         for product_id, cap in caps.items():
-            args += [product_id, self.cap(cap)]
-        self._merge(keys=[self.key(source), self.key(target)], args=args)
+            args += [product_id, self.cap(cap), theirs.get(str(product_id), "")]
+        self._merge(keys=[self.key(target)], args=args)
+        self.client.delete(self.key(source))
 
 
 def _line_maximum_message(maximum: int, in_cart: int) -> str:

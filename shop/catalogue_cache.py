@@ -41,24 +41,16 @@ from .redis_client import RedisUnavailable
 
 log = logging.getLogger(__name__)
 
-# KEYS: value, lock, epoch, then tag keys. ARGV: token, epoch, value, ttl.
-# A tag is a sorted set of the keys that show its product, each scored by the second it expires:
-# members past it are pruned here, and the tag itself lives as long as its longest member.
+# Redis Cluster: a value and its rebuild lock share a hash tag (the logical key, so entries
+# spread over every slot), each product's tag set has its own, and the epoch, the write position
+# and the list generation share ``{writes}``. No script or command spans two tags: what was one
+# script is a sequence of steps whose order keeps the promise (see _rebuild, invalidate).
+
+# KEYS: value, lock. ARGV: token, value, ttl. Only the rebuild that holds the lock stores.
 _STORE_SCRIPT = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then
-  redis.call('DEL', KEYS[2])
-  return 0
-end
-local ttl = tonumber(ARGV[4])
-redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl)
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 redis.call('DEL', KEYS[2])
-local now = tonumber(redis.call('TIME')[1])
-for i = 4, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. now)
-  redis.call('ZADD', KEYS[i], now + ttl + 1, KEYS[1])
-  if redis.call('TTL', KEYS[i]) < ttl + 1 then redis.call('EXPIRE', KEYS[i], ttl + 1) end
-end
 return 1
 """
 
@@ -68,31 +60,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: epoch, write position, list generation, then tag keys, then plain keys. ARGV: number
-# of tag keys, structural, the writer's position in the primary's log (0: none), the channel
-# and the message for the in-process tiers ('' when there are none). Structural: one INCR of
+# KEYS: epoch, write position, list generation (one slot). ARGV: the writer's position in the
+# primary's log (0: none), structural. The position keeps the highest; structural: one INCR of
 # the list generation orphans every cached list, whatever their number (they expire by their
-# TTL); the tags are left alone, as everything they point to is a list.
-_INVALIDATE_SCRIPT = """
-redis.call('INCR', KEYS[1])
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
-if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
-  redis.call('SET', KEYS[2], ARGV[3])
+# TTL). The epoch moves with them, so a rebuild never sees the new epoch with the old position.
+_BUMP_SCRIPT = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[1])
 end
-local ntags = tonumber(ARGV[1])
-if ARGV[2] == '1' then
-  redis.call('INCR', KEYS[3])
-else
-  local now = tonumber(redis.call('TIME')[1])
-  for i = 4, 3 + ntags do
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], now, '+inf')) do
-      redis.call('DEL', member, member .. ':lock')
-    end
-    redis.call('DEL', KEYS[i])
-  end
-end
-for i = 4 + ntags, #KEYS do redis.call('DEL', KEYS[i], KEYS[i] .. ':lock') end
-return 1
+if ARGV[2] == '1' then redis.call('INCR', KEYS[3]) end
+return redis.call('INCR', KEYS[1])
 """
 
 
@@ -132,20 +109,23 @@ class CacheAside:
             if local_ttl
             else None
         )
-        self.epoch_key = f"{prefix}epoch"
-        self.position_key = f"{prefix}position"
-        self.generation_key = f"{prefix}generation"
+        self.epoch_key = f"{prefix}{{writes}}:epoch"
+        self.position_key = f"{prefix}{{writes}}:position"
+        self.generation_key = f"{prefix}{{writes}}:generation"
         self._generation = 0  # the list generation this process saw last
         self._store = client.register_script(_STORE_SCRIPT)
-        self._invalidate = client.register_script(_INVALIDATE_SCRIPT)
+        self._bump = client.register_script(_BUMP_SCRIPT)
         self._unlock = client.register_script(_UNLOCK_SCRIPT)
         self._last_outage_log = 0.0
 
     def key(self, *parts: object) -> str:
-        return self.prefix + ":".join(str(part) for part in parts)
+        """``<prefix>{<parts>}``: the braces are the key's Redis Cluster hash tag, so entries
+        spread over the slots by what they show, and a list's generations and its rebuild lock
+        (``<key>:g<n>``, ``<key>:lock``) stay on its slot."""
+        return self.prefix + "{" + ":".join(str(part) for part in parts) + "}"
 
     def tag_key(self, product_id: int) -> str:
-        return f"{self.prefix}shows:{product_id}"
+        return f"{self.prefix}shows:{{{product_id}}}"
 
     @staticmethod
     def list_key(key: str, generation: int) -> str:
@@ -214,8 +194,10 @@ class CacheAside:
         if not is_list:
             return cast(str | None, self.client.get(key)), key
         seen = self._generation
-        replies = self.client.mget(self.generation_key, self.list_key(key, seen))
-        generation, cached = cast(list[str | None], replies)
+        pipe = self.client.pipeline(transaction=False)  # two slots: one round trip per node
+        pipe.get(self.generation_key)
+        pipe.get(self.list_key(key, seen))
+        generation, cached = cast(list[str | None], pipe.execute())
         current = int(generation or 0)
         if current == seen:
             return cached, self.list_key(key, seen)
@@ -228,8 +210,8 @@ class CacheAside:
         token = secrets.token_hex(8)
         pipe = self.client.pipeline(transaction=False)
         pipe.set(lock_key, token, nx=True, px=int(self.lock_timeout * 1000))
-        pipe.get(self.epoch_key)
-        pipe.get(self.position_key)
+        pipe.get(self.epoch_key)  # before the position, on the same node (one slot): a bump
+        pipe.get(self.position_key)  # in between shows as the old epoch, caught at the store
         got_lock, epoch, position = pipe.execute()
         min_position = int(position or 0)
         if not got_lock:
@@ -243,15 +225,47 @@ class CacheAside:
             with contextlib.suppress(*RedisUnavailable):
                 self._unlock(keys=[lock_key], args=[token])
             raise
-        keys = [key, lock_key, self.epoch_key]
-        if tags is not None:
-            keys += [self.tag_key(pid) for pid in set(tags(value))]
-        encoded = json.dumps(value, separators=(",", ":"))
         try:
-            self._store(keys=keys, args=[token, epoch or "0", encoded, self.jittered_ttl()])
-        except RedisUnavailable as exc:  # served all the same; the lock expires by itself
-            self._log_outage(exc)
+            self._store_unless_invalidated(key, lock_key, token, epoch or "0", value, tags)
+        except redis.RedisError as exc:
+            # Never leave the lock behind: readers of this key would wait it out.
+            with contextlib.suppress(redis.RedisError):
+                self._unlock(keys=[lock_key], args=[token])
+            if not isinstance(exc, RedisUnavailable):
+                raise
+            self._log_outage(exc)  # served all the same
         return value
+
+    def _store_unless_invalidated(self, key, lock_key, token, epoch, value, tags) -> None:
+        """Tag, store, then check the epoch: an invalidation that began before the check
+        finds the key in its tags (and deletes it), and one that began earlier is seen here
+        (and the value deleted), so a value read before an invalidation never survives it."""
+        ttl = self.jittered_ttl()
+        tag_keys = [self.tag_key(pid) for pid in set(tags(value))] if tags is not None else []
+        if tag_keys:
+            self._tag_all(tag_keys, key, ttl)
+        encoded = json.dumps(value, separators=(",", ":"))
+        if not self._store(keys=[key, lock_key], args=[token, encoded, ttl]):
+            return  # the lock was lost (expired, or an invalidation took it)
+        try:
+            unchanged = (self.client.get(self.epoch_key) or "0") == epoch
+        except RedisUnavailable:
+            unchanged = False
+        if not unchanged:
+            self.client.delete(key)
+
+    def _tag_all(self, tag_keys: list[str], key: str, ttl: int) -> None:
+        """Add ``key`` to each tag, scored by when it expires, pruning expired members; a tag
+        lives as long as its longest member. Plain commands in one pipeline (a cluster client
+        sends each node its part; it runs no script in a pipeline)."""
+        now = int(time.time())
+        pipe = self.client.pipeline(transaction=False)
+        for tag_key in tag_keys:
+            pipe.zremrangebyscore(tag_key, "-inf", f"({now}")
+            pipe.zadd(tag_key, {key: now + ttl + 1})
+            pipe.expire(tag_key, ttl + 1, nx=True)
+            pipe.expire(tag_key, ttl + 1, gt=True)
+        pipe.execute()
 
     def _wait_for(self, key: str) -> str | None:
         deadline = time.monotonic() + self.wait_timeout
@@ -278,15 +292,30 @@ class CacheAside:
         constant number of commands (a new list generation). ``min_position``: the write's
         position in the primary's log, for rebuilds to honour."""
         product_ids, keys = list(product_ids), list(keys)
-        tag_keys = [self.tag_key(pid) for pid in product_ids]
-        channel, message = "", ""
         if self.local is not None:
             self.local.drop(product_ids, keys, structural)  # this process: at once
-            channel, message = self.local.channel, LocalTier.message(product_ids, keys, structural)
-        self._invalidate(
-            keys=[self.epoch_key, self.position_key, self.generation_key, *tag_keys, *keys],
-            args=[len(tag_keys), "1" if structural else "0", int(min_position), channel, message],
+        # The epoch first: a rebuild that stores after this finds it changed (_rebuild).
+        self._bump(
+            keys=[self.epoch_key, self.position_key, self.generation_key],
+            args=[int(min_position), "1" if structural else "0"],
         )
+        doomed = list(keys)
+        tag_keys = [self.tag_key(pid) for pid in product_ids]
+        if not structural and tag_keys:
+            pipe = self.client.pipeline(transaction=False)
+            for tag_key in tag_keys:
+                pipe.zrange(tag_key, 0, -1)
+            for members in pipe.execute():
+                doomed += members
+        # One DEL per node: a value and its lock share a slot, tags have their own.
+        gone = [name for key in doomed for name in (key, key + ":lock")]
+        if not structural:
+            gone += tag_keys
+        if gone:
+            self.client.delete(*gone)
+        if self.local is not None:  # the other processes, once Redis no longer has them
+            message = LocalTier.message(product_ids, keys, structural)
+            self.client.publish(self.local.channel, message)
 
     def _log_outage(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -1,5 +1,6 @@
 """Operator commands: ``flask --app shop db upgrade``, ``seed``, ``product add|set``,
-``mail deliver|status``, ``order ship|cancel|deliver|expire``, ``user grant``."""
+``mail deliver|status``, ``order ship|cancel|deliver|expire``, ``user grant``,
+``redis upgrade-keys``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from flask.cli import AppGroup, with_appcontext
 from . import migrate, money, outbox
 from .catalogue import save_product
 from .errors import InvalidInput, ShopError
-from .redis_client import RedisUnavailable
+from .redis_client import RedisUnavailable, is_cluster
+from .redis_keys import upgrade_keys
 from .seed import seed_catalogue
 from .services import Services
 
@@ -19,6 +21,7 @@ product_cli = AppGroup("product", help="Add or change products; the cache is inv
 mail_cli = AppGroup("mail", help="The mail outbox: order mails waiting to be sent.")
 user_cli = AppGroup("user", help="Accounts' roles: make the first admin of the back office.")
 order_cli = AppGroup("order", help="Ship, cancel (refund), deliver or expire orders.")
+redis_cli = AppGroup("redis", help="Redis keys: carry sessions and carts to today's layout.")
 
 
 def _services() -> Services:
@@ -271,7 +274,19 @@ def user_grant(email: str, role: str) -> None:
     click.echo(f"{member.email} is now {member.role}")
 
 
+@redis_cli.command("upgrade-keys")
+def redis_upgrade_keys() -> None:
+    """Rename sessions and carts kept under the layout before Redis Cluster support (README,
+    "Upgrading"); once, after the last old instance stopped."""
+    services = _services()
+    if is_cluster(services.redis):
+        raise click.ClickException("a Redis Cluster holds no keys of the old layout")
+    counts = upgrade_keys(services.redis, services.settings.redis_prefix)
+    click.echo(f"moved {counts['moved']} keys, dropped {counts['dropped']} already rewritten")
+
+
 def register_cli(app: Flask) -> None:
+    app.cli.add_command(redis_cli)
     app.cli.add_command(user_cli)
     app.cli.add_command(mail_cli)
     app.cli.add_command(order_cli)

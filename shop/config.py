@@ -374,6 +374,16 @@ class Settings:
                 "SHOP_PUBLIC_URL must be an http(s) URL such as https://shop.example.com"
             )
         problems += self._image_problems()
+        if self.redis_cluster and self.redis_url is None:
+            problems.append(
+                "SHOP_REDIS_CLUSTER needs SHOP_REDIS_URL (a node of the cluster; the in-process "
+                "fakeredis is no cluster)"
+            )
+        if "{" in self.redis_prefix or "}" in self.redis_prefix:
+            problems.append(
+                "SHOP_REDIS_PREFIX must not contain { or }: the keys' own braces are their "
+                "Redis Cluster hash tags"
+            )
         if self.redis_password is not None:
             if self.redis_url is None:
                 problems.append(
@@ -493,7 +503,7 @@ def redis_url_with_password(url: str, password: str) -> str:
     query (TLS options) is kept. A URL that already carries a different password is refused
     rather than silently overridden."""
     parts = urlsplit(url)
-    if parts.scheme not in {"redis", "rediss"}:
+    if parts.scheme not in {"redis", "rediss", "redis+cluster", "rediss+cluster"}:
         raise ConfigError("SHOP_REDIS_PASSWORD needs a redis:// or rediss:// SHOP_REDIS_URL")
     userinfo, at, hostport = parts.netloc.rpartition("@")
     username, _, current = userinfo.partition(":")

@@ -115,8 +115,10 @@ class LocalTier:
         pid = os.getpid()
         backoff = 0.1
         while self._pid == pid:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+            pubsub = None
             try:
+                # Inside the try: a cluster client that cannot reach any node fails right here.
+                pubsub = self.client.pubsub(ignore_subscribe_messages=False)
                 pubsub.subscribe(self.channel)
                 while self._pid == pid:
                     message = pubsub.get_message(timeout=1.0)
@@ -138,4 +140,5 @@ class LocalTier:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    pubsub.close()
+                    if pubsub is not None:
+                        pubsub.close()

@@ -10,6 +10,12 @@ verified) with an AUTH password, and rides over a failover: the primary endpoint
 the promoted replica, a dead connection is replaced on the next command, and a connection that
 still reaches the old primary, now a replica, is closed at its first refused write (READONLY)
 and the write retried once on a new connection.
+
+With ``SHOP_REDIS_CLUSTER=1`` (or a ``redis+cluster://`` / ``rediss+cluster://`` URL) the client
+is a :class:`redis.cluster.RedisCluster`: every node gets its own breaker (one frozen primary
+fails fast without blocking the others), and whatever the cluster says while it reshards or
+fails over (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, MASTERDOWN) counts as "unavailable" like a
+dropped connection: a request degrades to a 503, and the next one finds the new layout.
 """
 
 from __future__ import annotations
@@ -18,20 +24,46 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 import redis
+from redis._parsers import Encoder
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, ReadOnlyError
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "Redis is not there right now" (down, restarting, failing over); callers
-# degrade instead of failing. Other Redis errors are bugs and surface as such.
-RedisUnavailable = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# Errors that mean "Redis is not there right now" (down, restarting, failing over, a cluster
+# moving slots or electing a primary, or a plain client sent to one node of a cluster, which
+# answers MOVED); callers degrade instead of failing. Other Redis errors are bugs and surface
+# as such. MovedError is an AskError; MasterDownError a ClusterDownError; SlotNotCoveredError a
+# RedisClusterException.
+RedisUnavailable = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+    ClusterError,
+    RedisClusterException,
+)
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 # Called once per command (or pipeline) sent to Redis, when instrumentation is on.
@@ -74,10 +106,30 @@ class Breaker:
             self.down_until = time.monotonic() + self.down_for
 
 
+class Breakers:
+    """One :class:`Breaker` per server address: a cluster's nodes fail (and recover) apart."""
+
+    def __init__(self, down_for: float = 1.0) -> None:
+        self.down_for = down_for
+        self._by_address: dict[tuple[str, int], Breaker] = {}
+        self._lock = threading.Lock()
+
+    def for_address(self, host: str, port: int) -> Breaker:
+        with self._lock:
+            found = self._by_address.get((host, port))
+            if found is None:
+                found = self._by_address[(host, port)] = Breaker(self.down_for)
+            return found
+
+
 class _FailFast:
-    def __init__(self, *args, breaker: Breaker, **kwargs) -> None:
+    # A cluster client builds each node's pool itself and passes it no extra argument, so the
+    # breakers travel on the connection class (see _connection_class).
+    breakers: Breakers
+
+    def __init__(self, *args, breaker: Breaker | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.breaker = breaker
+        self.breaker = breaker or self.breakers.for_address(self.host, self.port)  # type: ignore[attr-defined]
 
     def connect(self) -> None:
         if self._sock is None:  # type: ignore[attr-defined]
@@ -102,8 +154,28 @@ class FailFastSSLConnection(_FailFast, redis.SSLConnection):
     pass
 
 
-def connect(url: str | None, *, socket_timeout: float = 1.0, down_for: float = 1.0) -> redis.Redis:
+def _connection_class(tls: bool, breakers: Breakers) -> type:
+    base = FailFastSSLConnection if tls else FailFastConnection
+    return type(base.__name__, (base,), {"breakers": breakers})
+
+
+def cluster_url(url: str) -> tuple[str, bool]:
+    """``url`` with a ``redis+cluster``-style scheme made plain, and whether it named one."""
+    scheme = urlsplit(url).scheme
+    if scheme in CLUSTER_SCHEMES:
+        return CLUSTER_SCHEMES[scheme] + url[len(scheme) :], True
+    return url, False
+
+
+def connect(
+    url: str | None,
+    *,
+    socket_timeout: float = 1.0,
+    down_for: float = 1.0,
+    cluster: bool = False,
+) -> redis.Redis:
     """Build a client; one retry with back-off rides over a failover's DNS move or a restart.
+    ``cluster`` (or a ``redis+cluster://`` URL): a :class:`RedisCluster` found from that node.
 
     ``rediss://`` verifies the server's certificate against the system's CAs and its host name
     (a query such as ``?ssl_ca_certs=/path/ca.pem`` in the URL changes that: URL options win).
@@ -112,9 +184,13 @@ def connect(url: str | None, *, socket_timeout: float = 1.0, down_for: float = 1
         import fakeredis
 
         return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    url, named_cluster = cluster_url(url)
     scheme = urlsplit(url).scheme
-    connection_class = FailFastSSLConnection if scheme == "rediss" else FailFastConnection
     tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True} if scheme == "rediss" else {}
+    if cluster or named_cluster:
+        per_node = _connection_class(scheme == "rediss", Breakers(down_for))
+        return _connect_cluster(url, socket_timeout, per_node, tls)
+    connection_class = FailFastSSLConnection if scheme == "rediss" else FailFastConnection
     return redis.Redis.from_url(
         url,
         decode_responses=True,
@@ -131,3 +207,91 @@ def connect(url: str | None, *, socket_timeout: float = 1.0, down_for: float = 1
         breaker=Breaker(down_for),
         **tls,
     )
+
+
+def _connect_cluster(url: str, socket_timeout: float, connection_class: type, tls: dict):
+    """A cluster client. It learns the layout from the URL's node, follows MOVED and ASK
+    itself, and after a node stops answering asks the others for the new layout; one retry,
+    so a frozen primary costs a request about one socket timeout, then a 503."""
+
+    def build() -> RedisCluster:
+        return RedisCluster.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            socket_keepalive=True,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            connection_class=connection_class,
+            **tls,
+        )
+
+    return cast(redis.Redis, LazyCluster(build))
+
+
+class LazyCluster:
+    """A :class:`RedisCluster` built on first use: building one asks a node for the layout,
+    and a cluster that is down when the process starts must make requests 503 (and the first
+    one after it is back work), not stop the process. Scripts registered before that run on
+    whichever client is built."""
+
+    def __init__(self, build: Callable[[], RedisCluster]) -> None:
+        self._build = build
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> RedisCluster:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._build()
+        return self._client
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script)  # type: ignore[arg-type]
+
+    def get_encoder(self) -> Encoder:
+        """What a script is encoded with, known without asking the cluster."""
+        return Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=True)
+
+    def __getattr__(self, name: str):
+        return getattr(self.client(), name)
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, LazyCluster | RedisCluster)
+
+
+def redis_status(client: redis.Redis) -> dict:
+    """For /readyz: ``{"ok": True}`` when Redis answers and is the kind the client expects
+    (a cluster client against a cluster, a plain one against a standalone server), else
+    ``{"ok": False, "error": ..., "reason": ...}``. A plain client pointed at one node of a
+    cluster answers PING, then MOVED for most keys: not ready."""
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return {"ok": False, "error": type(exc).__name__}
+    try:
+        info = cast(dict, client.info("cluster"))
+    except redis.ResponseError:  # a server without INFO (fakeredis) is no cluster
+        info = {}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": type(exc).__name__}
+    if is_cluster(client):  # one answer per node
+        nodes = info.values() if info and "cluster_enabled" not in info else [info]
+        enabled = all(_enabled(node) for node in nodes)
+    else:
+        enabled = _enabled(info)
+    if enabled != is_cluster(client):
+        reason = (
+            "SHOP_REDIS_URL is a Redis Cluster node: set SHOP_REDIS_CLUSTER=1"
+            if enabled
+            else "SHOP_REDIS_CLUSTER=1 but the server is no cluster (cluster_enabled:0)"
+        )
+        return {"ok": False, "error": "ClusterMismatch", "reason": reason}
+    return {"ok": True}
+
+
+def _enabled(info: object) -> bool:
+    return isinstance(info, dict) and str(info.get("cluster_enabled", 0)) == "1"

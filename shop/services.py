@@ -115,7 +115,9 @@ def build_services(
         pool=pool_sizes(settings.threads, pool_timeout=settings.db_pool_timeout),
     )
     client = redis_client or connect(
-        settings.redis_url, socket_timeout=settings.redis_socket_timeout
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout,
+        cluster=settings.redis_cluster,
     )
     prefix = settings.redis_prefix
     mailer = mailer_from_settings(settings)

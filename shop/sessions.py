@@ -4,7 +4,8 @@ A visitor who changes nothing has no record: it is written on the first state ch
 session (logout, login's rotation, "log out everywhere", the absolute lifetime) leaves a
 tombstone, so the id never works again, and a request still in flight cannot write the record
 back. Loading a session and its cart is one Redis round trip (a Lua script), which also slides
-the idle timeout, at most once a minute, and enforces the absolute lifetime. Each account has a
+the idle timeout, at most once a minute, and enforces the absolute lifetime; a signed-in
+session's cart is the account's, on the account's slot, read in a second. Each account has a
 sorted set of its sessions, for "your sessions" and "log out everywhere".
 """
 
@@ -23,42 +24,43 @@ from .session_ids import session_ref
 
 MAX_USER_AGENT = 200  # characters of User-Agent kept to describe a session to its owner
 
+# Key layout (hash tags, so a script's keys share a Redis Cluster slot): a session's record,
+# tombstone and visitor cart begin with ``{s:<ref>}``, an account's cart and session index with
+# ``{u:<id>}`` (:func:`session_tag`, :func:`account_tag`). A script touches one owner's keys.
+
+# KEYS: record, tombstone, visitor cart. ARGV: now, idle, absolute, refresh_after.
+# Returns {record fields, visitor cart (when not signed in), ended, new TTL (0: unchanged)}:
+# the caller reads a signed-in session's cart, and slides its account's index, on the
+# account's slot.
 _LOAD_SCRIPT = """
 local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return {{}, {}, redis.call('EXISTS', KEYS[2])} end
+if #fields == 0 then return {{}, {}, redis.call('EXISTS', KEYS[2]), 0} end
 local record = {}
 for i = 1, #fields, 2 do record[fields[i]] = fields[i + 1] end
-local now = tonumber(ARGV[3])
-local idle = tonumber(ARGV[4])
-local left = tonumber(record['c'] or '0') + tonumber(ARGV[5]) - now
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[2])
+local left = tonumber(record['c'] or '0') + tonumber(ARGV[3]) - now
 local uid = record['uid']
-local anon_cart = ARGV[1] .. 's:' .. ARGV[2]
 if left <= 0 then
-  redis.call('DEL', KEYS[1], anon_cart)
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
-  return {{}, {}, 1}
+  redis.call('DEL', KEYS[1], KEYS[3])
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+  return {{}, {}, 1, 0}
 end
-local cart_key = anon_cart
-if uid then cart_key = ARGV[1] .. 'u:' .. uid end
-local cart = redis.call('HGETALL', cart_key)
+local cart = {}
+if not uid then cart = redis.call('HGETALL', KEYS[3]) end
 local ttl = redis.call('TTL', KEYS[1])
 local want = math.min(idle, left)
-if ttl < want - tonumber(ARGV[6]) then
+if ttl < want - tonumber(ARGV[4]) then
   redis.call('EXPIRE', KEYS[1], want)
   redis.call('HSET', KEYS[1], 'seen', now)
-  if uid then
-    local index = ARGV[7] .. uid
-    redis.call('ZADD', index, now + want, ARGV[2])
-    redis.call('EXPIRE', index, ARGV[5])
-  else
-    redis.call('EXPIRE', anon_cart, want)
-  end
+  if not uid then redis.call('EXPIRE', KEYS[3], want) end
+  return {fields, cart, 0, want}
 end
-return {fields, cart, 0}
+return {fields, cart, 0, 0}
 """
 
-# KEYS: record, tombstone, user index (or ''). ARGV: mode ('new' or 'existing'), data, created,
-# uid (or ''), ttl, ref, now, absolute, user agent.
+# KEYS: record, tombstone. ARGV: mode ('new' or 'existing'), data, created, uid (or ''), ttl,
+# now, user agent.
 # 'existing' writes only while the record still exists, so a request that loaded the session
 # before a logout cannot bring it back; 'new' never writes an id that was ended.
 _SAVE_SCRIPT = """
@@ -67,7 +69,7 @@ if ARGV[1] == 'existing' then
 elseif redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 else
-  redis.call('HSET', KEYS[1], 'ua', ARGV[9], 'seen', ARGV[7])
+  redis.call('HSET', KEYS[1], 'ua', ARGV[7], 'seen', ARGV[6])
 end
 redis.call('HSET', KEYS[1], 'd', ARGV[2], 'c', ARGV[3])
 if ARGV[4] == '' then
@@ -76,26 +78,27 @@ else
   redis.call('HSET', KEYS[1], 'uid', ARGV[4])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-if KEYS[3] ~= '' then
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[7]) + tonumber(ARGV[5]), ARGV[6])
-  redis.call('EXPIRE', KEYS[3], ARGV[8])
-end
 return 1
 """
 
-# KEYS: user index (or ''). ARGV: record prefix, cart prefix, absolute, then refs to end.
-# Deletes each record and its visitor cart and leaves a tombstone, so the id never works again.
+# KEYS: record, visitor cart, tombstone (one session's). ARGV: absolute.
+# Deletes the record and its visitor cart and leaves a tombstone, so the id never works again.
 _END_SCRIPT = """
-local ended = 0
-for i = 4, #ARGV do
-  local ref = ARGV[i]
-  ended = ended + redis.call('DEL', ARGV[1] .. ref)
-  redis.call('DEL', ARGV[2] .. 's:' .. ref)
-  redis.call('SET', ARGV[1] .. ref .. ':ended', '1', 'EX', ARGV[3])
-  if KEYS[1] ~= '' then redis.call('ZREM', KEYS[1], ref) end
-end
+local ended = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
 return ended
 """
+
+
+def session_tag(ref: str) -> str:
+    """The hash tag of a session's keys (record, tombstone, visitor cart)."""
+    return "{s:" + ref + "}"
+
+
+def account_tag(user_id: int | str) -> str:
+    """The hash tag of an account's keys (its cart, its index of sessions)."""
+    return "{u:" + str(user_id) + "}"
 
 
 @dataclass(frozen=True)
@@ -141,37 +144,35 @@ class SessionStore:
         self._end = client.register_script(_END_SCRIPT)
 
     def key(self, session_id: str) -> str:
-        return self.record_prefix() + session_ref(session_id)
+        return self.record_key(session_ref(session_id))
 
-    def record_prefix(self) -> str:
-        return f"{self.prefix}s:"
+    def record_key(self, ref: str) -> str:
+        return f"{self.prefix}{session_tag(ref)}"
 
     def tombstone_key(self, ref: str) -> str:
-        return f"{self.record_prefix()}{ref}:ended"
+        return f"{self.record_key(ref)}:ended"
 
-    def user_index_prefix(self) -> str:
-        return f"{self.prefix}us:"
+    def visitor_cart_key(self, ref: str) -> str:
+        return f"{self.record_key(ref)}:cart"  # = CartStore.key(CartOwner.session(ref))
 
     def user_index_key(self, user_id: int) -> str:
-        return f"{self.user_index_prefix()}{user_id}"
+        return f"{self.prefix}{account_tag(user_id)}:sessions"
 
-    def cart_prefix(self) -> str:
-        return f"{self.prefix}cart:"
+    def account_cart_key(self, user_id: int) -> str:
+        return f"{self.prefix}{account_tag(user_id)}:cart"  # = CartStore.key(CartOwner.account)
 
     def load(self, session_id: str) -> LoadedSession | Literal["ended"] | None:
-        """The session and its cart in one round trip; None if the id has no record (yet),
-        ``"ended"`` if it was ended and must not be used again."""
+        """The session and its cart; None if the id has no record (yet), ``"ended"`` if it
+        was ended and must not be used again. One round trip for a visitor; a signed-in
+        session's cart lives on its account's slot, read by a second one."""
         ref = session_ref(session_id)
-        fields, cart, ended = self._load(
-            keys=[self.record_prefix() + ref, self.tombstone_key(ref)],
+        fields, cart, ended, slid = self._load(
+            keys=[self.record_key(ref), self.tombstone_key(ref), self.visitor_cart_key(ref)],
             args=[
-                self.cart_prefix(),
-                ref,
                 int(self.clock()),
                 self.idle_timeout,
                 self.absolute_lifetime,
                 self.refresh_after,
-                self.user_index_prefix(),
             ],
         )
         if int(ended):
@@ -180,6 +181,8 @@ class SessionStore:
             return None
         record = dict(zip(fields[::2], fields[1::2], strict=True))
         uid = record.get("uid")
+        if uid:
+            cart = self._account_cart(int(uid), ref, int(slid))
         return LoadedSession(
             data=json.loads(record.get("d") or "{}"),
             user_id=int(uid) if uid else None,
@@ -188,6 +191,18 @@ class SessionStore:
                 int(k): decode_line(v).quantity for k, v in zip(cart[::2], cart[1::2], strict=True)
             },
         )
+
+    def _account_cart(self, user_id: int, ref: str, slid: int) -> list[str]:
+        """The account's cart as a flat list; when the session's idle timeout just slid,
+        its entry in the account's index slides too (same slot: one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.account_cart_key(user_id))
+        if slid:
+            index = self.user_index_key(user_id)
+            pipe.zadd(index, {ref: int(self.clock()) + slid})
+            pipe.expire(index, self.absolute_lifetime)
+        lines = cast(dict[str, str], pipe.execute()[0])
+        return [item for pair in lines.items() for item in pair]
 
     def save(
         self,
@@ -206,21 +221,23 @@ class SessionStore:
         left = int(created + self.absolute_lifetime - now)
         ttl = max(1, min(self.idle_timeout, left))
         ref = session_ref(session_id)
+        if user_id is not None:
+            # The account's index first (its own slot): a session written is always listed, so
+            # "log out everywhere" finds it; a listed ref whose write is refused ends nothing.
+            index = self.user_index_key(user_id)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(index, {ref: int(now) + ttl})
+            pipe.expire(index, self.absolute_lifetime)
+            pipe.execute()
         written = self._save(
-            keys=[
-                self.record_prefix() + ref,
-                self.tombstone_key(ref),
-                self.user_index_key(user_id) if user_id is not None else "",
-            ],
+            keys=[self.record_key(ref), self.tombstone_key(ref)],
             args=[
                 "existing" if existing else "new",
                 json.dumps(data, separators=(",", ":")),
                 int(created),
                 "" if user_id is None else user_id,
                 ttl,
-                ref,
                 int(now),
-                self.absolute_lifetime,
                 user_agent[:MAX_USER_AGENT],
             ],
         )
@@ -231,15 +248,14 @@ class SessionStore:
         self._end_refs([session_ref(session_id)], user_id)
 
     def _end_refs(self, refs: list[str], user_id: int | None) -> int:
-        if not refs:
-            return 0
-        index = self.user_index_key(user_id) if user_id is not None else ""
-        return int(
-            self._end(
-                keys=[index],
-                args=[self.record_prefix(), self.cart_prefix(), self.absolute_lifetime, *refs],
-            )
-        )
+        """End each session on its own slot (a script each), then drop them from the index."""
+        ended = 0
+        for ref in refs:
+            keys = [self.record_key(ref), self.visitor_cart_key(ref), self.tombstone_key(ref)]
+            ended += int(self._end(keys=keys, args=[self.absolute_lifetime]))
+        if refs and user_id is not None:
+            self.client.zrem(self.user_index_key(user_id), *refs)
+        return ended
 
     def user_sessions(self, user_id: int) -> list[SessionSummary]:
         """The account's live sessions, most recently seen first."""
@@ -251,7 +267,7 @@ class SessionStore:
         refs = pipe.execute()[1]
         pipe = self.client.pipeline(transaction=False)
         for ref in refs:
-            pipe.hmget(self.record_prefix() + ref, ["uid", "c", "seen", "ua"])
+            pipe.hmget(self.record_key(ref), ["uid", "c", "seen", "ua"])
         found = []
         for ref, (uid, created, seen, agent) in zip(refs, pipe.execute(), strict=True):
             if uid != str(user_id):

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import limits
 import redis
@@ -48,6 +48,20 @@ def account_key(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
+class SharedClientStorage(RedisStorage):
+    """`limits`' Redis storage on the shop's own client, a plain or a cluster one (its keys
+    carry their own hash tags, so its scripts are cluster-safe)."""
+
+    def __init__(self, client: redis.Redis, *, key_prefix: str) -> None:
+        self._client = client
+        # The pool is never connected: every command goes through get_connection().
+        super().__init__("redis://", connection_pool=redis.ConnectionPool(), key_prefix=key_prefix)
+        self.storage = client
+
+    def get_connection(self, readonly: bool = False) -> Any:
+        return self._client
+
+
 class Throttle:
     """Per-address rules and per-account failed-login back-off, counted in Redis."""
 
@@ -63,9 +77,7 @@ class Throttle:
         max_wait: int = 300,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        storage = RedisStorage(
-            "redis://", connection_pool=client.connection_pool, key_prefix=f"{prefix}rl"
-        )
+        storage = SharedClientStorage(client, key_prefix=f"{prefix}rl")
         self.client = client
         self.prefix = prefix
         self.windows = SlidingWindowCounterRateLimiter(storage)

@@ -22,12 +22,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
+from deploy.stack.redis_server import RedisServerError, RedisServerMissing, ThrowawayCluster
 from shop.migrate import upgrade
 from tests.support import (
     POSTGRES_URL,
     REDIS_URL,
     AppFactory,
     Mailbox,
+    RedisTarget,
     Shopper,
     fake_client,
     free_port,
@@ -46,8 +48,25 @@ share_compiled_url_builders()
 #: such as gunicorn and HAProxy), ``stack`` starts the whole topology.
 LAYERS = ("app", "integration", "deploy", "stack")
 REAL_SERVER_FIXTURES = frozenset(
-    {"postgres_server", "pg_url", "redis_server", "real_redis", "make_real_app"}
+    {
+        "postgres_server",
+        "pg_url",
+        "redis_server",
+        "redis_cluster",
+        "redis_target",
+        "real_redis",
+        "make_real_app",
+    }
 )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.both_redis``: the test runs once on the standalone Redis and once on
+    the Redis Cluster (its ``real_redis`` / ``make_real_app`` follow ``redis_target``)."""
+    if metafunc.definition.get_closest_marker("both_redis") and (
+        "redis_target" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("redis_target", ["standalone", "cluster"], indirect=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -65,7 +84,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if layer == "integration":
             if real & {"postgres_server", "pg_url", "make_real_app"}:
                 item.add_marker(pytest.mark.postgres)
-            if real & {"redis_server", "real_redis", "make_real_app"}:
+            if real & {
+                "redis_server",
+                "redis_cluster",
+                "redis_target",
+                "real_redis",
+                "make_real_app",
+            }:
                 item.add_marker(pytest.mark.redis)
 
 
@@ -116,15 +141,36 @@ def redis_server() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> Iterator[ThrowawayCluster]:
+    """A real Redis Cluster of six nodes (3 primaries, 3 replicas) on free ports, for the run."""
+    cluster = ThrowawayCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except (RedisServerMissing, RedisServerError) as exc:
+        missing("a Redis Cluster (redis-server and redis-cli)", exc)
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def real_redis(redis_server: str) -> Iterator[tuple[redis.Redis, str]]:
-    """A client on the real Redis and a key prefix no other test uses."""
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
+def redis_target(request) -> RedisTarget:
+    """Which real Redis a test's ``real_redis`` and ``make_real_app`` use: the standalone
+    server, or (``both_redis`` tests, second run) the Redis Cluster."""
+    if getattr(request, "param", "standalone") == "cluster":
+        return RedisTarget(request.getfixturevalue("redis_cluster").url, cluster=True)
+    return RedisTarget(request.getfixturevalue("redis_server"), cluster=False)
+
+
+@pytest.fixture
+def real_redis(redis_target: RedisTarget) -> Iterator[tuple[redis.Redis, str]]:
+    """A client on the real Redis (or Redis Cluster) and a key prefix no other test uses."""
+    client = redis_target.client()
     prefix = f"test:{secrets.token_hex(6)}:"
     yield client, prefix
     keys = list(client.scan_iter(f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
+    for key in keys:  # one by one: a cluster's keys live on several nodes
+        client.delete(key)
     client.close()
 
 
@@ -251,7 +297,7 @@ def shopper(app) -> Shopper:
 
 
 @pytest.fixture
-def make_real_app(pg_url, real_redis, mailbox) -> Iterator[AppFactory]:
+def make_real_app(pg_url, real_redis, redis_target, mailbox) -> Iterator[AppFactory]:
     """Apps on the real PostgreSQL (own schema) and Redis (own prefix), as in production."""
     from shop.redis_client import connect
 
@@ -259,11 +305,12 @@ def make_real_app(pg_url, real_redis, mailbox) -> Iterator[AppFactory]:
     factory = AppFactory(
         {
             "database_url": pg_url,
-            "redis_url": REDIS_URL,
+            "redis_url": redis_target.url,
+            "redis_cluster": redis_target.cluster,
             "redis_prefix": prefix,
             "smtp_url": mailbox.url,
         },
-        lambda: connect(REDIS_URL, socket_timeout=0.5),
+        lambda: connect(redis_target.url, socket_timeout=0.5, cluster=redis_target.cluster),
     )
     yield factory
     factory.dispose()

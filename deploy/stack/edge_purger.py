@@ -40,8 +40,9 @@ log = logging.getLogger("edge_purger")
 
 # On every cacheable page: purging it purges the whole edge.
 SHOP_TAG = "shop"
-# A catalogue cache key for one product (CacheAside.key("p", id): "<prefix>p:<id>").
-_PRODUCT_KEY = re.compile(r"(?:^|:)p:(\d+)$")
+# A catalogue cache key for one product (CacheAside.key("p", id): "<prefix>{p:<id>}", the
+# braces being its Redis Cluster hash tag).
+_PRODUCT_KEY = re.compile(r"(?:^|:)\{p:(\d+)\}$")
 # Messages taken in one go before a purge is sent, and the most tags one purge request names
 # (a header of at most a few KB: Varnish's limit is 8 KB).
 MAX_BATCH = 1000

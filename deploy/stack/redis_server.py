@@ -81,6 +81,10 @@ class ThrowawayRedis:
     daemonize: bool = False
     pidfile: Path | None = None  # default: <folder>/redis.pid (daemonize only)
     pid: int | None = None
+    # A Redis Cluster node (``cluster-enabled yes``) when set: how many milliseconds a node
+    # may not answer before it counts as failed (and its replica takes over).
+    cluster_node_timeout: int | None = None
+    cluster_port: int | None = None  # the cluster bus (default: port + 10000, not always free)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -113,6 +117,15 @@ class ThrowawayRedis:
         ]
         if self.daemonize:
             lines += ["daemonize yes", f"pidfile {self.pid_path}"]
+        if self.cluster_node_timeout is not None:
+            lines += [
+                "cluster-enabled yes",
+                f"cluster-config-file {self.folder / 'nodes.conf'}",
+                f"cluster-node-timeout {self.cluster_node_timeout}",
+                f"cluster-port {self.cluster_port or self.port + 10000}",
+                # A replica whose primary froze takes over however long it was cut off.
+                "cluster-replica-validity-factor 0",
+            ]
         if self.tls is None:
             lines.append(f"port {self.port}")
         else:
@@ -239,6 +252,98 @@ class ThrowawayRedis:
         return self.start()
 
 
+@dataclass
+class ThrowawayCluster:
+    """A Redis Cluster of ``primaries`` primaries with ``replicas`` replicas each, made of
+    :class:`ThrowawayRedis` nodes under ``folder`` (``node<i>``) and joined by
+    ``redis-cli --cluster create``; :meth:`stop` stops every node."""
+
+    folder: Path
+    primaries: int = 3
+    replicas: int = 1
+    node_timeout: int = 1000  # ms: a frozen primary is replaced within a few seconds
+    daemonize: bool = False
+    ports: tuple[int, ...] = ()
+    buses: tuple[int, ...] = ()  # the nodes' cluster-bus ports (default: free ones)
+    nodes: list[ThrowawayRedis] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """A node's URL, as SHOP_REDIS_URL names a cluster (any node finds the others)."""
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> ThrowawayCluster:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RedisServerMissing("redis-cli: not on PATH (Debian's redis-tools)")
+        self.nodes = self.build_nodes()
+        try:
+            for node in self.nodes:
+                node.folder.mkdir(parents=True, exist_ok=True)
+                (node.folder / "nodes.conf").unlink(missing_ok=True)
+                node.start()
+            addresses = [f"{node.host}:{node.port}" for node in self.nodes]
+            done = subprocess.run(
+                [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+                 "--cluster-yes"],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise RedisServerError(f"redis-cli --cluster create failed:\n{done.stdout}")
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def build_nodes(self) -> list[ThrowawayRedis]:
+        """The nodes, on ``ports`` (default: free ones); :meth:`stop` needs no more to find
+        daemonized ones again (their pid files)."""
+        count = self.primaries * (1 + self.replicas)
+        ports = self.ports or tuple(free_port() for _ in range(count))
+        buses = self.buses or tuple(free_port() for _ in range(count))
+        return [
+            ThrowawayRedis(
+                self.folder / f"node{i}",
+                port=port,
+                cluster_node_timeout=self.node_timeout,
+                cluster_port=bus,
+                daemonize=self.daemonize,
+            )
+            for i, (port, bus) in enumerate(zip(ports, buses, strict=True))
+        ]
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every node says ``cluster_state:ok`` with all 16384 slots served."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for node in self.nodes:
+                with contextlib.suppress(redis.RedisError, OSError), node.client() as client:
+                    states.append(client.cluster("info"))
+            if len(states) == len(self.nodes) and all(
+                info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16384
+                for info in states
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise RedisServerError(f"the cluster never became healthy: {states}")
+            time.sleep(0.1)
+
+    def primary_nodes(self) -> list[ThrowawayRedis]:
+        """The nodes that are primaries now (a failover changes which)."""
+        found = []
+        for node in self.nodes:
+            with contextlib.suppress(redis.RedisError, OSError), node.client() as client:
+                if client.info("replication")["role"] == "master":
+                    found.append(node)
+        return found
+
+    def stop(self) -> None:
+        for node in self.nodes or (self.build_nodes() if self.ports else []):
+            node.stop()
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split("\n", 1)[0])
@@ -289,7 +394,21 @@ def stack_redis(topology: Topology) -> ThrowawayRedis:
     )
 
 
+def stack_cluster(topology: Topology) -> ThrowawayCluster:
+    """The stack's Redis Cluster (STACK_REDIS=cluster): six daemons under ``<work>/redis-cluster``
+    on the topology's ports, the first one being ``topology.redis``."""
+    entry = topology.redis
+    return ThrowawayCluster(
+        Path(topology.work_dir) / "redis-cluster",
+        ports=tuple(entry.nodes),
+        buses=tuple(entry.buses),
+        daemonize=True,
+    )
+
+
 def _start_redis(topology: Topology) -> str:
+    if topology.redis.nodes:
+        return _start_redis_cluster(topology)
     server = stack_redis(topology)
     try:
         server.start(timeout=20)
@@ -302,8 +421,24 @@ def _start_redis(topology: Topology) -> str:
     return f"{LOOPBACK}:{server.port}  pid {server.pid}  (no persistence)"
 
 
+def _start_redis_cluster(topology: Topology) -> str:
+    cluster = stack_cluster(topology)
+    try:
+        cluster.start(timeout=60)
+    except RedisServerMissing as exc:
+        programs.require_programs(only=("redis-server",))
+        raise StackError(str(exc)) from exc
+    except RedisServerError as exc:
+        raise StackError(str(exc)) from None
+    topology.redis.pid = cluster.nodes[0].pid
+    ports = ", ".join(str(node.port) for node in cluster.nodes)
+    return f"a Redis Cluster on {LOOPBACK}: {ports} (3 primaries + 3 replicas, no persistence)"
+
+
 def _stop_redis(topology: Topology) -> None:
     try:
+        if topology.redis.nodes:
+            stack_cluster(topology).stop()
         stack_redis(topology).stop()
     except RedisServerError as exc:
         raise StackError(str(exc)) from None

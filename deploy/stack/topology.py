@@ -9,7 +9,7 @@ import secrets
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,10 @@ class Ports:
     cache_purge: int  # Varnish's purge socket (the edge purger's)
     from_cache: int  # the balancer's frontend Varnish fetches from
     pgbouncer: int  # PgBouncer, which the instances reach both databases through
+    # STACK_REDIS=cluster: a 6-node Redis Cluster (the first node on ``redis``) and its nodes'
+    # cluster-bus ports; empty for the default standalone Redis.
+    redis_nodes: tuple[int, ...] = ()
+    redis_buses: tuple[int, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
@@ -86,6 +90,7 @@ class Ports:
             base + 5,
             base + 6,
             base + PGBOUNCER_OFFSET,
+            *_redis_cluster_ports(environ, base),
         )
         if len(set(ports.all().values())) != len(ports.all()):
             raise StackError(f"STACK_PORT={balancer} collides with a port derived from {base}")
@@ -101,7 +106,22 @@ class Ports:
         named["cache_purge"] = self.cache_purge
         named["balancer_from_cache"] = self.from_cache
         named["pgbouncer"] = self.pgbouncer
+        named.update({f"redis_node{i}": port for i, port in enumerate(self.redis_nodes[1:], 2)})
+        named.update({f"redis_bus{i}": port for i, port in enumerate(self.redis_buses, 1)})
         return named
+
+
+def _redis_cluster_ports(
+    environ: Mapping[str, str], base: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """STACK_REDIS: ``standalone`` (the default) or ``cluster`` (3 primaries + 3 replicas: the
+    first node on base+2, the others on base+71..75, their cluster buses on base+65..70)."""
+    kind = environ.get("STACK_REDIS", "").strip() or "standalone"
+    if kind == "standalone":
+        return (), ()
+    if kind != "cluster":
+        raise StackError(f"STACK_REDIS must be standalone or cluster, got {kind!r}")
+    return (base + 2, *range(base + 71, base + 76)), tuple(range(base + 65, base + 71))
 
 
 def _port_env(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -134,11 +154,17 @@ class PgServer:
 
 @dataclass
 class RedisServer:
+    """The stack's Redis; with ``nodes`` (STACK_REDIS=cluster), a Redis Cluster whose first
+    node is ``port`` / ``pid`` / ``pidfile`` / ``log`` and whose nodes live under
+    ``<work>/redis-cluster``."""
+
     port: int
     pid: int | None
     pidfile: str
     log: str
     url: str
+    nodes: list[int] = field(default_factory=list)
+    buses: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -443,6 +469,8 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
     # The instances reach both servers through PgBouncer; migrations go direct (apps.py).
     pgbouncer = PgBouncer.under(work, ports.pgbouncer)
     redis_url = f"redis://{LOOPBACK}:{ports.redis}/0"
+    cluster = {"SHOP_REDIS_CLUSTER": "1"} if ports.redis_nodes else {}
+    redis_files = work / "redis-cluster" / "node0" if ports.redis_nodes else None
     smtp = SmtpSink.under(work, ports.smtp)
     bin_dir = _venv_bin()
     apps: dict[str, App] = {}
@@ -457,6 +485,7 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
             "SHOP_DATABASE_URL": pgbouncer.url,
             "SHOP_REPLICA_URLS": pgbouncer.replica_url,
             "SHOP_REDIS_URL": redis_url,
+            **cluster,
             "SHOP_SECRET_KEY": key,
             "SHOP_INSTANCE_NAME": name,
             "SHOP_BIND": f"{LOOPBACK}:{port}",
@@ -510,9 +539,11 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
         redis=RedisServer(
             port=ports.redis,
             pid=None,
-            pidfile=str(run / "redis.pid"),
-            log=str(logs / "redis.log"),
+            pidfile=str(redis_files / "redis.pid" if redis_files else run / "redis.pid"),
+            log=str(redis_files / "redis.log" if redis_files else logs / "redis.log"),
             url=redis_url,
+            nodes=list(ports.redis_nodes),
+            buses=list(ports.redis_buses),
         ),
         apps=apps,
         smtp=smtp,

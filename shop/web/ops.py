@@ -7,6 +7,7 @@ import ipaddress
 
 from flask import Blueprint, jsonify, request
 
+from ..redis_client import redis_status
 from .context import services
 
 bp = Blueprint("ops", __name__)
@@ -23,11 +24,7 @@ def readyz():
     """Ready when the primary and Redis answer; replicas are reported, not required."""
     engines = services().engines
     databases = engines.status()
-    try:
-        services().redis.ping()
-        redis_state: dict = {"ok": True}
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        redis_state = {"ok": False, "error": type(exc).__name__}
+    redis_state = redis_status(services().redis)
     ready = bool(databases["primary"]["ok"] and redis_state["ok"])
     if not _may_see_details():
         return jsonify(status="ready" if ready else "not ready"), 200 if ready else 503

@@ -931,7 +931,7 @@ def test_two_spellings_of_one_page_share_one_cache_entry(app, fake_redis_server)
     assert first.status_code == again.status_code == 200
     assert first.get_json() == again.get_json()
     assert counter.count == queries  # the second spelling was a hit
-    lists = [key for key in redis.scan_iter("*cat:l:*") if not key.endswith(":lock")]
+    lists = [key for key in redis.scan_iter("*cat:{l:*") if not key.endswith(":lock")]
     assert len(lists) == 1, lists
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import shutil
 
+import fakeredis
 import pytest
+import redis
+from redis.exceptions import MovedError
 from sqlalchemy import create_engine, text, update
 
 from shop.catalogue import stock_state
+from shop.catalogue_cache import CacheAside
 from shop.models import products
 from shop.redis_client import connect
 from tests.support import KETTLE, MUG, TEAPOT, StatementCounter
@@ -331,3 +335,26 @@ def test_admit_is_asked_once_when_redis_is_down():
     with pytest.raises(TooManySearches):
         cache.get_or_load(key, load, is_list=True, admit=refuse)
     assert steps == ["admit", "load"]  # refused: not read
+
+
+@pytest.mark.parametrize(
+    "error", [MovedError("3999 127.0.0.1:7001"), redis.ResponseError("ERR a bug")], ids=repr
+)
+def test_a_rebuild_whose_store_fails_lets_its_lock_go(error):
+    """Readers of the key must not wait out a lock a failed rebuild left behind (add-to-cart
+    stalled on it): the lock goes whether the failure is an outage (the value is served) or a
+    bug (it surfaces)."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    cache = CacheAside(client, "t:", ttl=60)
+
+    def refuse(*_args, **_kwargs):
+        raise error
+
+    cache._store = refuse  # type: ignore[method-assign]
+    key = cache.key("p", 1)
+    if isinstance(error, MovedError):
+        assert cache.get_or_load(key, lambda _position: {"id": 1}) == {"id": 1}
+    else:
+        with pytest.raises(redis.ResponseError):
+            cache.get_or_load(key, lambda _position: {"id": 1})
+    assert client.exists(key + ":lock") == 0

@@ -11,11 +11,15 @@ instance on the same database and Redis, as they would behind a balancer.
 from __future__ import annotations
 
 import html
+import itertools
 import re
 import secrets
 
+import fakeredis
 import pytest
+import redis
 from flask import Flask
+from redis.exceptions import AskError, ClusterDownError, MasterDownError, MovedError, TryAgainError
 from werkzeug.test import TestResponse
 
 from shop.redis_client import connect
@@ -263,6 +267,53 @@ def test_every_route_fails_one_way_with_redis_down(make_app, healthy, mailbox):
     links = _prepare(healthy, mailbox)
     broken = make_app(redis_client=connect("redis://127.0.0.1:1/0", socket_timeout=0.2))
     _walk(healthy, broken, links, WORKS_WITHOUT_REDIS)
+
+
+class RefusingRedis(fakeredis.FakeRedis):
+    """A Redis whose every command (and pipeline) is answered with the next of ``errors``: a
+    cluster resharding (MOVED, ASK, TRYAGAIN) or failing over (CLUSTERDOWN, MASTERDOWN), or a
+    plain client sent to one node of a cluster."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        super().__init__(decode_responses=True)
+        self.errors = itertools.cycle(errors)
+
+    def execute_command(self, *args, **options):
+        raise next(self.errors)
+
+    def pipeline(self, transaction: bool = True, shard_hint=None):
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.execute = lambda raise_on_error=True: self.execute_command()  # type: ignore[method-assign]
+        return pipe
+
+
+CLUSTER_REFUSALS = [
+    MovedError("3999 127.0.0.1:7001"),
+    AskError("3999 127.0.0.1:7001"),
+    TryAgainError("Multiple keys request during rehashing of slot"),
+    ClusterDownError("The cluster is down"),
+    MasterDownError("Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
+]
+
+
+def test_every_route_fails_one_way_when_a_cluster_refuses(make_app, healthy, mailbox):
+    links = _prepare(healthy, mailbox)
+    broken = make_app(redis_client=RefusingRedis(CLUSTER_REFUSALS))
+    _walk(healthy, broken, links, WORKS_WITHOUT_REDIS)
+
+
+def test_a_redis_bug_is_a_500_page_that_still_renders(make_app):
+    """An error that is no outage (a script's bug) is a 500, and the page saying so renders:
+    the session it shows is read from Redis too."""
+    app = make_app(redis_client=RefusingRedis([redis.ResponseError("ERR a bug in a script")]))
+    browser = shopper_on(app)
+    for path in ("/", f"/products/{KETTLE}", "/cart", "/no-such-page"):
+        response = browser.client.get(path)
+        assert response.status_code in (200, 404, 500), (path, response.status_code)
+        assert response.mimetype == "text/html" and "</html>" in response.get_data(as_text=True)
+    added = browser.client.post("/cart/add", data={"product_id": KETTLE, "quantity": 1})
+    assert added.status_code in (400, 403, 500, 503)
+    assert "</html>" in added.get_data(as_text=True)
 
 
 def test_every_route_fails_one_way_with_the_primary_down(make_app, healthy, mailbox, sqlite_url):

@@ -42,7 +42,7 @@ def _renders(monkeypatch) -> list[str]:
 
 def _html_keys(app) -> list[str]:
     redis = app.extensions["shop"].redis
-    return [key for key in redis.scan_iter("*cat:html:*") if not key.endswith(":lock")]
+    return [key for key in redis.scan_iter("*cat:{html:*") if not key.endswith(":lock")]
 
 
 def _until(check, timeout: float = 2.0) -> None:

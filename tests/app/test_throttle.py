@@ -149,7 +149,7 @@ def test_new_carts_per_address_are_limited(make_app):
     app = make_app(limit_new_cart="3/minute")
     codes = [Shopper(app.test_client(), app).add(KETTLE).status_code for _ in range(4)]
     assert codes == [303, 303, 303, 429]
-    assert len(app.extensions["shop"].redis.keys("*cart:s:*")) == 3
+    assert len(app.extensions["shop"].redis.keys("*{s:*}:cart")) == 3
 
 
 def test_cart_writes_per_address_are_limited(make_app):

@@ -25,11 +25,11 @@ from shop.local_tier import LocalTier
 @pytest.mark.parametrize(
     ("ids", "keys", "structural", "tags"),
     [
-        ([12], ["shop:cat:p:12"], False, {"p12"}),  # a price change (Catalogue.invalidate)
+        ([12], ["shop:cat:{p:12}"], False, {"p12"}),  # a price change (Catalogue.invalidate)
         ([3, 4], [], False, {"p3", "p4"}),  # an order's lines (stock)
-        ([12], ["shop:cat:p:12"], True, {SHOP_TAG}),  # added, archived, moved
-        ([], ["shop:cat:categories"], True, {SHOP_TAG}),  # categories renamed
-        ([], ["shop:cat:categories"], False, {SHOP_TAG}),  # a key that is not a product's
+        ([12], ["shop:cat:{p:12}"], True, {SHOP_TAG}),  # added, archived, moved
+        ([], ["shop:cat:{categories}"], True, {SHOP_TAG}),  # categories renamed
+        ([], ["shop:cat:{categories}"], False, {SHOP_TAG}),  # a key that is not a product's
         ([], [], False, set()),  # nothing to purge
     ],
 )
@@ -94,7 +94,7 @@ class Channel:
 
 
 def change(*ids: int, structural: bool = False) -> str:
-    return LocalTier.message(ids, [f"shop:cat:p:{i}" for i in ids], structural)
+    return LocalTier.message(ids, [f"shop:cat:{{p:{i}}}" for i in ids], structural)
 
 
 def test_a_burst_of_messages_is_one_purge_then_one_repeat():

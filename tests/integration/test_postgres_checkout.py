@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, insert, select
@@ -102,6 +104,37 @@ def test_thirty_concurrent_buyers_cannot_oversell_ten_units(pg_url):
     assert kettle == 0 or mug == 0  # someone was refused because stock ran out
 
 
+@pytest.mark.both_redis
+def test_a_sale_of_the_last_mugs_through_two_instances_sells_each_once(make_real_app):
+    """Eight shoppers, each with a mug in a cart kept in Redis, check out at once on two
+    instances: the three mugs go to three of them, the others are told it ran out."""
+    apps = [make_real_app(), make_real_app()]
+    shoppers = [Shopper(apps[i % 2].test_client(), apps[i % 2]) for i in range(8)]
+    for i, shopper in enumerate(shoppers):
+        assert shopper.add(MUG, 1).status_code == 303
+        if i % 3 == 0:
+            shopper.register(f"buyer{i}@example.com")  # a cart merged into an account's
+    start = threading.Barrier(len(shoppers))
+
+    def check_out(shopper: Shopper) -> int:
+        assert shopper.cart()["count"] == 1
+        guest = shopper.client.get("/api/v1/session").get_json()["user"] is None
+        email = {"email": f"guest{id(shopper)}@example.com"} if guest else {}
+        start.wait()
+        placed = shopper.api(
+            "POST",
+            "/orders",
+            json={"shipping": {"name": "Ada", "address": "1 St"}, **email},
+            headers={"Idempotency-Key": secrets.token_hex(8)},
+        )
+        return placed.status_code
+
+    with ThreadPoolExecutor(max_workers=len(shoppers)) as pool:
+        statuses = list(pool.map(check_out, shoppers))
+    assert sorted(statuses) == [201] * 3 + [409] * 5, statuses
+    assert apps[0].test_client().get(f"/api/v1/products/{MUG}").get_json()["stock"] == 0
+
+
 def test_concurrent_submits_with_one_key_make_one_order(pg_url):
     engine = make_engine(pg_url, name="primary", pool=pool_sizes(12))
     (buyer,) = _make_users(engine, 1)
@@ -121,6 +154,7 @@ def test_concurrent_submits_with_one_key_make_one_order(pg_url):
     assert len(ids) == 1 and count == 1 and stock == 8
 
 
+@pytest.mark.both_redis
 def test_cart_login_and_checkout_continue_across_two_instances(make_real_app):
     first, second = make_real_app(), make_real_app()
     browser = Shopper(first.test_client(), first)

@@ -19,18 +19,20 @@ from tests.support import KETTLE, REDIS_URL, Shopper, missing, wait_for_local_ti
 from tests.support.tcp_proxy import TcpProxy
 
 
+@pytest.mark.both_redis
 def test_idle_session_and_its_cart_expire_in_redis(make_real_app, real_redis):
     client, prefix = real_redis
     app = make_real_app(session_idle_timeout=1)
     shopper = Shopper(app.test_client(), app)
     shopper.add(KETTLE, 2)
     ref = session_ref(shopper.session_id)
-    assert client.exists(f"{prefix}s:{ref}", f"{prefix}cart:s:{ref}") == 2
+    assert client.exists(f"{prefix}{{s:{ref}}}", f"{prefix}{{s:{ref}}}:cart") == 2
     time.sleep(2.2)
-    assert client.exists(f"{prefix}s:{ref}", f"{prefix}cart:s:{ref}") == 0
+    assert client.exists(f"{prefix}{{s:{ref}}}", f"{prefix}{{s:{ref}}}:cart") == 0
     assert shopper.cart()["count"] == 0
 
 
+@pytest.mark.both_redis
 def test_two_tabs_adding_at_once_lose_nothing(real_redis):
     client, prefix = real_redis
     carts = CartStore(client, prefix, visitor_ttl=60, account_ttl=60, max_line_quantity=1000)
@@ -47,6 +49,7 @@ def test_two_tabs_adding_at_once_lose_nothing(real_redis):
     assert carts.get(owner) == {KETTLE: 400}
 
 
+@pytest.mark.both_redis
 def test_only_one_request_rebuilds_a_missing_key(real_redis):
     client, prefix = real_redis
     cache = CacheAside(client, f"{prefix}cat:", ttl=60)
@@ -70,6 +73,7 @@ def test_only_one_request_rebuilds_a_missing_key(real_redis):
     assert 50 <= ttl <= 66  # 60 s with 10 % jitter
 
 
+@pytest.mark.both_redis
 def test_an_invalidation_during_a_rebuild_keeps_the_stale_value_out(real_redis):
     client, prefix = real_redis
     cache = CacheAside(client, f"{prefix}cat:", ttl=60)
@@ -85,6 +89,7 @@ def test_an_invalidation_during_a_rebuild_keeps_the_stale_value_out(real_redis):
     assert cache.get_or_load(key, lambda _: {"price_cents": 999}) == {"price_cents": 200}
 
 
+@pytest.mark.both_redis
 def test_rebuilds_after_a_write_are_told_its_position_in_the_log(real_redis):
     client, prefix = real_redis
     cache = CacheAside(client, f"{prefix}cat:", ttl=60)

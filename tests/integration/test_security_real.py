@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tests.support import KETTLE, Shopper, session_user
 
 
@@ -14,6 +16,7 @@ def failed_login(shopper: Shopper):
     )
 
 
+@pytest.mark.both_redis
 def test_logout_sticks_with_requests_in_flight_on_real_redis(make_real_app):
     """The audit's race: four requests of the session in flight while logout runs."""
     app = make_real_app()
@@ -47,6 +50,7 @@ def test_logout_sticks_with_requests_in_flight_on_real_redis(make_real_app):
         assert session_user(replay) is None
 
 
+@pytest.mark.both_redis
 def test_failures_are_shared_by_every_instance(make_real_app):
     first, second = make_real_app(login_free_failures=2), make_real_app(login_free_failures=2)
     shopper = Shopper(first.test_client(), first)

@@ -111,6 +111,22 @@ def seed_test_catalogue(engine) -> None:
 # -- real servers ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RedisTarget:
+    """A real Redis for a test: a standalone server's URL, or a node of a Redis Cluster."""
+
+    url: str
+    cluster: bool = False
+
+    def client(self) -> redis.Redis:
+        """A client of our own (answers as ``str``), not the shop's."""
+        if self.cluster:
+            from redis.cluster import RedisCluster
+
+            return RedisCluster.from_url(self.url, decode_responses=True)  # type: ignore[return-value]
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+
 def missing(what: str, exc: Exception) -> None:
     """Skip a test whose server is missing, by name; in CI (``SHOP_TEST_REQUIRE_SERVICES=1``)
     fail it instead."""

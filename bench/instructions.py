@@ -2,12 +2,13 @@
 same whatever else the machine is doing.
 
 Requests per second on this shared 2-core machine move by a tenth from run to run; the number
-of instructions a process executes to answer one request does not. Each measurement runs
-this module in a child process under ``valgrind --tool=callgrind`` twice, answering the same
-warm pages straight through the WSGI app (no gunicorn, no socket towards the client) ``0`` and
-``N`` times; the difference over ``N`` is one page's instructions, startup excluded. What it
-cannot show is what wrk sees besides: gunicorn's own per-request work (the same for both
-sides), and the kernel's and Redis's side of a round trip (the shop's alone).
+of instructions a process executes to answer one request does not. Each side runs this module
+in a child process under ``valgrind --tool=callgrind``, answering the same warm pages straight
+through the WSGI app (no gunicorn, no socket towards the client) ``N`` times inside
+``itertools.starmap``, and callgrind counts only inside that C function (``--toggle-collect``):
+the main thread's requests, not the app's start nor its background threads. What it cannot show
+is what wrk sees besides: gunicorn's own per-request work (the same for both sides), and the
+kernel's and Redis's side of a round trip (the shop's alone).
 
 ``python -m bench.instructions SIDE COUNT`` with ``BENCH_INSTRUCTIONS`` naming a JSON file of
 ``{"env", "pages", "paths", "cookie"}`` is the child; :func:`measure` is the parent.
@@ -16,6 +17,7 @@ sides), and the kernel's and Redis's side of a round trip (the shop's alone).
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -28,7 +30,7 @@ from pathlib import Path
 
 SPEC_ENV = "BENCH_INSTRUCTIONS"
 SIDES = ("floor", "shop-anonymous", "shop-session", "session-load")
-WARM_UP = 20  # requests before counting starts, in both runs: every tier is warm
+WARM_UP = 40  # requests before counting starts: every page in every tier
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -59,24 +61,22 @@ def measure(
         child_env = dict(env, PYTHONHASHSEED="0", **{SPEC_ENV: str(spec)})
         per_request: dict[str, float] = {}
         for side in SIDES:
-            totals = []
-            for n in (0, count):
-                out = Path(folder) / f"{side}-{n}.out"
-                done = subprocess.run(
-                    [binary, "--tool=callgrind", f"--callgrind-out-file={out}"]
-                    + [python, "-m", "bench.instructions", side, str(n)],
-                    env=child_env,
-                    cwd=cwd,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                )
-                found = _COLLECTED.search(done.stderr)
-                if done.returncode != 0 or found is None:
-                    tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-                    return {"error": f"{side} ({n} requests) failed: {' | '.join(tail)}"}
-                totals.append(int(found.group(1)))
-            per_request[side] = (totals[1] - totals[0]) / count
+            out = Path(folder) / f"{side}.out"
+            done = subprocess.run(
+                [binary, "--tool=callgrind", "--collect-atstart=no"]
+                + ["--toggle-collect=starmap_next", f"--callgrind-out-file={out}"]
+                + [python, "-m", "bench.instructions", side, str(count)],
+                env=child_env,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            found = _COLLECTED.search(done.stderr)
+            if done.returncode != 0 or found is None or int(found.group(1)) == 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+                return {"error": f"{side} failed: {' | '.join(tail)}"}
+            per_request[side] = int(found.group(1)) / count
     return {"count": count, "paths": len(paths), "per_request": per_request}
 
 
@@ -114,15 +114,18 @@ def _requests(app: Callable, paths: list[str], cookie: str | None) -> Callable[[
     def start_response(status: str, _headers: list, _exc_info=None) -> None:
         statuses.append(status)
 
+    turn = itertools.count()
+
     def run(n: int) -> None:
-        for i in range(n):
-            body: Iterable[bytes] = app(_environ(paths[i % len(paths)], cookie), start_response)
+        for _ in range(n):
+            path = paths[next(turn) % len(paths)]
+            body: Iterable[bytes] = app(_environ(path, cookie), start_response)
             b"".join(body)
             close = getattr(body, "close", None)
             if close is not None:
                 close()
             if not statuses[-1].startswith("200"):
-                raise RuntimeError(f"{paths[i % len(paths)]} answered {statuses[-1]}")
+                raise RuntimeError(f"{path} answered {statuses[-1]}")
 
     return run
 
@@ -155,7 +158,8 @@ def _child(side: str, count: int) -> None:
         else:
             run = _requests(app, paths, cookie if side == "shop-session" else None)
     run(WARM_UP)
-    run(count)
+    # Counted: what runs inside itertools.starmap (callgrind's --toggle-collect=starmap_next).
+    list(itertools.starmap(run, [(1,)] * count))
 
 
 if __name__ == "__main__":

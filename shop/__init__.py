@@ -59,6 +59,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
     services.order_listeners.append(
         OrderMails(links=order_links(settings), currency=settings.currency)
     )
+    if settings.metrics_port is not None:
+        from . import metrics
+
+        metrics.install(app, services)  # inside SHOP_INSTRUMENT's middleware: shares its counts
     if settings.instrument:
         from . import instrumentation
 
@@ -135,10 +139,17 @@ def _prepare_demo(services: Services) -> None:
 def _configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
-        )
+        if settings.log_format == "json":
+            from .log_format import json_handler
+
+            logging.basicConfig(level=settings.log_level.upper(), handlers=[json_handler()])
+        else:
+            logging.basicConfig(
+                level=settings.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+            )
+    elif settings.log_format == "json":  # gunicorn's logconfig_dict made the handlers
+        root.setLevel(settings.log_level.upper())
     from .web.middleware import RequestIdFilter
 
     for handler in root.handlers:

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Called with the server a catalogue read ran on (a replica's name, or "primary"), when metrics
+# are on (shop/metrics.py).
+read_hook: Callable[[str], None] | None = None
+
 
 def make_engine(url: str, *, name: str, connect_timeout: int = 3) -> Engine:
     """An engine that survives a server restart or failover: stale connections are re-made."""
@@ -105,6 +109,8 @@ class Engines:
                         if min_position and _replayed_position(conn) < min_position:
                             log.info("replica %s behind the last write; next", replica.name)
                             continue
+                        if read_hook is not None:
+                            read_hook(replica.name)
                         return query(conn)
                 except (OperationalError, DBAPIError) as exc:
                     if not _is_connection_problem(exc):
@@ -116,6 +122,8 @@ class Engines:
                         self.retry_after,
                         str(exc.orig if hasattr(exc, "orig") else exc).strip().splitlines()[0],
                     )
+        if read_hook is not None:
+            read_hook("primary")
         with self.primary.connect() as conn:
             return query(conn)
 

@@ -36,6 +36,10 @@ RedisUnavailable = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 # Called once per command (or pipeline) sent to Redis, when instrumentation is on.
 round_trip_hook: Callable[[], None] | None = None
+# When metrics are on (shop/metrics.py): every failure with the node and the error's name, and
+# every change of a node's breaker (open: True from a failed connect until one succeeds).
+error_hook: Callable[[str, str], None] | None = None
+breaker_hook: Callable[[str, bool], None] | None = None
 
 
 class Breaker:
@@ -44,14 +48,18 @@ class Breaker:
     A refused password is remembered as such: the fast failures repeat the server's own words
     (and the log says which setting to check) rather than calling Redis unreachable."""
 
-    def __init__(self, down_for: float = 1.0) -> None:
+    def __init__(self, down_for: float = 1.0, node: str = "redis") -> None:
         self.down_for = down_for
+        self.node = node  # host:port, for the metrics
+        self.open = False  # from a failed connect until a connect succeeds
         self.down_until = 0.0
         self.last_error: Exception | None = None
         self._lock = threading.Lock()
 
     def check(self) -> None:
         if time.monotonic() < self.down_until:
+            if error_hook is not None:
+                error_hook(self.node, "BreakerOpen")
             if isinstance(self.last_error, AuthenticationError):
                 raise AuthenticationError(
                     f"{self.last_error} (refused moments ago; not retrying yet)"
@@ -72,6 +80,16 @@ class Breaker:
                     log.warning("redis unreachable, failing fast for %.1fs: %s", self.down_for, exc)
             self.last_error = exc
             self.down_until = time.monotonic() + self.down_for
+            if not self.open:
+                self.open = True
+                if breaker_hook is not None:
+                    breaker_hook(self.node, True)
+
+    def close(self) -> None:
+        """A connect succeeded: the node is back."""
+        self.open = False
+        if breaker_hook is not None:
+            breaker_hook(self.node, False)
 
 
 class _FailFast:
@@ -85,13 +103,30 @@ class _FailFast:
         try:
             super().connect()  # type: ignore[misc]
         except RedisUnavailable as exc:
+            if error_hook is not None:
+                error_hook(self.breaker.node, type(exc).__name__)
             self.breaker.trip(exc)
             raise
+        if self.breaker.open:
+            self.breaker.close()
 
     def send_packed_command(self, command, check_health: bool = True) -> None:
         if round_trip_hook is not None:
             round_trip_hook()
-        super().send_packed_command(command, check_health)  # type: ignore[misc]
+        try:
+            super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except RedisUnavailable as exc:
+            if error_hook is not None:
+                error_hook(self.breaker.node, type(exc).__name__)
+            raise
+
+    def read_response(self, *args, **kwargs):
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except RedisUnavailable as exc:
+            if error_hook is not None:
+                error_hook(self.breaker.node, type(exc).__name__)
+            raise
 
 
 class FailFastConnection(_FailFast, redis.Connection):
@@ -128,6 +163,12 @@ def connect(url: str | None, *, socket_timeout: float = 1.0, down_for: float = 1
         # refuses every write, so retrying one cannot apply it twice.
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ReadOnlyError],
         connection_class=connection_class,
-        breaker=Breaker(down_for),
+        breaker=Breaker(down_for, node=_node(url)),
         **tls,
     )
+
+
+def _node(url: str) -> str:
+    """``host:port`` of a Redis URL (the breaker's and the metrics' name for the server)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"

@@ -93,7 +93,8 @@ UNMATCHED = "<unmatched>"
 
 class MetricsMiddleware:
     """WSGI middleware around the whole request (session opened and saved included). The
-    route comes from the request Flask left in the environ once it has matched a rule."""
+    route is read from the request Flask keeps in the environ (``werkzeug.request``) when the
+    response starts, before Flask clears it."""
 
     def __init__(self, wsgi_app: Callable) -> None:
         self.wsgi_app = wsgi_app
@@ -107,24 +108,24 @@ class MetricsMiddleware:
         if counts is None:  # no SHOP_INSTRUMENT middleware outside us: count for ourselves
             counts = instrumentation.RequestCounts()
             token = instrumentation.start(counts)
-        status = "500"
+        status, route = "500", UNMATCHED
 
         def recorded_start_response(status_line: str, headers: list, exc_info=None):
-            nonlocal status
+            nonlocal status, route
             status = status_line[:3]
+            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            if rule is not None:
+                route = rule.rule
             return start_response(status_line, headers, exc_info)
 
         try:
             return self.wsgi_app(environ, recorded_start_response)
         finally:
-            self._record(environ, status, time.perf_counter() - started, counts)
+            self._record(environ, route, status, time.perf_counter() - started, counts)
             if token is not None:
                 instrumentation.stop(token)
 
-    def _record(self, environ: dict, status: str, seconds: float, counts) -> None:
-        request = environ.get("werkzeug.request")
-        rule = getattr(request, "url_rule", None)
-        route = rule.rule if rule is not None else UNMATCHED
+    def _record(self, environ: dict, route: str, status: str, seconds: float, counts) -> None:
         method = environ.get("REQUEST_METHOD", "")
         key = (route, method, status)
         series = self._series.get(key)
@@ -157,8 +158,8 @@ def _count_read(target: str) -> None:
     DB_READS.labels(target).inc()
 
 
-def _count_redis_error(node: str, exc: Exception) -> None:
-    REDIS_ERRORS.labels(node, type(exc).__name__).inc()
+def _count_redis_error(node: str, error: str) -> None:
+    REDIS_ERRORS.labels(node, error).inc()
 
 
 def _breaker_changed(node: str, is_open: bool) -> None:

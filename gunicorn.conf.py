@@ -137,9 +137,9 @@ def prepare_multiprocess_dir() -> tuple[str, bool]:
     return folder, True
 
 
-metrics_dir: tuple[str, bool] | None = None
+_metrics_dir: tuple[str, bool] | None = None
 if os.environ.get("SHOP_METRICS_PORT", "").strip():
-    metrics_dir = prepare_multiprocess_dir()
+    _metrics_dir = prepare_multiprocess_dir()
 
 # After the folder above: importing the shop imports prometheus_client.
 if os.environ.get("SHOP_LOG_FORMAT", "").strip() == "json":
@@ -163,7 +163,7 @@ _settings: list = []  # the master's, checked in on_starting
 def when_ready(server: object) -> None:
     """Open the metrics port (prometheus_client's documented place under gunicorn)."""
     settings = _settings[-1] if _settings else None
-    if settings is None or settings.metrics_port is None or metrics_dir is None:
+    if settings is None or settings.metrics_port is None or _metrics_dir is None:
         return
     from shop.metrics_server import metrics_host, serve
 
@@ -172,7 +172,7 @@ def when_ready(server: object) -> None:
         serve(
             settings.metrics_port,
             host,
-            metrics_dir[0],
+            _metrics_dir[0],
             database_url=settings.database_url,
             replica_urls=settings.replica_urls,
         )
@@ -184,15 +184,15 @@ def when_ready(server: object) -> None:
 
 def child_exit(server: object, worker: object) -> None:
     """A worker is gone: its live gauges (pool in use, breaker) stop counting."""
-    if metrics_dir is not None:
+    if _metrics_dir is not None:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid, metrics_dir[0])  # type: ignore[attr-defined]
+        multiprocess.mark_process_dead(worker.pid, _metrics_dir[0])  # type: ignore[attr-defined]
 
 
 def on_exit(server: object) -> None:
-    if metrics_dir is not None and metrics_dir[1]:
-        shutil.rmtree(metrics_dir[0], ignore_errors=True)
+    if _metrics_dir is not None and _metrics_dir[1]:
+        shutil.rmtree(_metrics_dir[0], ignore_errors=True)
 
 
 # The heartbeat file on tmpfs: on a container's overlay filesystem it can stall workers.

@@ -116,3 +116,17 @@ def test_an_unusable_incoming_request_id_is_replaced(metered):
     response = metered.test_client().get("/healthz", headers={"X-Request-ID": "bad id\u00e9" * 10})
     rid = response.headers["X-Request-ID"]
     assert rid and " " not in rid and len(rid) <= 64
+
+
+def test_redis_errors_and_the_breaker_per_node(metered):
+    from shop.redis_client import RedisUnavailable, connect
+    from tests.support import free_port
+
+    node = f"127.0.0.1:{free_port()}"  # nothing listens there
+    client = connect(f"redis://{node}/0", socket_timeout=0.2, down_for=30)
+    for _ in range(2):
+        with pytest.raises(RedisUnavailable):
+            client.get("x")
+    assert sample("shop_redis_errors_total", node=node, error="ConnectionError") >= 1
+    assert sample("shop_redis_errors_total", node=node, error="BreakerOpen") >= 1
+    assert sample("shop_redis_breaker_open", node=node) == 1

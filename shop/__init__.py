@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         from . import metrics
 
         metrics.install(app, services)  # inside SHOP_INSTRUMENT's middleware: shares its counts
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            log.warning(
+                "SHOP_METRICS_PORT is served by gunicorn's master (gunicorn.conf.py): this "
+                "process records metrics but serves none"
+            )
     if settings.instrument:
         from . import instrumentation
 

@@ -44,6 +44,14 @@ uses it.
 
 The access log goes to stdout with the ``X-Request-ID`` the shop returns (the same id is in the
 shop's own log lines) and the request time in milliseconds; gunicorn's error log goes to stderr.
+``SHOP_LOG_FORMAT=json`` makes every line of both, and of the shop, one JSON object
+(shop/log_format.py).
+
+``SHOP_METRICS_PORT`` turns metrics on: the workers record into ``PROMETHEUS_MULTIPROC_DIR``
+(``prometheus_client``'s multiprocess mode; a fresh folder under /dev/shm unless given, emptied
+at start, set here before any worker imports the client), the master answers scrapes on that
+port, on the host of the first ``SHOP_BIND`` address, for all its workers
+(shop/metrics_server.py), and marks each exiting worker dead so its live gauges drop out.
 The app is not preloaded: each worker builds its own database engines and Redis clients, so no
 connection is shared across a fork.
 """
@@ -51,6 +59,8 @@ connection is shared across a fork.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 
 def env_int(name: str, default: int, *, minimum: int = 1) -> int:
@@ -111,13 +121,80 @@ access_log_format = (
 proc_name = "shop"
 
 
+def prepare_multiprocess_dir() -> tuple[str, bool]:
+    """The folder the workers write their values to, emptied; made under /dev/shm (tmpfs: the
+    values are memory-mapped) unless PROMETHEUS_MULTIPROC_DIR names one. Must run before
+    anything imports prometheus_client (it picks its mode at import), hence here and not in
+    the shop. Returns it and whether it is ours to remove at exit."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):  # another run's values would be summed with ours
+            if name.endswith(".db"):
+                os.unlink(os.path.join(given, name))
+        return given, False
+    parent = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    folder = tempfile.mkdtemp(prefix="shop-metrics-", dir=parent)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder, True
+
+
+_metrics_dir: tuple[str, bool] | None = None
+if os.environ.get("SHOP_METRICS_PORT", "").strip():
+    _metrics_dir = prepare_multiprocess_dir()
+
+# After the folder above: importing the shop imports prometheus_client.
+if os.environ.get("SHOP_LOG_FORMAT", "").strip() == "json":
+    from shop.log_format import gunicorn_logconfig
+
+    logconfig_dict = gunicorn_logconfig()
+
+
 def on_starting(server: object) -> None:
     """Check the shop's settings once, in the master, before any worker starts: a bad one stops
     gunicorn with one message listing every problem (``ConfigError`` is a ``RuntimeError``,
     which gunicorn prints as ``Error: ...``) instead of each worker failing with a traceback."""
     from shop.config import Settings
 
-    Settings.from_env()
+    _settings.append(Settings.from_env())
+
+
+_settings: list = []  # the master's, checked in on_starting
+
+
+def when_ready(server: object) -> None:
+    """Open the metrics port (prometheus_client's documented place under gunicorn)."""
+    settings = _settings[-1] if _settings else None
+    if settings is None or settings.metrics_port is None or _metrics_dir is None:
+        return
+    from shop.metrics_server import metrics_host, serve
+
+    host = metrics_host(bind[0])
+    try:
+        serve(
+            settings.metrics_port,
+            host,
+            _metrics_dir[0],
+            database_url=settings.database_url,
+            replica_urls=settings.replica_urls,
+        )
+    except OSError as exc:
+        raise RuntimeError(
+            f"SHOP_METRICS_PORT={settings.metrics_port}: cannot listen on {host}: {exc}"
+        ) from None
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker is gone: its live gauges (pool in use, breaker) stop counting."""
+    if _metrics_dir is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, _metrics_dir[0])  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    if _metrics_dir is not None and _metrics_dir[1]:
+        shutil.rmtree(_metrics_dir[0], ignore_errors=True)
 
 
 # The heartbeat file on tmpfs: on a container's overlay filesystem it can stall workers.

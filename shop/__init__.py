@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,15 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
     services.order_listeners.append(
         OrderMails(links=order_links(settings), currency=settings.currency)
     )
+    if settings.metrics_port is not None:
+        from . import metrics
+
+        metrics.install(app, services)  # inside SHOP_INSTRUMENT's middleware: shares its counts
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            log.warning(
+                "SHOP_METRICS_PORT is served by gunicorn's master (gunicorn.conf.py): this "
+                "process records metrics but serves none"
+            )
     if settings.instrument:
         from . import instrumentation
 
@@ -154,10 +164,17 @@ def _prepare_demo(services: Services) -> None:
 def _configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
-        )
+        if settings.log_format == "json":
+            from .log_format import json_handler
+
+            logging.basicConfig(level=settings.log_level.upper(), handlers=[json_handler()])
+        else:
+            logging.basicConfig(
+                level=settings.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+            )
+    elif settings.log_format == "json":  # gunicorn's logconfig_dict made the handlers
+        root.setLevel(settings.log_level.upper())
     from .web.middleware import RequestIdFilter
 
     for handler in root.handlers:

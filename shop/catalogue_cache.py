@@ -117,6 +117,9 @@ class CacheAside:
         self._bump = client.register_script(_BUMP_SCRIPT)
         self._unlock = client.register_script(_UNLOCK_SCRIPT)
         self._last_outage_log = 0.0
+        # Told which tier answered each lookup ("local", "redis" or "database"), with the
+        # lookup's kind, when metrics are on (shop/metrics.py).
+        self.lookup_hook: Callable[[str, str], None] | None = None
 
     def key(self, *parts: object) -> str:
         """``<prefix>{<parts>}``: the braces are the key's Redis Cluster hash tag, so entries
@@ -145,26 +148,35 @@ class CacheAside:
         is_list: bool = False,
         admit: Callable[[], None] | None = None,
         prepare: Callable[[Any], Any] | None = None,
+        kind: str = "catalogue",
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
         reader. ``admit`` is called once before this request would read the database (a miss,
         before the rebuild lock is taken, or Redis down), never on a hit: whatever it raises
         propagates, with no lock taken and nothing stored. ``prepare`` turns the stored (JSON)
-        value into what is returned and kept in this process, once per entry, not per hit."""
+        value into what is returned and kept in this process, once per entry, not per hit.
+        ``kind`` names the lookup for the metrics (``catalogue``, ``page``)."""
+        hook = self.lookup_hook
         generation = 0
         if self.local is not None:
             value = self.local.get(key)
             if value is not MISSING:
+                if hook is not None:
+                    hook(kind, "local")
                 return value
             generation = self.local.generation
         try:
             cached, redis_key = self._read(key, is_list)
         except RedisUnavailable as exc:
+            if hook is not None:
+                hook(kind, "database")
             self._log_outage(exc)
             if admit is not None:
                 admit()
             value = loader(0)
             return prepare(value) if prepare else value
+        if hook is not None:
+            hook(kind, "redis" if cached is not None else "database")
         if cached is not None:
             value = json.loads(cached)
         else:

@@ -221,6 +221,12 @@ class Settings:
     log_level: str = "INFO"
     # Count SQL statements and Redis round trips per request (X-Shop-SQL / X-Shop-Redis).
     instrument: bool = False
+    # Prometheus metrics on this port, served by gunicorn's master for all its workers
+    # (shop/metrics_server.py), never on the shop's own port; None: no metrics.
+    metrics_port: int | None = None
+    # "text" (one line per record, the default) or "json" (one JSON object per line, with the
+    # request id; gunicorn's access log too).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if self.redis_password is not None and self.redis_url is not None:
@@ -340,6 +346,12 @@ class Settings:
             problems.append(
                 f"SHOP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
             )
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            problems.append(f"SHOP_METRICS_PORT must be a port (1-65535), not {self.metrics_port}")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(
+                f"SHOP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
+            )
         for name in ("login", "signup", "reset", "cart", "new_cart", "search"):
             rule = getattr(self, f"limit_{name}")
             try:
@@ -455,6 +467,7 @@ RANGES: dict[str, Range] = {
 ENVS = ("production", "development")
 IMAGE_STORAGES = ("database", "s3")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 # SHOP_* variables read by others than this module, with their reader: known, so not refused.
 OTHER_VARIABLES = {

@@ -29,6 +29,9 @@ T = TypeVar("T")
 # the connection (OperationalError), or every connection of this process's pool stayed busy for
 # ``pool_timeout`` seconds. Both are answered 503 with a message (shop/web/errors.py).
 DatabaseUnavailable = (OperationalError, PoolTimeout)
+# Called with the server a catalogue read ran on (a replica's name, or "primary"), when metrics
+# are on (shop/metrics.py).
+read_hook: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ class Engines:
                         if min_position and _replayed_position(conn) < min_position:
                             log.info("replica %s behind the last write; next", replica.name)
                             continue
+                        if read_hook is not None:
+                            read_hook(replica.name)
                         return query(conn)
                 except (OperationalError, DBAPIError) as exc:
                     if not _is_connection_problem(exc):
@@ -167,6 +172,8 @@ class Engines:
                         self.retry_after,
                         str(exc.orig if hasattr(exc, "orig") else exc).strip().splitlines()[0],
                     )
+        if read_hook is not None:
+            read_hook("primary")
         with self.primary.connect() as conn:
             return query(conn)
 

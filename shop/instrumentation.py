@@ -8,7 +8,7 @@ and per round trip; nothing is counted, not even that, while it is off.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, event
@@ -23,6 +23,20 @@ class RequestCounts:
 
 
 _current: ContextVar[RequestCounts | None] = ContextVar("shop_request_counts", default=None)
+
+
+def current() -> RequestCounts | None:
+    """This request's counts, if something (this middleware, or the metrics') counts them."""
+    return _current.get()
+
+
+def start(counts: RequestCounts) -> Token:
+    """Count into ``counts`` until :func:`stop` (shop/metrics.py, when SHOP_INSTRUMENT is off)."""
+    return _current.set(counts)
+
+
+def stop(token: Token) -> None:
+    _current.reset(token)
 
 
 class CountingMiddleware:

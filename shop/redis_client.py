@@ -68,6 +68,10 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 # Called once per command (or pipeline) sent to Redis, when instrumentation is on.
 round_trip_hook: Callable[[], None] | None = None
+# When metrics are on (shop/metrics.py): every failure with the node and the error's name, and
+# every change of a node's breaker (open: True from a failed connect until one succeeds).
+error_hook: Callable[[str, str], None] | None = None
+breaker_hook: Callable[[str, bool], None] | None = None
 
 
 class Breaker:
@@ -76,14 +80,18 @@ class Breaker:
     A refused password is remembered as such: the fast failures repeat the server's own words
     (and the log says which setting to check) rather than calling Redis unreachable."""
 
-    def __init__(self, down_for: float = 1.0) -> None:
+    def __init__(self, down_for: float = 1.0, node: str = "redis") -> None:
         self.down_for = down_for
+        self.node = node  # host:port, for the metrics
+        self.open = False  # from a failed connect until a connect succeeds
         self.down_until = 0.0
         self.last_error: Exception | None = None
         self._lock = threading.Lock()
 
     def check(self) -> None:
         if time.monotonic() < self.down_until:
+            if error_hook is not None:
+                error_hook(self.node, "BreakerOpen")
             if isinstance(self.last_error, AuthenticationError):
                 raise AuthenticationError(
                     f"{self.last_error} (refused moments ago; not retrying yet)"
@@ -104,6 +112,16 @@ class Breaker:
                     log.warning("redis unreachable, failing fast for %.1fs: %s", self.down_for, exc)
             self.last_error = exc
             self.down_until = time.monotonic() + self.down_for
+            if not self.open:
+                self.open = True
+                if breaker_hook is not None:
+                    breaker_hook(self.node, True)
+
+    def close(self) -> None:
+        """A connect succeeded: the node is back."""
+        self.open = False
+        if breaker_hook is not None:
+            breaker_hook(self.node, False)
 
 
 class Breakers:
@@ -118,7 +136,8 @@ class Breakers:
         with self._lock:
             found = self._by_address.get((host, port))
             if found is None:
-                found = self._by_address[(host, port)] = Breaker(self.down_for)
+                found = Breaker(self.down_for, node=f"{host}:{port}")
+                self._by_address[(host, port)] = found
             return found
 
 
@@ -137,13 +156,30 @@ class _FailFast:
         try:
             super().connect()  # type: ignore[misc]
         except RedisUnavailable as exc:
+            if error_hook is not None:
+                error_hook(self.breaker.node, type(exc).__name__)
             self.breaker.trip(exc)
             raise
+        if self.breaker.open:
+            self.breaker.close()
 
     def send_packed_command(self, command, check_health: bool = True) -> None:
         if round_trip_hook is not None:
             round_trip_hook()
-        super().send_packed_command(command, check_health)  # type: ignore[misc]
+        try:
+            super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except RedisUnavailable as exc:
+            if error_hook is not None:
+                error_hook(self.breaker.node, type(exc).__name__)
+            raise
+
+    def read_response(self, *args, **kwargs):
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except RedisUnavailable as exc:
+            if error_hook is not None:
+                error_hook(self.breaker.node, type(exc).__name__)
+            raise
 
 
 class FailFastConnection(_FailFast, redis.Connection):
@@ -204,7 +240,7 @@ def connect(
         # refuses every write, so retrying one cannot apply it twice.
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ReadOnlyError],
         connection_class=connection_class,
-        breaker=Breaker(down_for),
+        breaker=Breaker(down_for, node=_node(url)),
         **tls,
     )
 
@@ -295,3 +331,9 @@ def redis_status(client: redis.Redis) -> dict:
 
 def _enabled(info: object) -> bool:
     return isinstance(info, dict) and str(info.get("cluster_enabled", 0)) == "1"
+
+
+def _node(url: str) -> str:
+    """``host:port`` of a Redis URL (the breaker's and the metrics' name for the server)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"

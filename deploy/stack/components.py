@@ -8,6 +8,7 @@ from pathlib import Path
 
 from deploy.stack.apps import _clear_app_leftovers, _start_app, _stop_app
 from deploy.stack.haproxy import _start_balancer
+from deploy.stack.monitoring import start_monitor
 from deploy.stack.pgbouncer import _start_pgbouncer, wait_until_reachable
 from deploy.stack.postgres import _pg_stop, _start_primary, _start_replica
 from deploy.stack.processes import (
@@ -23,10 +24,12 @@ from deploy.stack.redis_server import _start_redis, _stop_redis
 from deploy.stack.smtp_sink import _start_smtp
 from deploy.stack.topology import (
     APP_NAMES,
+    MONITORS,
     App,
     Balancer,
     EdgeCache,
     EdgePurger,
+    Monitor,
     PgBouncer,
     PgServer,
     RedisServer,
@@ -61,6 +64,8 @@ def _start_one(topology: Topology, name: str, wait: bool = True) -> str:
         return _start_cache(topology)
     if name == "purger":
         return _start_purger(topology)
+    if name in MONITORS:
+        return start_monitor(topology, name)
     return _start_balancer(topology, wait)
 
 
@@ -98,7 +103,7 @@ def stop_component(topology: Topology, name: str) -> Topology:
         entry.pid = None
     if isinstance(entry, Balancer):
         Path(entry.stats_socket).unlink(missing_ok=True)
-    if isinstance(entry, (App, Balancer, SmtpSink, EdgeCache, EdgePurger, PgBouncer)):
+    if isinstance(entry, (App, Balancer, SmtpSink, EdgeCache, EdgePurger, PgBouncer, Monitor)):
         Path(entry.pidfile).unlink(missing_ok=True)  # Redis removes its own; PostgreSQL: none
     save_topology(topology)
     if entry.port is not None and not _wait_port_free(entry.port):

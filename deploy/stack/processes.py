@@ -28,6 +28,11 @@ _MARKERS = {"primary": "postgres", "replica": "postgres", "redis": "redis-server
 _MARKERS["smtp"] = "smtp_sink"
 _MARKERS.update({name: "gunicorn" for name in APP_NAMES}, balancer="haproxy")
 _MARKERS.update(cache="varnishd", purger="edge_purger", pgbouncer="pgbouncer")
+_MARKERS.update(
+    prometheus="prometheus",
+    redis_exporter="prometheus-redis-exporter",
+    postgres_exporter="prometheus-postgres-exporter",
+)
 
 # Popen objects of the children we started, so they are reaped rather than left as zombies
 # (and no "subprocess still running" ResourceWarning when one would be garbage-collected).

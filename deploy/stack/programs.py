@@ -59,6 +59,10 @@ PROGRAMS = (
     Program(
         "libvmod_xkey.so", "varnish-modules", fallback=_vmod_path("libvmod_xkey.so"), vmod=True
     ),
+    # The monitoring (deploy/stack/monitoring.py).
+    Program("prometheus", "prometheus", fallback="/usr/bin/prometheus"),
+    Program("prometheus-redis-exporter", "prometheus-redis-exporter"),
+    Program("prometheus-postgres-exporter", "prometheus-postgres-exporter"),
 )
 
 

@@ -21,21 +21,18 @@ LOOPBACK = "127.0.0.1"
 
 APP_NAMES = ("app1", "app2", "app3")
 # Start order; stop order is the reverse.
+# The monitoring last (deploy/stack/monitoring.py): it watches the rest.
+MONITORS = ("redis_exporter", "postgres_exporter", "prometheus")
 COMPONENTS = (
-    "primary",
-    "replica",
-    "pgbouncer",
-    "redis",
-    "smtp",
-    *APP_NAMES,
-    "cache",
-    "purger",
-    "balancer",
+    *("primary", "replica", "pgbouncer", "redis", "smtp", *APP_NAMES),
+    *("cache", "purger", "balancer"),
+    *MONITORS,
 )
 
 DEFAULT_PORT = 8000
 DEFAULT_PORT_BASE = 25400
 PGBOUNCER_OFFSET = 20  # its port is STACK_PORT_BASE + this
+HIGHEST_OFFSET = 76  # the last Redis Cluster node's (STACK_REDIS=cluster)
 SEED_PRODUCTS = 2000
 STOP_TIMEOUT = 10.0
 
@@ -75,8 +72,8 @@ class Ports:
         environ = os.environ if environ is None else environ
         balancer = _port_env(environ, "STACK_PORT", DEFAULT_PORT)
         base = _port_env(environ, "STACK_PORT_BASE", DEFAULT_PORT_BASE)
-        if base + PGBOUNCER_OFFSET > 65535:
-            raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+{PGBOUNCER_OFFSET}")
+        if base + HIGHEST_OFFSET > 65535:
+            raise StackError(f"STACK_PORT_BASE={base} leaves no room for base+{HIGHEST_OFFSET}")
         apps = (base + 11, base + 12, base + 13)
         ports = cls(
             balancer,
@@ -108,6 +105,7 @@ class Ports:
         named["pgbouncer"] = self.pgbouncer
         named.update({f"redis_node{i}": port for i, port in enumerate(self.redis_nodes[1:], 2)})
         named.update({f"redis_bus{i}": port for i, port in enumerate(self.redis_buses, 1)})
+        named.update(monitoring_ports(self.primary))  # the primary's port is the base
         return named
 
 
@@ -115,13 +113,14 @@ def _redis_cluster_ports(
     environ: Mapping[str, str], base: int
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """STACK_REDIS: ``standalone`` (the default) or ``cluster`` (3 primaries + 3 replicas: the
-    first node on base+2, the others on base+71..75, their cluster buses on base+65..70)."""
+    first node on base+2, the others on base+72..76, their cluster buses on base+66..71; the
+    monitoring has base+60..65)."""
     kind = environ.get("STACK_REDIS", "").strip() or "standalone"
     if kind == "standalone":
         return (), ()
     if kind != "cluster":
         raise StackError(f"STACK_REDIS must be standalone or cluster, got {kind!r}")
-    return (base + 2, *range(base + 71, base + 76)), tuple(range(base + 65, base + 71))
+    return (base + 2, *range(base + 72, base + 77)), tuple(range(base + 66, base + 72))
 
 
 def _port_env(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -311,8 +310,72 @@ class PgBouncer:
         )
 
 
+# The monitoring (deploy/stack/monitoring.py): offsets from STACK_PORT_BASE, clear of the
+# other components' ports.
+APP_METRICS_OFFSET = 60  # app1..app3: base+60..base+62
+_MONITOR_OFFSETS = {"prometheus": 63, "redis_exporter": 64, "postgres_exporter": 65}
+# Short, for a developer's machine and the stack tests: a change shows within seconds.
+SCRAPE_INTERVAL = "2s"
+
+
+@dataclass
+class Monitor:
+    """One of the monitoring processes; ``data_dir`` and ``config`` are Prometheus' own."""
+
+    name: str
+    port: int
+    pid: int | None
+    pidfile: str
+    log: str
+    url: str
+    data_dir: str | None = None
+    config: str | None = None
+
+    @classmethod
+    def under(cls, work: Path, name: str, port: int) -> Monitor:
+        prometheus = name == "prometheus"
+        return cls(
+            name=name,
+            port=port,
+            pid=None,
+            pidfile=str(work / "run" / f"{name}.pid"),
+            log=str(work / "logs" / f"{name}.log"),
+            url=f"http://{LOOPBACK}:{port}",
+            data_dir=str(work / "prometheus") if prometheus else None,
+            config=str(work / "prometheus.yml") if prometheus else None,
+        )
+
+
+def monitors_under(work: Path, base: int) -> dict[str, Monitor]:
+    """The three monitors of a stack whose ports start at ``base``."""
+    return {name: Monitor.under(work, name, base + _MONITOR_OFFSETS[name]) for name in MONITORS}
+
+
+def app_metrics_port(base: int, index: int) -> int:
+    """The metrics port of the ``index``-th instance (0-based)."""
+    return base + APP_METRICS_OFFSET + index
+
+
+def monitoring_ports(base: int) -> dict[str, int]:
+    """The ports of the monitors and the instances' metrics ports."""
+    ports = {name: base + offset for name, offset in _MONITOR_OFFSETS.items()}
+    for i, name in enumerate(APP_NAMES):
+        ports[f"{name}_metrics"] = app_metrics_port(base, i)
+    return ports
+
+
 _NO_TLS = {"tls_port": None, "tls_url": None, "tls_pem": None}
-Component = PgServer | PgBouncer | RedisServer | SmtpSink | App | EdgeCache | EdgePurger | Balancer
+Component = (
+    PgServer
+    | PgBouncer
+    | RedisServer
+    | SmtpSink
+    | App
+    | EdgeCache
+    | EdgePurger
+    | Balancer
+    | Monitor
+)
 
 # The channel the shop publishes every catalogue invalidation on (shop/catalogue_cache.py:
 # the catalogue cache's prefix, ``<SHOP_REDIS_PREFIX>cat:``, then ``invalidations``).
@@ -337,6 +400,9 @@ class Topology:
     smtp: SmtpSink
     cache: EdgeCache
     purger: EdgePurger
+    redis_exporter: Monitor
+    postgres_exporter: Monitor
+    prometheus: Monitor
 
     def component(self, name: str) -> Component:
         """``primary``, ``replica``, ``pgbouncer``, ``redis``, ``smtp``, ``app1``..``app3``,
@@ -387,6 +453,14 @@ class Topology:
                 data["redis"]["url"],
                 INVALIDATIONS_CHANNEL.format(prefix=_DEFAULT_REDIS_PREFIX),
             ),
+            # One from before the monitoring: monitors, not running (the primary's port is
+            # the base).
+            **{
+                name: Monitor(**data[name])
+                if name in data
+                else monitors_under(Path(data["work_dir"]), data["primary"]["port"])[name]
+                for name in MONITORS
+            },
         )
 
 
@@ -497,6 +571,8 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
             "SHOP_DB_CONNECT_TIMEOUT": "2",
             # Every mail goes to the stack's sink, which keeps it as a file (<work>/mail).
             "SHOP_SMTP_URL": smtp.url,
+            # Scraped by the stack's Prometheus (deploy/stack/monitoring.py).
+            "SHOP_METRICS_PORT": str(app_metrics_port(ports.primary, APP_NAMES.index(name))),
             "SHOP_MAIL_FROM": "shop <shop@stack.invalid>",
             # The shop's own per-address rules: everything here comes from 127.0.0.1 (you, the
             # stack tests' 100 racing buyers, make bench), which HAProxy exempts too. They are
@@ -552,4 +628,5 @@ def _build_topology(work: Path, ports: Ports) -> Topology:
         purger=EdgePurger.under(
             work, redis_url, INVALIDATIONS_CHANNEL.format(prefix=_DEFAULT_REDIS_PREFIX)
         ),
+        **monitors_under(work, ports.primary),
     )

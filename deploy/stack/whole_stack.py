@@ -15,6 +15,7 @@ from typing import Any
 from deploy.stack.apps import _clear_app_leftovers, _migrate_and_seed, _spawn_app, _wait_app
 from deploy.stack.components import start_component, stop_component
 from deploy.stack.haproxy import _start_balancer, _wait_balancer
+from deploy.stack.monitoring import start_monitor
 from deploy.stack.pgbouncer import _start_pgbouncer
 from deploy.stack.postgres import (
     _chown_postgres,
@@ -38,6 +39,7 @@ from deploy.stack.smtp_sink import _start_smtp
 from deploy.stack.topology import (
     APP_NAMES,
     COMPONENTS,
+    MONITORS,
     SEED_PRODUCTS,
     Echo,
     Ports,
@@ -116,6 +118,7 @@ def _summary(topology: Topology, echo: Echo) -> None:
     for i, (name, path) in enumerate(rows):
         echo(f"{'logs' if i == 0 else '':<9} {name:<9} {path}")
     echo(f"mail      {topology.smtp.maildir}  (every mail the shop sent, one .eml each)")
+    echo(f"metrics   {topology.prometheus.url}  (Prometheus; instances' metrics ports not proxied)")
     echo(f"topology  {Path(topology.work_dir) / 'topology.json'}")
 
 
@@ -205,6 +208,13 @@ def start_stack(
     )
     _timed(echo, "balancer", lambda: _start_balancer(topology), topology)
     save_topology(topology)
+    _parallel(  # the monitoring (deploy/stack/monitoring.py)
+        *[
+            lambda name=name: _timed(echo, name, lambda: start_monitor(topology, name), topology)
+            for name in MONITORS
+        ]
+    )
+    save_topology(topology)
     echo(f"stack up in {time.monotonic() - started:.1f} s")
     _summary(topology, echo)
     return topology
@@ -253,6 +263,7 @@ def stop_stack(
         for sub in ("pg", "logs", "run", "redis", "mail"):
             shutil.rmtree(work / sub, ignore_errors=True)
         shutil.rmtree(work / "varnish", ignore_errors=True)
+        shutil.rmtree(work / "prometheus", ignore_errors=True)
         for name in (
             "secret_key",
             "haproxy.cfg",
@@ -263,6 +274,7 @@ def stop_stack(
             "pgbouncer-users.txt",
         ):
             (work / name).unlink(missing_ok=True)
+        (work / "prometheus.yml").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             work.rmdir()
         echo(f"purged {work}")

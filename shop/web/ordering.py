@@ -12,6 +12,7 @@ from ..accounts import normalise_email
 from ..cart import CartOwner
 from ..config import Settings
 from ..errors import NotFound, ProductsUnavailable
+from ..metrics import ORDERS_PLACED
 from ..order_lifecycle import utcnow
 from ..order_records import Order, access_token, has_shipped_to
 from ..orders import PlacedOrder, Shipping, place_order
@@ -74,6 +75,7 @@ def checkout(
         seen_prices=shown_prices,
     )
     if placed.created:
+        ORDERS_PLACED.inc()
         _invalidate([line.product_id for line in placed.order.lines], placed.order.id)
     return placed
 

@@ -10,6 +10,7 @@ from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
+from ..metrics import SESSIONS_CREATED
 from ..redis_client import RedisUnavailable
 from ..session_ids import SessionIds, new_session_id, session_ref
 from ..sessions import SessionStore
@@ -172,6 +173,8 @@ class RedisSessionInterface(SessionInterface):
                     existing=session.stored,
                     user_agent=_request_user_agent(),
                 )
+                if not session.stored:
+                    SESSIONS_CREATED.inc()
         except RedisUnavailable as exc:
             log.error("could not save session: %s", exc)
         if session.issued:

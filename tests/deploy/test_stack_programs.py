@@ -25,6 +25,7 @@ def pg_bin_with(tmp_path: Path, names: list[str]) -> Path:
 
 VARNISH = ("varnishd", "libvmod_xkey.so")
 PGBOUNCER = "pgbouncer"
+MONITORING = ("prometheus", "prometheus-redis-exporter", "prometheus-postgres-exporter")
 
 
 def which_only(*present: str):
@@ -37,7 +38,7 @@ def without_fallbacks() -> tuple[Program, ...]:
 
 def test_nothing_is_missing_when_every_program_is_found(tmp_path):
     pg_bin = pg_bin_with(tmp_path, ["initdb", "pg_ctl", "pg_controldata", "pg_basebackup"])
-    which = which_only("redis-server", "haproxy", "openssl", PGBOUNCER, *VARNISH)
+    which = which_only("redis-server", "haproxy", "openssl", PGBOUNCER, *VARNISH, *MONITORING)
     assert missing_programs(pg_bin, which, without_fallbacks()) == []
 
 
@@ -45,7 +46,9 @@ def test_a_missing_haproxy_names_its_debian_package(tmp_path, monkeypatch):
     pg_bin = pg_bin_with(tmp_path, ["initdb", "pg_ctl", "pg_controldata", "pg_basebackup"])
     monkeypatch.setattr("deploy.stack.programs.PROGRAMS", without_fallbacks())
     with pytest.raises(stack_module.StackError) as raised:
-        require_programs(pg_bin, which_only("redis-server", "openssl", PGBOUNCER, *VARNISH))
+        require_programs(
+            pg_bin, which_only("redis-server", "openssl", PGBOUNCER, *VARNISH, *MONITORING)
+        )
     message = str(raised.value)
     assert "haproxy: not found on PATH; Debian package haproxy" in message
     assert message.endswith("install them with: sudo apt-get install haproxy")
@@ -55,7 +58,7 @@ def test_missing_postgresql_and_redis_are_named_with_their_packages(tmp_path, mo
     empty = pg_bin_with(tmp_path, [])
     monkeypatch.setattr("deploy.stack.programs.PROGRAMS", without_fallbacks())
     with pytest.raises(stack_module.StackError) as raised:
-        require_programs(empty, which_only("haproxy", "openssl", PGBOUNCER, *VARNISH))
+        require_programs(empty, which_only("haproxy", "openssl", PGBOUNCER, *VARNISH, *MONITORING))
     message = str(raised.value)
     assert f"initdb: not found in {empty} (STACK_PG_BIN); Debian package postgresql-15" in message
     assert "pg_basebackup: not found in" in message and "postgresql-client-15" in message
@@ -66,7 +69,7 @@ def test_missing_postgresql_and_redis_are_named_with_their_packages(tmp_path, mo
 def test_openssl_is_not_needed_once_the_certificate_exists(tmp_path, monkeypatch):
     pg_bin = pg_bin_with(tmp_path, ["initdb", "pg_ctl", "pg_controldata", "pg_basebackup"])
     monkeypatch.setattr("deploy.stack.programs.PROGRAMS", without_fallbacks())
-    which = which_only("redis-server", "haproxy", PGBOUNCER, *VARNISH)
+    which = which_only("redis-server", "haproxy", PGBOUNCER, *VARNISH, *MONITORING)
     require_programs(pg_bin, which, have_certificate=True)
     with pytest.raises(stack_module.StackError, match="apt-get install openssl"):
         require_programs(pg_bin, which)
@@ -76,7 +79,9 @@ def test_a_missing_varnish_and_xkey_module_name_their_debian_packages(tmp_path, 
     pg_bin = pg_bin_with(tmp_path, ["initdb", "pg_ctl", "pg_controldata", "pg_basebackup"])
     monkeypatch.setattr("deploy.stack.programs.PROGRAMS", without_fallbacks())
     with pytest.raises(stack_module.StackError) as raised:
-        require_programs(pg_bin, which_only("redis-server", "haproxy", "openssl", PGBOUNCER))
+        require_programs(
+            pg_bin, which_only("redis-server", "haproxy", "openssl", PGBOUNCER, *MONITORING)
+        )
     message = str(raised.value)
     assert "varnishd: not found on PATH; Debian package varnish" in message
     assert (
@@ -89,7 +94,9 @@ def test_a_missing_pgbouncer_names_its_debian_package(tmp_path, monkeypatch):
     pg_bin = pg_bin_with(tmp_path, ["initdb", "pg_ctl", "pg_controldata", "pg_basebackup"])
     monkeypatch.setattr("deploy.stack.programs.PROGRAMS", without_fallbacks())
     with pytest.raises(stack_module.StackError) as raised:
-        require_programs(pg_bin, which_only("redis-server", "haproxy", "openssl", *VARNISH))
+        require_programs(
+            pg_bin, which_only("redis-server", "haproxy", "openssl", *VARNISH, *MONITORING)
+        )
     message = str(raised.value)
     assert "pgbouncer: not found on PATH; Debian package pgbouncer" in message
     assert message.endswith("install them with: sudo apt-get install pgbouncer")

@@ -269,6 +269,7 @@ class Catalogue:
             lambda position: self.engines.read(
                 lambda conn: query_product(conn, product_id), min_position=position
             ),
+            shows=(product_id,),
         )
         if found is None:
             raise NotFound(f"There is no product {product_id}.")

@@ -12,10 +12,12 @@ the orphans expire by their TTL.
 A rebuild stores its value only if no invalidation happened while it read the database (an
 epoch counter checked atomically with the write), so a stale read can never be cached after an
 invalidation. An invalidation may also record the writer's position in the primary's log
-(``min_position``); every rebuild hands the highest one recorded to its loader, which must not
-read from a replica that has not replayed that far (see ``Engines.read``), or a replica lagging
-behind the write would put the old value straight back in the cache. When Redis is
-unreachable, values come straight from the loader.
+(``min_position``), per product it names (:mod:`shop.write_positions`; a structural change's in
+one key for all); a rebuild hands its loader the highest position of what it shows, which the
+loader must not read from a replica short of (see ``Engines.read``), or a replica lagging
+behind the write would put the old value straight back in the cache, while a write to another
+product leaves the rebuild free to read any replica. When Redis is unreachable, values come
+straight from the loader.
 
 In front of Redis sits an in-process tier (:mod:`shop.local_tier`; ``local_ttl`` is its entries'
 longest life, 0 turns it off) so that a warm page costs no Redis round trip at all; every
@@ -38,6 +40,7 @@ import redis
 
 from .local_tier import MISSING, LocalTier
 from .redis_client import RedisUnavailable
+from .write_positions import WritePositions
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +71,27 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: epoch, write position, list generation, then tag keys, then plain keys. ARGV: number
-# of tag keys, structural, the writer's position in the primary's log (0: none), the channel
-# and the message for the in-process tiers ('' when there are none). Structural: one INCR of
-# the list generation orphans every cached list, whatever their number (they expire by their
-# TTL); the tags are left alone, as everything they point to is a list.
+# KEYS: epoch, structural write position, list generation, then tag keys, then as many
+# product write positions (shop.write_positions), then plain keys. ARGV: number of tag keys,
+# structural, the writer's position in the primary's log (0: none), the channel and the
+# message for the in-process tiers ('' when there are none), a position's TTL. Structural: one
+# INCR of the list generation orphans every cached list, whatever their number (they expire by
+# their TTL); the tags are left alone, as everything they point to is a list.
 _INVALIDATE_SCRIPT = """
 redis.call('INCR', KEYS[1])
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
-if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
-  redis.call('SET', KEYS[2], ARGV[3])
-end
 local ntags = tonumber(ARGV[1])
+local position = tonumber(ARGV[3])
+if position > 0 then
+  if ARGV[2] == '1' and position > tonumber(redis.call('GET', KEYS[2]) or '0') then
+    redis.call('SET', KEYS[2], ARGV[3])
+  end
+  for i = 4 + ntags, 3 + 2 * ntags do
+    if position > tonumber(redis.call('GET', KEYS[i]) or '0') then
+      redis.call('SET', KEYS[i], ARGV[3], 'EX', ARGV[6])
+    end
+  end
+end
 if ARGV[2] == '1' then
   redis.call('INCR', KEYS[3])
 else
@@ -91,7 +103,7 @@ else
     redis.call('DEL', KEYS[i])
   end
 end
-for i = 4 + ntags, #KEYS do redis.call('DEL', KEYS[i], KEYS[i] .. ':lock') end
+for i = 4 + 2 * ntags, #KEYS do redis.call('DEL', KEYS[i], KEYS[i] .. ':lock') end
 return 1
 """
 
@@ -133,7 +145,8 @@ class CacheAside:
             else None
         )
         self.epoch_key = f"{prefix}epoch"
-        self.position_key = f"{prefix}position"
+        self.positions = WritePositions(prefix, ttl=ttl)
+        self.position_key = self.positions.structural_key
         self.generation_key = f"{prefix}generation"
         self._generation = 0  # the list generation this process saw last
         self._store = client.register_script(_STORE_SCRIPT)
@@ -165,12 +178,18 @@ class CacheAside:
         is_list: bool = False,
         admit: Callable[[], None] | None = None,
         prepare: Callable[[Any], Any] | None = None,
+        shows: Iterable[int] = (),
+        reads_database: bool = True,
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
         reader. ``admit`` is called once before this request would read the database (a miss,
         before the rebuild lock is taken, or Redis down), never on a hit: whatever it raises
         propagates, with no lock taken and nothing stored. ``prepare`` turns the stored (JSON)
-        value into what is returned and kept in this process, once per entry, not per hit."""
+        value into what is returned and kept in this process, once per entry, not per hit.
+        ``shows``: the products the value is known to show before it is read (a product's
+        own entry), whose write positions are read with the rebuild's lock; a loader that
+        does not read the database itself (``reads_database=False``: a page rendered through
+        this cache) has no positions to honour."""
         generation = 0
         if self.local is not None:
             value = self.local.get(key)
@@ -191,7 +210,7 @@ class CacheAside:
             if admit is not None:
                 admit()
             try:
-                value = self._rebuild(redis_key, loader, tags)
+                value = self._rebuild(redis_key, loader, tags, set(shows), reads_database)
             except RedisUnavailable as exc:  # before the loader ran: read it now
                 self._log_outage(exc)
                 value = loader(0)
@@ -223,15 +242,15 @@ class CacheAside:
         redis_key = self.list_key(key, current)
         return cast(str | None, self.client.get(redis_key)), redis_key
 
-    def _rebuild(self, key, loader, tags) -> Any:
+    def _rebuild(self, key, loader, tags, shows: set[int], reads_database: bool) -> Any:
         lock_key = key + ":lock"
         token = secrets.token_hex(8)
         pipe = self.client.pipeline(transaction=False)
         pipe.set(lock_key, token, nx=True, px=int(self.lock_timeout * 1000))
         pipe.get(self.epoch_key)
-        pipe.get(self.position_key)
-        got_lock, epoch, position = pipe.execute()
-        min_position = int(position or 0)
+        self.positions.queue(pipe, shows if reads_database else ())
+        got_lock, epoch, *positions = pipe.execute()
+        min_position = self.positions.highest(positions)
         if not got_lock:
             waited = self._wait_for(key)
             if waited is not None:
@@ -239,6 +258,8 @@ class CacheAside:
             return loader(min_position)  # the builder is slow or gone: serve, don't store
         try:
             value = loader(min_position)
+            if reads_database and tags is not None:
+                value = self._honour_positions(value, loader, tags, shows, min_position)
         except BaseException:  # nothing to store: let the next reader try at once
             with contextlib.suppress(*RedisUnavailable):
                 self._unlock(keys=[lock_key], args=[token])
@@ -251,6 +272,21 @@ class CacheAside:
             self._store(keys=keys, args=[token, epoch or "0", encoded, self.jittered_ttl()])
         except RedisUnavailable as exc:  # served all the same; the lock expires by itself
             self._log_outage(exc)
+        return value
+
+    def _honour_positions(self, value, loader, tags, checked: set[int], read_at: int) -> Any:
+        """``value`` again from a server that has replayed the last writes to the products it
+        turned out to show, if they came after ``read_at`` (one more round trip, on a miss)."""
+        for _ in range(3):  # a list read again may show other products: check those too
+            unseen = set(tags(value)) - checked
+            if not unseen:
+                break
+            checked |= unseen
+            written = self.positions.of(self.client, unseen)
+            if written <= read_at:
+                break
+            read_at = written
+            value = loader(read_at)
         return value
 
     def _wait_for(self, key: str) -> str | None:
@@ -276,16 +312,32 @@ class CacheAside:
     ) -> None:
         """Drop what shows these products; ``structural`` also drops every cached list, in a
         constant number of commands (a new list generation). ``min_position``: the write's
-        position in the primary's log, for rebuilds to honour."""
+        position in the primary's log, recorded under each product (and, structural, for
+        all), for rebuilds to honour."""
         product_ids, keys = list(product_ids), list(keys)
         tag_keys = [self.tag_key(pid) for pid in product_ids]
+        position_keys = self.positions.keys(product_ids)
         channel, message = "", ""
         if self.local is not None:
             self.local.drop(product_ids, keys, structural)  # this process: at once
             channel, message = self.local.channel, LocalTier.message(product_ids, keys, structural)
         self._invalidate(
-            keys=[self.epoch_key, self.position_key, self.generation_key, *tag_keys, *keys],
-            args=[len(tag_keys), "1" if structural else "0", int(min_position), channel, message],
+            keys=[
+                self.epoch_key,
+                self.position_key,
+                self.generation_key,
+                *tag_keys,
+                *position_keys,
+                *keys,
+            ],
+            args=[
+                len(tag_keys),
+                "1" if structural else "0",
+                int(min_position),
+                channel,
+                message,
+                self.positions.ttl,
+            ],
         )
 
     def _log_outage(self, exc: Exception) -> None:

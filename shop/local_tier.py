@@ -6,7 +6,10 @@ about the time a message takes. The tier is used only while the listener is subs
 that, after a lost connection, and until it has subscribed again, lookups fall through to Redis,
 and every (re)subscription starts from an empty tier, so no invalidation can be missed. A
 generation counter keeps a value read from Redis just before an invalidation from being stored
-just after it. ``max_age`` bounds an entry's life should everything else fail.
+just after it: one that names its key or a product it shows (or any list, if structural); the
+last few drops are remembered to tell, so a sale's stream of invalidations for one product
+does not keep every other product's entries out. ``max_age`` bounds an entry's life should
+everything else fail.
 
 Dropping costs what it drops, not the tier's size: each entry is indexed under the products it
 shows, so a product's invalidation visits only its own entries, and a structural change starts
@@ -22,12 +25,13 @@ The first message after a quiet spell is applied at once.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -43,6 +47,8 @@ MISSING = object()
 COALESCE_SECONDS = 0.002
 # The most messages one pass takes (the rest go into the next one).
 MAX_BATCH = 1000
+# Drops remembered for the values read before them: a value read longer ago is not kept.
+RECENT_DROPS = 64
 
 
 class _Entry(NamedTuple):
@@ -50,6 +56,23 @@ class _Entry(NamedTuple):
     value: Any
     tags: frozenset[int]
     lists: int | None  # the list generation it belongs to; None: not a list
+
+
+class _Drop(NamedTuple):
+    """What one generation's drop named; ``everything`` for a clear."""
+
+    ids: frozenset[int]
+    keys: frozenset[str]
+    structural: bool
+    everything: bool = False
+
+    def concerns(self, key: str, tags: frozenset[int], is_list: bool) -> bool:
+        return (
+            self.everything
+            or key in self.keys
+            or not self.ids.isdisjoint(tags)
+            or (self.structural and is_list)
+        )
 
 
 class LocalTier:
@@ -77,6 +100,7 @@ class LocalTier:
         self._lists = 0  # the list generation: a structural change moves it on
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._by_tag: dict[int, set[str]] = {}  # product id -> keys of the entries showing it
+        self._drops: deque[_Drop] = deque(maxlen=RECENT_DROPS)  # generations up to this one
         self._pid: int | None = None
         self._lock = threading.Lock()
 
@@ -108,12 +132,13 @@ class LocalTier:
     def put(
         self, key: str, value: Any, *, generation: int, tags: Iterable[int] = (), is_list: bool
     ) -> None:
-        """Keep ``value`` unless an invalidation arrived since ``generation`` was read."""
-        if not self.live or generation != self.generation:
+        """Keep ``value`` unless an invalidation that concerns it (its key, a product it shows,
+        any list if structural) arrived since ``generation`` was read."""
+        if not self.live:
             return
         entry = _Entry(self.clock() + self.max_age, value, frozenset(tags), None)
         with self._lock:
-            if generation != self.generation:  # checked again: a drop may have just run
+            if self._dropped_since(generation, key, entry.tags, is_list):
                 return
             if is_list:
                 entry = entry._replace(lists=self._lists)
@@ -124,6 +149,21 @@ class LocalTier:
             self._entries[key] = entry
             for tag in entry.tags:
                 self._by_tag.setdefault(tag, set()).add(key)
+
+    def _dropped_since(
+        self, generation: int, key: str, tags: frozenset[int], is_list: bool
+    ) -> bool:
+        """Whether a drop after ``generation`` concerns this entry (the lock is held); a drop
+        too old to be remembered counts as one that does."""
+        missed = self.generation - generation
+        if missed == 0:
+            return False
+        if missed < 0 or missed > len(self._drops):
+            return True
+        return any(
+            drop.concerns(key, tags, is_list)
+            for drop in itertools.islice(reversed(self._drops), missed)
+        )
 
     def tagged(self, product_id: int) -> frozenset[str]:
         """The keys of the entries held as showing this product (for tests and the bench)."""
@@ -138,13 +178,15 @@ class LocalTier:
     def drop(self, product_ids: Iterable[int], keys: Iterable[str], structural: bool) -> None:
         """Forget every entry for these keys, showing these products, or (structural) any
         list: work in proportion to the entries dropped, whatever the tier holds."""
+        drop = _Drop(frozenset(product_ids), frozenset(keys), structural)
         with self._lock:
             self.generation += 1
+            self._drops.append(drop)
             if structural:
                 self._lists += 1
-            for key in keys:
+            for key in drop.keys:
                 self._remove(key)
-            for product_id in product_ids:
+            for product_id in drop.ids:
                 for key in self._by_tag.pop(product_id, ()):
                     self._remove(key)
 
@@ -152,6 +194,7 @@ class LocalTier:
         """Forget everything (a change this process could not hear about in detail)."""
         with self._lock:
             self.generation += 1
+            self._drops.append(_Drop(frozenset(), frozenset(), True, everything=True))
             self._entries.clear()
             self._by_tag.clear()
 

@@ -122,10 +122,59 @@ def test_a_value_read_before_a_drop_is_refused_even_if_the_drop_ran_in_between()
     assert t.get("p:9") is MISSING and t.tagged(9) == frozenset()
 
 
+def test_a_value_read_before_drops_of_other_products_is_kept():
+    """A sale: one product invalidated again and again must not keep the rest out."""
+    t = tier()
+    generation = t.generation  # a request reads product 5's entries from Redis ...
+    for _ in range(10):
+        t.drop([9], ["p:9"], structural=False)  # ... while orders invalidate product 9
+    t.put("p:5", {"id": 5}, generation=generation, tags=(), is_list=False)
+    t.put("grid:5", {"items": [5]}, generation=generation, tags=[5], is_list=True)
+    assert t.get("p:5") == {"id": 5} and t.get("grid:5") == {"items": [5]}
+
+
+@pytest.mark.parametrize(
+    ("drop", "key", "tags", "is_list", "kept"),
+    [
+        (([9], ["p:5"], False), "p:5", (), False, False),  # its key
+        (([5], [], False), "grid:5", [4, 5], True, False),  # a product it shows
+        (([], [], True), "grid:5", [5], True, False),  # structural: any list
+        (([], [], True), "p:5", (), False, True),  # ... and no single entry
+        (([6], ["p:6"], False), "grid:5", [4, 5], True, True),  # another product
+    ],
+)
+def test_a_value_read_before_a_drop_is_kept_only_if_the_drop_does_not_concern_it(
+    drop, key, tags, is_list, kept
+):
+    t = tier()
+    generation = t.generation
+    ids, keys, structural = drop
+    t.drop(ids, keys, structural)
+    t.put(key, {"v": 1}, generation=generation, tags=tags, is_list=is_list)
+    assert (t.get(key) is not MISSING) is kept
+    assert_index_exact(t)
+
+
+def test_a_value_read_before_a_clear_or_too_many_drops_ago_is_not_kept():
+    from shop.local_tier import RECENT_DROPS
+
+    t = tier()
+    generation = t.generation
+    t.clear()
+    t.put("p:5", {"v": 1}, generation=generation, tags=(), is_list=False)
+    assert t.get("p:5") is MISSING
+    generation = t.generation
+    for n in range(RECENT_DROPS + 1):
+        t.drop([1000 + n], [], structural=False)
+    t.put("p:5", {"v": 1}, generation=generation, tags=(), is_list=False)
+    assert t.get("p:5") is MISSING  # what happened since is no longer known
+
+
 def test_random_operations_never_leave_the_index_out_of_step():
     rng = random.Random(13)
     clock = Clock()
     t = tier(max_entries=40, max_age=5, clock=clock)
+    history: list[tuple[set[int], set[str], bool]] = []  # each generation's drop, in order
     for _ in range(4000):
         op = rng.random()
         key = f"k{rng.randrange(80)}"
@@ -135,15 +184,28 @@ def test_random_operations_never_leave_the_index_out_of_step():
         elif op < 0.7:
             value = t.get(key)
             if value is not MISSING:
-                assert value == {"key": key}
-        elif op < 0.85:
+                assert value["key"] == key
+        elif op < 0.8:
             dropped = rng.sample(range(30), rng.randrange(1, 3))
             t.drop(dropped, [], structural=False)
+            history.append((set(dropped), set(), False))
             for pid in dropped:
                 assert t.tagged(pid) == frozenset()
-        elif op < 0.9:
-            t.drop([], [key], structural=rng.random() < 0.3)
+        elif op < 0.85:
+            structural = rng.random() < 0.3
+            t.drop([], [key], structural=structural)
+            history.append((set(), {key}, structural))
             assert t.get(key) is MISSING
+        elif op < 0.93:  # a value read some drops ago, kept only if none of them concerns it
+            read_at = rng.randrange(max(0, len(history) - 8), len(history) + 1)
+            tags, is_list = set(rng.sample(range(30), 2)), rng.random() < 0.5
+            late = {"key": key, "read_at": read_at}
+            t.put(key, late, generation=read_at, tags=tags, is_list=is_list)
+            concerned = any(
+                ids & tags or key in keys or (structural and is_list)
+                for ids, keys, structural in history[read_at:]
+            )
+            assert (t.get(key) is late) is not concerned
         else:
             clock.now += rng.random() * 2
         assert_index_exact(t)

@@ -204,9 +204,9 @@ def test_a_sale_of_one_product_leaves_other_rebuilds_on_the_replica(healthy_stac
     }
     print("sale:", json.dumps(figures))
     assert set(statuses) == {200}, statuses
-    assert len(orders) >= 50, figures
+    assert len(orders) >= 20, figures
     # Other products' rebuilds: many, and all on the replica.
-    assert delta["replica"]["product"] >= 100 and delta["replica"]["list"] >= 10, figures
+    assert delta["replica"]["product"] >= 50 and delta["replica"]["list"] >= 5, figures
     assert delta["primary"]["list"] == 0, figures
     # The primary read only the sold product (at most once per reader of it per order).
     assert delta["primary"]["product"] <= 2 * len(orders) + BUYERS, figures

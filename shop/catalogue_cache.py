@@ -255,7 +255,10 @@ class CacheAside:
             waited = self._wait_for(key)
             if waited is not None:
                 return json.loads(waited)
-            return loader(min_position)  # the builder is slow or gone: serve, don't store
+            value = loader(min_position)  # the builder is slow or gone: serve, don't store
+            if reads_database and tags is not None:
+                value = self._honour_positions(value, loader, tags, shows, min_position)
+            return value
         try:
             value = loader(min_position)
             if reads_database and tags is not None:

@@ -125,8 +125,10 @@ class LocalTier:
                 if self._entries.get(key) is entry:
                     self._remove(key)
             return MISSING
-        with contextlib.suppress(KeyError):  # dropped by another thread since: still served
-            self._entries.move_to_end(key)
+        try:
+            self._entries.move_to_end(key)  # the most recently used (one C call, no lock)
+        except KeyError:  # dropped by another thread since: served all the same
+            pass
         return entry.value
 
     def put(

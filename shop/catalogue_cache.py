@@ -179,7 +179,7 @@ class CacheAside:
         admit: Callable[[], None] | None = None,
         prepare: Callable[[Any], Any] | None = None,
         shows: Iterable[int] = (),
-        reads_database: bool = True,
+        honours_positions: bool = True,
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
         reader. ``admit`` is called once before this request would read the database (a miss,
@@ -187,9 +187,9 @@ class CacheAside:
         propagates, with no lock taken and nothing stored. ``prepare`` turns the stored (JSON)
         value into what is returned and kept in this process, once per entry, not per hit.
         ``shows``: the products the value is known to show before it is read (a product's
-        own entry), whose write positions are read with the rebuild's lock; a loader that
-        does not read the database itself (``reads_database=False``: a page rendered through
-        this cache) has no positions to honour."""
+        own entry), whose write positions are read with the rebuild's lock. A loader that
+        reads no replica (``honours_positions=False``: a page rendered through this cache, or
+        a shop without replicas) has no positions to honour: none is read."""
         generation = 0
         if self.local is not None:
             value = self.local.get(key)
@@ -210,7 +210,7 @@ class CacheAside:
             if admit is not None:
                 admit()
             try:
-                value = self._rebuild(redis_key, loader, tags, set(shows), reads_database)
+                value = self._rebuild(redis_key, loader, tags, set(shows), honours_positions)
             except RedisUnavailable as exc:  # before the loader ran: read it now
                 self._log_outage(exc)
                 value = loader(0)
@@ -242,13 +242,13 @@ class CacheAside:
         redis_key = self.list_key(key, current)
         return cast(str | None, self.client.get(redis_key)), redis_key
 
-    def _rebuild(self, key, loader, tags, shows: set[int], reads_database: bool) -> Any:
+    def _rebuild(self, key, loader, tags, shows: set[int], honours_positions: bool) -> Any:
         lock_key = key + ":lock"
         token = secrets.token_hex(8)
         pipe = self.client.pipeline(transaction=False)
         pipe.set(lock_key, token, nx=True, px=int(self.lock_timeout * 1000))
         pipe.get(self.epoch_key)
-        self.positions.queue(pipe, shows if reads_database else ())
+        self.positions.queue(pipe, shows if honours_positions else ())
         got_lock, epoch, *positions = pipe.execute()
         min_position = self.positions.highest(positions)
         if not got_lock:
@@ -256,12 +256,12 @@ class CacheAside:
             if waited is not None:
                 return json.loads(waited)
             value = loader(min_position)  # the builder is slow or gone: serve, don't store
-            if reads_database and tags is not None:
+            if honours_positions and tags is not None:
                 value = self._honour_positions(value, loader, tags, shows, min_position)
             return value
         try:
             value = loader(min_position)
-            if reads_database and tags is not None:
+            if honours_positions and tags is not None:
                 value = self._honour_positions(value, loader, tags, shows, min_position)
         except BaseException:  # nothing to store: let the next reader try at once
             with contextlib.suppress(*RedisUnavailable):

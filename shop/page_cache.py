@@ -99,5 +99,5 @@ class PageCache:
             tags=lambda stored: stored["products"],
             is_list=True,  # every page shows the category bar: structural changes drop it
             prepare=CachedPage.of,
-            reads_database=False,  # render() reads through the cache, whose entries honour them
+            honours_positions=False,  # render() reads through the cache, whose entries do
         )

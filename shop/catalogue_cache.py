@@ -28,6 +28,7 @@ Values it returns are shared between requests: callers must not modify them.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import random
@@ -43,6 +44,13 @@ from .redis_client import RedisUnavailable
 from .write_positions import WritePositions
 
 log = logging.getLogger(__name__)
+
+# Set while a loader that reads through the cache (a page) runs: its reads skip this process's
+# memory, which may not yet have heard of an invalidation that Redis has already applied (the
+# page would be made of the old value and stored under the new epoch).
+_READING_THROUGH: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "catalogue_reading_through", default=False
+)
 
 # KEYS: value, lock, epoch, then tag keys. ARGV: token, epoch, value, ttl.
 # A tag is a sorted set of the keys that show its product, each scored by the second it expires:
@@ -180,6 +188,7 @@ class CacheAside:
         prepare: Callable[[Any], Any] | None = None,
         shows: Iterable[int] = (),
         honours_positions: bool = True,
+        reads_through: bool = False,
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
         reader. ``admit`` is called once before this request would read the database (a miss,
@@ -189,13 +198,15 @@ class CacheAside:
         ``shows``: the products the value is known to show before it is read (a product's
         own entry), whose write positions are read with the rebuild's lock. A loader that
         reads no replica (``honours_positions=False``: a page rendered through this cache, or
-        a shop without replicas) has no positions to honour: none is read."""
+        a shop without replicas) has no positions to honour: none is read. ``reads_through``:
+        the loader reads through this cache (a page), from Redis only while it runs."""
         generation = 0
-        if self.local is not None:
-            value = self.local.get(key)
+        local = None if _READING_THROUGH.get() else self.local
+        if local is not None:
+            value = local.get(key)
             if value is not MISSING:
                 return value
-            generation = self.local.generation
+            generation = local.generation
         try:
             cached, redis_key = self._read(key, is_list)
         except RedisUnavailable as exc:
@@ -210,14 +221,16 @@ class CacheAside:
             if admit is not None:
                 admit()
             try:
-                value = self._rebuild(redis_key, loader, tags, set(shows), honours_positions)
+                value = self._rebuild(
+                    redis_key, loader, tags, set(shows), honours_positions, reads_through
+                )
             except RedisUnavailable as exc:  # before the loader ran: read it now
                 self._log_outage(exc)
                 value = loader(0)
                 return prepare(value) if prepare else value
         kept = prepare(value) if prepare else value
-        if self.local is not None:
-            self.local.put(
+        if local is not None:
+            local.put(
                 key,
                 kept,
                 generation=generation,
@@ -242,7 +255,11 @@ class CacheAside:
         redis_key = self.list_key(key, current)
         return cast(str | None, self.client.get(redis_key)), redis_key
 
-    def _rebuild(self, key, loader, tags, shows: set[int], honours_positions: bool) -> Any:
+    def _rebuild(
+        self, key, loader, tags, shows: set[int], honours_positions: bool, reads_through: bool
+    ) -> Any:
+        if reads_through:
+            loader = _through_redis(loader)
         lock_key = key + ":lock"
         token = secrets.token_hex(8)
         pipe = self.client.pipeline(transaction=False)
@@ -348,3 +365,16 @@ class CacheAside:
         if now - self._last_outage_log > 10:
             self._last_outage_log = now
             log.warning("catalogue cache unavailable, reading from the database: %s", exc)
+
+
+def _through_redis(loader: Callable[[int], Any]) -> Callable[[int], Any]:
+    """``loader`` with the cache's reads made from Redis, not this process's memory."""
+
+    def load(position: int) -> Any:
+        token = _READING_THROUGH.set(True)
+        try:
+            return loader(position)
+        finally:
+            _READING_THROUGH.reset(token)
+
+    return load

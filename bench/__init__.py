@@ -7,4 +7,4 @@ results of its own, with no server.
 """
 
 # The parts of a run, in order (``python -m bench --only PART``).
-PARTS = ("throughput", "floor", "scale", "stack", "edge")
+PARTS = ("throughput", "floor", "scale", "stack", "edge", "invalidation")

@@ -41,6 +41,7 @@ from . import (
     edge,
     floor,
     instructions,
+    invalidation,
     mix,
     profiling,
     report,
@@ -104,6 +105,8 @@ def settings(quick: bool) -> dict:
         "category_pages": visitors.CATEGORY_PAGES,
         "edge_connections": PROFILE_CONNECTIONS,
         "edge_change_every": edge.CHANGE_EVERY,
+        "invalidation_sizes": list(invalidation.SIZES),
+        "invalidation_repetitions": 300 if quick else 2000,
     }
 
 
@@ -525,6 +528,15 @@ def run_scale(cfg: dict, results: dict, redis_url: str, log: Clock) -> None:
     }
 
 
+def run_invalidation(cfg: dict, results: dict, log: Clock) -> None:
+    """One product's invalidation in in-process tiers of each size (no server)."""
+    sizes = cfg["invalidation_sizes"]
+    log(f"invalidation: dropping one product from tiers of {', '.join(f'{s:,}' for s in sizes)}")
+    results["invalidation"] = invalidation.measure(sizes, cfg["invalidation_repetitions"])
+    by = results["invalidation"]["by_size"]
+    log("  " + ", ".join(f"{size}: {by[str(size)]['drop']['median_us']:.1f} µs" for size in sizes))
+
+
 def run_stack_parts(cfg: dict, results: dict, parts: tuple[str, ...], log: Clock) -> None:
     """One stack for workload (c), the checkout race and the edge, started only if needed: a
     stack without an edge gives the edge part nothing to measure."""
@@ -596,9 +608,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = settings(args.quick)
     cfg["profile_always"] = args.profile
     parts = args.only or PARTS
+    # Only the in-process parts: no wrk, no servers, no catalogue to seed.
+    servers_needed = any(part != "invalidation" for part in parts)
     log = Clock()
     try:
-        wrk.require_wrk()
+        if servers_needed:
+            wrk.require_wrk()
     except BenchError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -624,14 +639,17 @@ def main(argv: list[str] | None = None) -> int:
     log(f"bench: {', '.join(parts)}")
     status = 0
     try:
-        redis_server = servers.start_redis(RESULTS / "logs")
-        results["meta"]["machine"]["redis"] = servers.redis_version(redis_server.url)
-        log(f"throughput schema: {cfg['products']:,} products")
-        seeded = servers.ensure_catalogue(
-            cfg["schema"], cfg["products"], redis_server.url, RESULTS / "logs", echo=log
-        )
-        results["meta"]["machine"]["postgresql"] = servers.postgres_version()
-        results["meta"]["tput_seed_seconds"] = seeded
+        if "invalidation" in parts:
+            run_invalidation(cfg, results, log)
+        if servers_needed:
+            redis_server = servers.start_redis(RESULTS / "logs")
+            results["meta"]["machine"]["redis"] = servers.redis_version(redis_server.url)
+            log(f"throughput schema: {cfg['products']:,} products")
+            seeded = servers.ensure_catalogue(
+                cfg["schema"], cfg["products"], redis_server.url, RESULTS / "logs", echo=log
+            )
+            results["meta"]["machine"]["postgresql"] = servers.postgres_version()
+            results["meta"]["tput_seed_seconds"] = seeded
         if "throughput" in parts:
             run_throughput(cfg, results, redis_server.url, log)
         if "floor" in parts:

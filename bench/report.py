@@ -31,6 +31,7 @@ TAIL_RATIO = 4  # p99 / p50 of the paced mix, below
 SESSION_BYTES = 512  # Redis memory of a session with its cart, at most
 FLOOR_SHARE = {"anonymous": 0.85, "session": 0.6}  # the shop's best / the floor's, at least
 EDGE_HITS = 0.95  # anonymous catalogue pages the edge serves from its cache, at least
+INVALIDATION_FLAT = 2  # dropping one product from the largest tier / from the smallest, at most
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -166,6 +167,19 @@ def targets(r: dict) -> list[dict]:
                 "0 oversold",
                 race["ok"],
             )
+    invalidation = r.get("invalidation")
+    if invalidation:
+        small, large = min(invalidation["sizes"]), max(invalidation["sizes"])
+        by = invalidation["by_size"]
+        ratio = invalidation["ratio"]
+        add(
+            f"invalidation: dropping one product, in-process tier of {large:,} vs {small:,} "
+            "entries",
+            f"{ratio:.2f} × ({by[str(large)]['drop']['median_us']:.1f} vs "
+            f"{by[str(small)]['drop']['median_us']:.1f} µs)",
+            f"≤ {INVALIDATION_FLAT} ×",
+            ratio <= INVALIDATION_FLAT,
+        )
     return rows
 
 
@@ -761,6 +775,39 @@ def scale_section(r: dict) -> str:
     return _lines(*lines)
 
 
+def invalidation_section(r: dict) -> str:
+    inv = r.get("invalidation")
+    if not inv:
+        return ""
+    lines = [
+        "## Invalidation at any tier size",
+        "",
+        "One product's invalidation in an instance's in-process tier (`shop/local_tier.py`), "
+        "timed around `LocalTier.drop` in the benchmark's own process (`bench/invalidation.py`)"
+        f": the tier filled with entries of other products, then the product's "
+        f"{inv['entries_of_the_product']} entries (its data, its page, grid pages showing it) "
+        f"put back and dropped, {inv['repetitions']} times per size. Beside it, a scan of the "
+        "same tier (every entry's products tested), which is what every invalidation message "
+        "cost each process before the tier was indexed by product.",
+        "",
+        "| entries | drop: median µs | drop: p99 µs | a scan of the tier: median µs (runs) |",
+        "|---|---|---|---|",
+    ]
+    for size in inv["sizes"]:
+        row = inv["by_size"][str(size)]
+        lines.append(
+            f"| {size:,} | {row['drop']['median_us']:.1f} | {row['drop']['p99_us']:.1f} | "
+            f"{row['scan']['median_us']:,.0f} ({row['scans']}) |"
+        )
+    small, large = min(inv["sizes"]), max(inv["sizes"])
+    lines += [
+        "",
+        f"Dropping one product from {large:,} entries takes {inv['ratio']:.2f} × what it "
+        f"takes from {small:,}.",
+    ]
+    return _lines(*lines)
+
+
 def memory_section(r: dict) -> str:
     memory = r.get("memory")
     if not memory:
@@ -950,6 +997,7 @@ SECTIONS: tuple[Callable[[dict], str], ...] = (
     mix_section,
     edge_section,
     scale_section,
+    invalidation_section,
     memory_section,
     checkout_section,
     profiles_section,

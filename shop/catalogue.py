@@ -234,6 +234,12 @@ class Catalogue:
     changes: Callable[[], int] | None = None
     _changes_seen: int | None = field(default=None, init=False, repr=False)
 
+    @property
+    def _replicated(self) -> bool:
+        """Whether reads may go to a replica, behind the primary: only then do rebuilds read
+        the write positions (shop/write_positions.py) and honour them."""
+        return bool(self.engines.replicas)
+
     def _follow_other_writers(self) -> None:
         if self.changes is None:
             return
@@ -251,6 +257,7 @@ class Catalogue:
             self.cache.key("categories"),
             lambda position: self.engines.read(query_categories, min_position=position),
             is_list=True,
+            honours_positions=self._replicated,
         )
 
     def category(self, slug: str) -> dict[str, Any]:
@@ -268,6 +275,8 @@ class Catalogue:
             lambda position: self.engines.read(
                 lambda conn: query_product(conn, product_id), min_position=position
             ),
+            shows=(product_id,),
+            honours_positions=self._replicated,
         )
         if found is None:
             raise NotFound(f"There is no product {product_id}.")
@@ -330,6 +339,7 @@ class Catalogue:
             tags=lambda value: [item["id"] for item in value["items"]],
             is_list=True,
             admit=admit,
+            honours_positions=self._replicated,
         )
         if page > 1 and not result["items"]:
             last = max(1, -(-result["total"] // per_page))

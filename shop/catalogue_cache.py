@@ -12,10 +12,12 @@ the orphans expire by their TTL.
 A rebuild stores its value only if no invalidation happened while it read the database (an
 epoch counter checked atomically with the write), so a stale read can never be cached after an
 invalidation. An invalidation may also record the writer's position in the primary's log
-(``min_position``); every rebuild hands the highest one recorded to its loader, which must not
-read from a replica that has not replayed that far (see ``Engines.read``), or a replica lagging
-behind the write would put the old value straight back in the cache. When Redis is
-unreachable, values come straight from the loader.
+(``min_position``), per product it names (:mod:`shop.write_positions`; a structural change's in
+one key for all); a rebuild hands its loader the highest position of what it shows, which the
+loader must not read from a replica short of (see ``Engines.read``), or a replica lagging
+behind the write would put the old value straight back in the cache, while a write to another
+product leaves the rebuild free to read any replica. When Redis is unreachable, values come
+straight from the loader.
 
 In front of Redis sits an in-process tier (:mod:`shop.local_tier`; ``local_ttl`` is its entries'
 longest life, 0 turns it off) so that a warm page costs no Redis round trip at all; every
@@ -26,6 +28,7 @@ Values it returns are shared between requests: callers must not modify them.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import random
@@ -37,9 +40,17 @@ from typing import Any, cast
 import redis
 
 from .local_tier import MISSING, LocalTier
-from .redis_client import RedisUnavailable
+from .redis_client import RedisUnavailable, is_cluster
+from .write_positions import WritePositions
 
 log = logging.getLogger(__name__)
+
+# Set while a loader that reads through the cache (a page) runs: its reads skip this process's
+# memory, which may not yet have heard of an invalidation that Redis has already applied (the
+# page would be made of the old value and stored under the new epoch).
+_READING_THROUGH: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "catalogue_reading_through", default=False
+)
 
 # Redis Cluster: a value and its rebuild lock share a hash tag (the logical key, so entries
 # spread over every slot), each product's tag set has its own, and the epoch, the write position
@@ -60,16 +71,27 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: epoch, write position, list generation (one slot). ARGV: the writer's position in the
-# primary's log (0: none), structural. The position keeps the highest; structural: one INCR of
-# the list generation orphans every cached list, whatever their number (they expire by their
-# TTL). The epoch moves with them, so a rebuild never sees the new epoch with the old position.
+# KEYS: epoch, structural write position, list generation (one slot). ARGV: the writer's
+# position in the primary's log (0: none), structural. Structural: the position for all keeps
+# the highest, and one INCR of the list generation orphans every cached list, whatever their
+# number (they expire by their TTL). The epoch moves with them, so a rebuild never sees the new
+# epoch with the old position. (A product's own position is raised before: _RAISE_SCRIPT.)
 _BUMP_SCRIPT = """
-if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
-  redis.call('SET', KEYS[2], ARGV[1])
+if ARGV[2] == '1' then
+  if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+    redis.call('SET', KEYS[2], ARGV[1])
+  end
+  redis.call('INCR', KEYS[3])
 end
-if ARGV[2] == '1' then redis.call('INCR', KEYS[3]) end
 return redis.call('INCR', KEYS[1])
+"""
+
+# KEYS: a product's write position. ARGV: the writer's position, its TTL. Keeps the highest.
+_RAISE_SCRIPT = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
 """
 
 
@@ -110,11 +132,13 @@ class CacheAside:
             else None
         )
         self.epoch_key = f"{prefix}{{writes}}:epoch"
-        self.position_key = f"{prefix}{{writes}}:position"
+        self.positions = WritePositions(prefix, ttl=ttl, structural=f"{prefix}{{writes}}:position")
+        self.position_key = self.positions.structural_key
         self.generation_key = f"{prefix}{{writes}}:generation"
         self._generation = 0  # the list generation this process saw last
         self._store = client.register_script(_STORE_SCRIPT)
         self._bump = client.register_script(_BUMP_SCRIPT)
+        self._raise = client.register_script(_RAISE_SCRIPT)
         self._unlock = client.register_script(_UNLOCK_SCRIPT)
         self._last_outage_log = 0.0
         # Told which tier answered each lookup ("local", "redis" or "database"), with the
@@ -149,22 +173,31 @@ class CacheAside:
         admit: Callable[[], None] | None = None,
         prepare: Callable[[Any], Any] | None = None,
         kind: str = "catalogue",
+        shows: Iterable[int] = (),
+        honours_positions: bool = True,
+        reads_through: bool = False,
     ) -> Any:
         """The cached value for ``key``, or ``loader(min_position)``'s, stored for the next
         reader. ``admit`` is called once before this request would read the database (a miss,
         before the rebuild lock is taken, or Redis down), never on a hit: whatever it raises
         propagates, with no lock taken and nothing stored. ``prepare`` turns the stored (JSON)
         value into what is returned and kept in this process, once per entry, not per hit.
-        ``kind`` names the lookup for the metrics (``catalogue``, ``page``)."""
+        ``kind`` names the lookup for the metrics (``catalogue``, ``page``).
+        ``shows``: the products the value is known to show before it is read (a product's
+        own entry), whose write positions are read with the rebuild's lock. A loader that
+        reads no replica (``honours_positions=False``: a page rendered through this cache, or
+        a shop without replicas) has no positions to honour: none is read. ``reads_through``:
+        the loader reads through this cache (a page), from Redis only while it runs."""
         hook = self.lookup_hook
         generation = 0
-        if self.local is not None:
-            value = self.local.get(key)
+        local = None if _READING_THROUGH.get() else self.local
+        if local is not None:
+            value = local.get(key)
             if value is not MISSING:
                 if hook is not None:
                     hook(kind, "local")
                 return value
-            generation = self.local.generation
+            generation = local.generation
         try:
             cached, redis_key = self._read(key, is_list)
         except RedisUnavailable as exc:
@@ -183,14 +216,16 @@ class CacheAside:
             if admit is not None:
                 admit()
             try:
-                value = self._rebuild(redis_key, loader, tags)
+                value = self._rebuild(
+                    redis_key, loader, tags, set(shows), honours_positions, reads_through
+                )
             except RedisUnavailable as exc:  # before the loader ran: read it now
                 self._log_outage(exc)
                 value = loader(0)
                 return prepare(value) if prepare else value
         kept = prepare(value) if prepare else value
-        if self.local is not None:
-            self.local.put(
+        if local is not None:
+            local.put(
                 key,
                 kept,
                 generation=generation,
@@ -217,22 +252,39 @@ class CacheAside:
         redis_key = self.list_key(key, current)
         return cast(str | None, self.client.get(redis_key)), redis_key
 
-    def _rebuild(self, key, loader, tags) -> Any:
+    def _rebuild(
+        self, key, loader, tags, shows: set[int], honours_positions: bool, reads_through: bool
+    ) -> Any:
+        if reads_through:
+            loader = _through_redis(loader)
         lock_key = key + ":lock"
         token = secrets.token_hex(8)
+        products = shows if honours_positions else set()
+        # The epoch before the positions: an invalidation raises a product's position before
+        # it bumps the epoch, so a rebuild that sees the new epoch sees the new position (and
+        # one that sees the old epoch is caught at the store). One server runs a pipeline in
+        # order; a cluster's nodes do not, so there the products' positions come after.
+        apart = bool(products) and is_cluster(self.client)
         pipe = self.client.pipeline(transaction=False)
         pipe.set(lock_key, token, nx=True, px=int(self.lock_timeout * 1000))
-        pipe.get(self.epoch_key)  # before the position, on the same node (one slot): a bump
-        pipe.get(self.position_key)  # in between shows as the old epoch, caught at the store
-        got_lock, epoch, position = pipe.execute()
-        min_position = int(position or 0)
+        pipe.get(self.epoch_key)  # the epoch and the structural position share one slot
+        self.positions.queue(pipe, () if apart else products)
+        got_lock, epoch, *positions = pipe.execute()
+        min_position = self.positions.highest(positions)
+        if apart:
+            min_position = max(min_position, self.positions.of(self.client, products))
         if not got_lock:
             waited = self._wait_for(key)
             if waited is not None:
                 return json.loads(waited)
-            return loader(min_position)  # the builder is slow or gone: serve, don't store
+            value = loader(min_position)  # the builder is slow or gone: serve, don't store
+            if honours_positions and tags is not None:
+                value = self._honour_positions(value, loader, tags, shows, min_position)
+            return value
         try:
             value = loader(min_position)
+            if honours_positions and tags is not None:
+                value = self._honour_positions(value, loader, tags, shows, min_position)
         except BaseException:  # nothing to store: let the next reader try at once
             with contextlib.suppress(*RedisUnavailable):
                 self._unlock(keys=[lock_key], args=[token])
@@ -246,6 +298,21 @@ class CacheAside:
             if not isinstance(exc, RedisUnavailable):
                 raise
             self._log_outage(exc)  # served all the same
+        return value
+
+    def _honour_positions(self, value, loader, tags, checked: set[int], read_at: int) -> Any:
+        """``value`` again from a server that has replayed the last writes to the products it
+        turned out to show, if they came after ``read_at`` (one more round trip, on a miss)."""
+        for _ in range(3):  # a list read again may show other products: check those too
+            unseen = set(tags(value)) - checked
+            if not unseen:
+                break
+            checked |= unseen
+            written = self.positions.of(self.client, unseen)
+            if written <= read_at:
+                break
+            read_at = written
+            value = loader(read_at)
         return value
 
     def _store_unless_invalidated(self, key, lock_key, token, epoch, value, tags) -> None:
@@ -302,11 +369,16 @@ class CacheAside:
     ) -> None:
         """Drop what shows these products; ``structural`` also drops every cached list, in a
         constant number of commands (a new list generation). ``min_position``: the write's
-        position in the primary's log, for rebuilds to honour."""
+        position in the primary's log, recorded under each product (and, structural, for
+        all), for rebuilds to honour."""
         product_ids, keys = list(product_ids), list(keys)
         if self.local is not None:
             self.local.drop(product_ids, keys, structural)  # this process: at once
-        # The epoch first: a rebuild that stores after this finds it changed (_rebuild).
+        if min_position and not structural:
+            # Before the epoch (see _rebuild); each product's on its own slot.
+            for position_key in self.positions.keys(product_ids):
+                self._raise(keys=[position_key], args=[int(min_position), self.positions.ttl])
+        # The epoch next: a rebuild that stores after this finds it changed (_rebuild).
         self._bump(
             keys=[self.epoch_key, self.position_key, self.generation_key],
             args=[int(min_position), "1" if structural else "0"],
@@ -334,3 +406,16 @@ class CacheAside:
         if now - self._last_outage_log > 10:
             self._last_outage_log = now
             log.warning("catalogue cache unavailable, reading from the database: %s", exc)
+
+
+def _through_redis(loader: Callable[[int], Any]) -> Callable[[int], Any]:
+    """``loader`` with the cache's reads made from Redis, not this process's memory."""
+
+    def load(position: int) -> Any:
+        token = _READING_THROUGH.set(True)
+        try:
+            return loader(position)
+        finally:
+            _READING_THROUGH.reset(token)
+
+    return load

@@ -13,7 +13,8 @@ no SQL, and no Redis command while the in-process tier is live.
 
 What renders a page must read the catalogue inside its ``render`` (after the cache has noted
 the invalidation epoch), never before: a page made from data read earlier could be stored
-after an invalidation it missed.
+after an invalidation it missed. For the same reason ``render``'s reads skip this process's
+memory and go to Redis, which applies an invalidation before any process hears of it.
 """
 
 from __future__ import annotations
@@ -100,4 +101,6 @@ class PageCache:
             is_list=True,  # every page shows the category bar: structural changes drop it
             prepare=CachedPage.of,
             kind="page",
+            honours_positions=False,  # render() reads through the cache, whose entries do
+            reads_through=True,  # ... from Redis, where the invalidations are already applied
         )

@@ -293,3 +293,34 @@ def test_instances_with_other_templates_or_settings_keep_their_pages_apart(
     dollar = make_app(currency="USD", redis_client=fake_client(fake_redis_server))
     assert "€19.99" in euro
     assert "$19.99" in dollar.test_client().get(f"/products/{KETTLE}").get_data(as_text=True)
+
+
+def test_a_page_rebuilt_before_this_process_hears_of_a_change_is_made_from_redis(
+    fake_redis_server,
+):
+    """Redis applies an invalidation before any process hears of it: a page rebuilt in that
+    moment must not be made of this process's old copy and stored, under the new epoch, for
+    every instance to serve until its TTL."""
+    from shop.catalogue_cache import CacheAside
+    from shop.page_cache import ACCOUNT_HOLE, PageCache
+    from tests.support import fake_client
+
+    writer = CacheAside(fake_client(fake_redis_server), "t:", ttl=60)
+    reader = CacheAside(fake_client(fake_redis_server), "t:", ttl=60, local_ttl=30)
+    assert reader.local is not None
+    reader.local.live, reader.local._pid = True, -1  # subscribed, but no message arrives yet
+    shown = {"name": "Kitchen"}
+
+    def categories() -> dict:
+        key = reader.key("categories")
+        return reader.get_or_load(key, lambda _position: dict(shown), is_list=True)
+
+    assert categories() == {"name": "Kitchen"}  # kept in the reader's memory
+    shown["name"] = "Cooking"  # renamed on another instance: Redis forgets at once
+    writer.invalidate(keys=[writer.key("categories")], structural=True)
+    page = PageCache(reader).get(
+        "t:html:p:1", lambda: (f"<h1>{categories()['name']}</h1>{ACCOUNT_HOLE}", [1])
+    )
+    assert b"Cooking" in page.head
+    kept = PageCache(writer).get("t:html:p:1", lambda: pytest.fail("the page was not kept"))
+    assert b"Cooking" in kept.head

@@ -204,6 +204,26 @@ def _race(buyers: int, products: int, stock: int, seconds: float) -> dict:
     }
 
 
+def _invalidation(sizes: list[int], drop_us: list[float]) -> dict:
+    """What bench/invalidation.py records: a drop per tier size, and a scan's for comparison."""
+    by_size = {
+        str(size): {
+            "entries": size,
+            "drop": {"median_us": us, "p99_us": us * 4},
+            "scan": {"median_us": size * 0.4, "p99_us": size * 1.2},
+            "scans": 30,
+        }
+        for size, us in zip(sizes, drop_us, strict=True)
+    }
+    return {
+        "sizes": sizes,
+        "repetitions": 2000,
+        "entries_of_the_product": 8,
+        "by_size": by_size,
+        "ratio": drop_us[-1] / drop_us[0],
+    }
+
+
 def synthetic_results(from_json: bool = True) -> dict:
     """What ``python -m bench`` records, as read back from latest.json (keys are strings), or
     as the run holds it (connection counts are ints)."""
@@ -243,6 +263,8 @@ def synthetic_results(from_json: bool = True) -> dict:
         "category_pages": 5,
         "edge_connections": 32,
         "edge_change_every": 1.0,
+        "invalidation_sizes": [100, 10000, 100000],
+        "invalidation_repetitions": 2000,
     }
     closed = [_mix_run(16, 0.0, 747.0), _mix_run(32, 0.0, 850.0)]
     scale_labels = {
@@ -346,6 +368,7 @@ def synthetic_results(from_json: bool = True) -> dict:
                 for label in scale_labels
             },
         },
+        "invalidation": _invalidation(settings["invalidation_sizes"], [4.2, 4.3, 4.6]),
         "checkout": {
             "one_product": _race(50, 1, 50, 0.35),
             "many_products": _race(50, 50, 10, 0.26),
@@ -396,6 +419,7 @@ HEADINGS = {
     "mix_section": "## (c) The mix",
     "edge_section": "## The edge",
     "scale_section": "## Catalogue scale",
+    "invalidation_section": "## Invalidation at any tier size",
     "memory_section": "## Redis memory of a session",
     "checkout_section": "## Checkout under contention",
     "profiles_section": "## Profiles",
@@ -485,6 +509,9 @@ def test_files_the_report_names_exist(results):
         ("scale_section", "scale.rare_products", 3, "plus 3 products named"),
         ("scale_section", "meta.settings.scale_repetitions", 20, "Median of 20 sequential"),
         ("checkout_section", "checkout.one_product.units_per_buyer", 2, "1 unit or 2 units"),
+        ("invalidation_section", "invalidation.repetitions", 50, "dropped, 50 times per size"),
+        ("invalidation_section", "invalidation.entries_of_the_product", 3, "product's 3 entries"),
+        ("invalidation_section", "invalidation.ratio", 3.5, "takes 3.50 × what it takes"),
         ("profiles_section", "meta.settings.profile_rate", 100, "at 100 Hz"),
         ("profiles_section", "meta.settings.profile_connections", 8, "(8 connections"),
         ("commands_section", "meta.settings.rounds", 4, "BENCH_ROUNDS=6 make bench"),
@@ -665,3 +692,12 @@ def test_the_edge_hit_ratio_is_judged_against_its_goal(results, hits, met, mark)
     assert ("Why not: " in text) is not met
     if not met:
         assert f"{1000 - hits} MISS and 0 without `X-Cache` of 1000 responses while 12" in text
+
+
+@pytest.mark.parametrize(("drops", "met"), [([4.2, 4.3, 4.6], True), ([4.2, 90.0, 900.0], False)])
+def test_invalidation_is_judged_flat_from_the_smallest_to_the_largest_tier(results, drops, met):
+    results["invalidation"] = _invalidation([100, 10000, 100000], drops)
+    row = _row(results, "invalidation:")
+    assert (row["goal"], row["met"]) == ("≤ 2 ×", met)
+    assert row["target"].endswith("tier of 100,000 vs 100 entries")
+    assert f"| 100,000 | {drops[-1]:.1f} |" in report.invalidation_section(results)

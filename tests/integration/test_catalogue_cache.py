@@ -13,7 +13,7 @@ import redis
 from flask import Flask
 
 from shop.catalogue_cache import CacheAside
-from tests.support import wait_for_local_tier
+from tests.support import KETTLE, wait_for_local_tier
 
 FILLER_LISTS = 20_000
 _READS = {"GET", "MGET", "EXISTS", "TTL", "PTTL", "HGETALL", "PING"}
@@ -304,3 +304,35 @@ def test_a_cached_list_costs_one_redis_round_trip_and_no_write_without_the_memor
         browser.get(path)
         response = browser.get(path)
         assert (response.headers["X-Shop-SQL"], response.headers["X-Shop-Redis"]) == ("0", "1")
+
+
+@pytest.mark.parametrize("replicated", [True, False])
+def test_positions_cost_no_round_trip_on_a_hit_and_one_on_a_list_miss(
+    make_real_app, real_redis, pg_url, replicated
+):
+    """Per-product write positions: a product's is read with the rebuild's lock (no extra
+    round trip), a list's products' in one more round trip on that miss, none on a hit; a
+    shop without replicas reads none (its reads all see every write)."""
+    client, _ = real_redis
+    replicas = (pg_url,) if replicated else ()  # the same database: a replica never behind
+    app = make_real_app(instrument=True, catalogue_local_ttl=0, replica_urls=replicas)
+    browser = app.test_client(use_cookies=False)
+    cache = app.extensions["shop"].catalogue.cache
+    product, listing = f"/api/v1/products/{KETTLE}", "/api/v1/products?page=1"
+
+    def redis_trips(path: str) -> int:
+        response = browser.get(path)
+        assert response.status_code == 200, response.text
+        return int(response.headers["X-Shop-Redis"])
+
+    def misses(position: int) -> dict[str, int]:
+        cache.invalidate([KETTLE], keys=[cache.key("p", KETTLE)], min_position=position)
+        return {path: redis_trips(path) for path in (product, listing)}
+
+    misses(0)  # the scripts loaded into Redis
+    assert redis_trips(product) == redis_trips(listing) == 1  # hits
+    after_a_write = misses(5)
+    # A lookup, the lock with the epoch and positions, the store; a list: its products' too.
+    assert after_a_write == {product: 3, listing: 4 if replicated else 3}
+    assert client.get(cache.positions.key(KETTLE)) == "5"
+    assert redis_trips(product) == redis_trips(listing) == 1

@@ -90,21 +90,43 @@ def test_an_invalidation_during_a_rebuild_keeps_the_stale_value_out(real_redis):
 
 
 @pytest.mark.both_redis
-def test_rebuilds_after_a_write_are_told_its_position_in_the_log(real_redis):
+def test_rebuilds_are_told_the_log_position_of_writes_to_what_they_show_and_no_other(real_redis):
     client, prefix = real_redis
     cache = CacheAside(client, f"{prefix}cat:", ttl=60)
-    seen: list[int] = []
+    seen: list[tuple[str, int]] = []
 
-    def loader(position: int) -> dict:
-        seen.append(position)
-        return {"v": len(seen)}
+    def product(product_id: int):
+        def load(position: int) -> dict:
+            seen.append((f"p{product_id}", position))
+            return {"id": product_id}
 
-    cache.get_or_load(cache.key("p", 1), loader)
+        return cache.get_or_load(cache.key("p", product_id), load, shows=(product_id,))
+
+    def grid() -> dict:
+        def load(position: int) -> dict:
+            seen.append(("grid", position))
+            return {"items": [1, 2]}
+
+        return cache.get_or_load(
+            cache.key("l", 1), load, tags=lambda value: value["items"], is_list=True
+        )
+
+    product(1)
     cache.invalidate([1], keys=[cache.key("p", 1)], min_position=5000)
-    cache.get_or_load(cache.key("p", 1), loader)
-    cache.invalidate([2], min_position=300)  # an older position never lowers the bar
-    cache.get_or_load(cache.key("p", 3), loader)
-    assert seen == [0, 5000, 5000]
+    product(1)  # after a write to 1: a replica that has replayed it, or the primary
+    product(3)  # a write to 1 leaves 3's rebuild free to read any replica
+    cache.invalidate([1], keys=[cache.key("p", 1)], min_position=300)  # never lowers the bar
+    product(1)
+    grid()  # read anywhere, found to show 1: read again from where 1's write is
+    assert seen == [("p1", 0), ("p1", 5000), ("p3", 0), ("p1", 5000), ("grid", 0), ("grid", 5000)]
+    assert 0 < client.ttl(cache.positions.key(1)) <= 60
+    cache.invalidate([3], keys=[cache.key("p", 3)], structural=True, min_position=7000)
+    seen.clear()
+    product(2)  # a structural change: every rebuild honours it
+    assert seen == [("p2", 7000)]
+    for _ in range(3):
+        product(2), grid()  # hits: no load, and no position read
+    assert seen == [("p2", 7000), ("grid", 7000)]
 
 
 @pytest.fixture

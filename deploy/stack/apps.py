@@ -14,6 +14,7 @@ from deploy.stack.processes import (
     _terminate,
     _wait_port_free,
     _wait_until,
+    exited,
     is_alive,
     spawn_child,
 )
@@ -85,7 +86,7 @@ def _wait_app(topology: Topology, entry: App, timeout: float = 60.0) -> str:
 
     def ready() -> bool:
         if not _pid_alive(entry.pid, "gunicorn"):
-            raise StackError(f"{entry.name} exited; its log {entry.log}:\n{_tail(entry.log)}")
+            raise exited(entry.name, entry.pid, entry.log)
         return _http_status(entry.url + path, timeout=3) == 200
 
     _wait_until(ready, f"{entry.name} ({path})", entry.log, timeout)

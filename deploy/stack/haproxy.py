@@ -16,8 +16,8 @@ from deploy.haproxy import CacheHop, Edge, Tls, render
 from deploy.stack.processes import (
     _http_status,
     _pid_alive,
-    _tail,
     _wait_until,
+    exited,
     is_alive,
     spawn_child,
 )
@@ -107,7 +107,7 @@ def _wait_balancer(topology: Topology, timeout: float = 30.0) -> None:
 
     def ready() -> bool:
         if not _pid_alive(entry.pid, "haproxy"):
-            raise StackError(f"haproxy exited; its log {entry.log}:\n{_tail(entry.log)}")
+            raise exited("haproxy", entry.pid, entry.log)
         states = haproxy_backends(topology)
         if not deps_up:
             return True

@@ -15,12 +15,11 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from deploy.stack.processes import _pid_alive, _tail, _wait_until, spawn_child
+from deploy.stack.processes import _pid_alive, _wait_until, exited, spawn_child
 from deploy.stack.topology import (
     LOOPBACK,
     SCRAPE_INTERVAL,
     Monitor,
-    StackError,
     Topology,
     save_topology,
 )
@@ -102,7 +101,7 @@ def start_monitor(topology: Topology, name: str) -> str:
 
     def ready() -> bool:
         if not _pid_alive(entry.pid, BINARIES[name]):
-            raise StackError(f"{name} exited; its log {entry.log}:\n{_tail(entry.log)}")
+            raise exited(name, entry.pid, entry.log)
         try:
             with urllib.request.urlopen(entry.url + path, timeout=2) as response:
                 return response.status == 200

@@ -28,8 +28,8 @@ import pwd
 import shutil
 from pathlib import Path
 
-from deploy.stack.processes import _pid_alive, _tail, _wait_until, spawn_child
-from deploy.stack.topology import LOOPBACK, PgBouncer, StackError, Topology, save_topology
+from deploy.stack.processes import _pid_alive, _wait_until, exited, spawn_child
+from deploy.stack.topology import LOOPBACK, PgBouncer, Topology, save_topology
 
 # Of the server connections PgBouncer may open to each database (``server_connections`` in the
 # topology: 12, within 0.8 of the servers' max_connections in postgres.py), these wait for a
@@ -115,7 +115,7 @@ def _start_pgbouncer(topology: Topology) -> str:
 
     def ready() -> bool:
         if not _pid_alive(entry.pid, "pgbouncer"):
-            raise StackError(f"pgbouncer exited; its log {entry.log}:\n{_tail(entry.log)}")
+            raise exited("pgbouncer", entry.pid, entry.log)
         return _admin_answers(entry)
 
     _wait_until(ready, "PgBouncer", entry.log, 15)

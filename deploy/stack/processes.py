@@ -68,13 +68,40 @@ def spawn_child(
     return proc.pid
 
 
+# How children of ours that were reaped ended (their Popen's return code), by pid, for the
+# error that says one exited; the last few only.
+_ENDED: dict[int, int] = {}
+
+
 def _reap(pid: int) -> None:
-    """Collect a child of ours that has exited, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    """Collect a child of ours that has exited, so it does not linger as a zombie. A child we
+    spawned is collected by its Popen, which keeps how it ended (see :func:`exited`)."""
     proc = _CHILDREN.get(pid)
-    if proc is not None and proc.poll() is not None:
+    if proc is None:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        return
+    code = proc.poll()
+    if code is not None:
         _CHILDREN.pop(pid, None)
+        _ENDED[pid] = code
+        while len(_ENDED) > 64:
+            _ENDED.pop(next(iter(_ENDED)))
+
+
+def exited(what: str, pid: int | None, log: str | os.PathLike[str]) -> StackError:
+    """The error for a process that should be running and is not: how it ended (its exit
+    status, or the signal that ended it) and the end of its log."""
+    if pid is not None:
+        _reap(pid)
+    code = _ENDED.get(pid) if pid is not None else None
+    if code is None:
+        how = "how, unknown: not a child of this process"
+    elif code < 0:
+        how = f"killed by {signal.Signals(-code).name}"
+    else:
+        how = f"exit status {code}"
+    return StackError(f"{what} (pid {pid}) exited, {how}; its log {log}:\n{_tail(log)}")
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -96,7 +123,29 @@ def _pid_alive(pid: int | None, marker: str) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
+    if not argv[0]:
+        return _just_started_as(pid, marker)
     return marker in _program_names(argv)
+
+
+def _just_started_as(pid: int, marker: str) -> bool:
+    """Whether a process whose arguments are not there yet is ``marker``'s program. A child's
+    arguments appear a moment after its ``exec`` has closed the pipe that tells Popen it
+    succeeded (the kernel names the new program first, and sets its arguments once it has
+    mapped them), so a check right after starting one can find none: under load, often enough
+    to call a healthy new process dead and stop it. The kernel's name for it (at most 15
+    characters) must then be the one its ``exec`` gives: for a child of ours, the program we
+    started (and the marker in the arguments we gave it); for another process, the marker."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    name = stat.partition("(")[2].rpartition(")")[0]
+    proc = _CHILDREN.get(pid)
+    if proc is None:
+        return bool(name) and name == marker[:15]
+    argv = [os.fsdecode(arg) for arg in proc.args]  # type: ignore[union-attr]
+    return name == Path(argv[0]).name[:15] and marker in _program_names(argv)
 
 
 def _program_names(argv: list[str]) -> set[str]:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.stack.processes import _pid_alive, _tail, _wait_until, spawn_child
+from deploy.stack.processes import _pid_alive, _wait_until, exited, spawn_child
 from deploy.stack.topology import LOOPBACK, REPO, StackError, Topology, save_topology
 from deploy.varnish import PURGE_SOCKET, Cache, render
 
@@ -94,7 +94,7 @@ def _start_cache(topology: Topology) -> str:
 
     def ready() -> bool:
         if not _pid_alive(entry.pid, "varnishd"):
-            raise StackError(f"varnishd exited; its log {entry.log}:\n{_tail(entry.log)}")
+            raise exited("varnishd", entry.pid, entry.log)
         return _answers(entry.port) and _answers(entry.purge_port)
 
     _wait_until(ready, "Varnish", entry.log, 30)
@@ -113,7 +113,7 @@ def _start_purger(topology: Topology) -> str:
 
     def ready() -> bool:  # it says so once subscribed (and Redis may be down: then alive only)
         if not _pid_alive(entry.pid, "edge_purger"):
-            raise StackError(f"the edge purger exited; its log {entry.log}:\n{_tail(entry.log)}")
+            raise exited("the edge purger", entry.pid, entry.log)
         with log_path.open("rb") as log:
             log.seek(before)
             return b"listening on" in log.read()

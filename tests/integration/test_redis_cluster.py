@@ -114,8 +114,11 @@ class ShopperLoop:
         return Counter(status for _, _, status in self.seen)
 
     def first_success_after(self, moment: float) -> float | None:
+        """When an add to the cart was first answered after ``moment`` (added, or refused as
+        past the stock, 409: either needs the session and the cart from Redis; a 503 does
+        not count)."""
         for when, kind, status in self.seen:
-            if when > moment and kind == "add" and status == 303:
+            if when > moment and kind == "add" and status in (303, 409):
                 return when
         return None
 

@@ -79,6 +79,21 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
     services.order_listeners.append(
         OrderMails(links=order_links(settings), currency=settings.currency)
     )
+    assert settings.secret_key is not None  # required outside embedded; generated above inside
+    app.session_interface = sessions = RedisSessionInterface(
+        services.sessions,
+        SessionIds(settings.secret_key, max_age=settings.session_absolute_lifetime),
+        cookie_name=settings.session_cookie_name,
+        secure=settings.cookie_secure,
+        max_age=settings.session_absolute_lifetime,
+    )
+    if services.catalogue.changes is None:
+        # Warm pages answered before Flask (inside the metrics, which count them). Not in the
+        # embedded mode, whose catalogue checks its SQLite file before each lookup.
+        from .web.cached_pages import WarmPages
+
+        # Flask's documented way to add WSGI middleware; mypy sees a method replaced.
+        app.wsgi_app = WarmPages(app.wsgi_app, services.pages, sessions, app.extensions)  # type: ignore[method-assign]
     if settings.metrics_port is not None:
         from . import metrics
 
@@ -95,14 +110,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, **kwargs: Any
         instrumentation.install(engines)
         # Flask's documented way to add WSGI middleware; mypy sees a method replaced.
         app.wsgi_app = instrumentation.CountingMiddleware(app.wsgi_app)  # type: ignore[method-assign]
-    assert settings.secret_key is not None  # required outside embedded; generated above inside
-    app.session_interface = RedisSessionInterface(
-        services.sessions,
-        SessionIds(settings.secret_key, max_age=settings.session_absolute_lifetime),
-        cookie_name=settings.session_cookie_name,
-        secure=settings.cookie_secure,
-        max_age=settings.session_absolute_lifetime,
-    )
 
     from .web import register
 

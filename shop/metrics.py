@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine, event
 
 from . import db, instrumentation, redis_client
+from .page_cache import ROUTE_KEY
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -116,6 +117,8 @@ class MetricsMiddleware:
             rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
             if rule is not None:
                 route = rule.rule
+            elif ROUTE_KEY in environ:
+                route = environ[ROUTE_KEY]
             return start_response(status_line, headers, exc_info)
 
         try:

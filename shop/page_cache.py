@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .catalogue import GridQuery
 from .catalogue_cache import CacheAside
+from .local_tier import LocalTier
 
 # Where the header's cart and account links go. Jinja escapes every "<" of the catalogue's
 # text, so nothing a product or a search says can forge the marker.
@@ -74,10 +77,87 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+class WarmAnswer(NamedTuple):
+    """An anonymous visitor's answer for one address, as the app gave it: the page it filled
+    (answered again only while the in-process tier still holds that very page; a weak
+    reference, so a page the tier let go of is not kept alive here), the hole's fill, the
+    headers, the page's tags, and the route for the metrics. A visitor with a session gets the
+    same page with their own fill and private headers."""
+
+    key: str
+    page: weakref.ref[CachedPage]
+    account: bytes
+    headers: tuple[tuple[str, str], ...]
+    xkey: tuple[str, str]
+    route: str
+
+
+# The environ keys of one request: where it was asked (the address a warm answer is kept
+# under), and the tier's generation when it arrived (an answer made while a drop happened is
+# not kept: the address may since mean another page).
+ADDRESS_KEY = "shop.page_address"
+GENERATION_KEY = "shop.page_generation"
+# Where an answer given without Flask names its route, for the metrics (shop/metrics.py).
+ROUTE_KEY = "shop.route"
+
+
 @dataclass
 class PageCache:
     cache: CacheAside
     version: str = "-"  # render_version(): pages of other templates or settings are not ours
+    max_addresses: int = 10_000
+    # Addresses (script root, path, query string, exactly as asked) an anonymous visitor was
+    # answered with a warm page, so the next one is answered without the app (WarmPages).
+    _answers: dict[tuple[str, str, str], WarmAnswer] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def local(self) -> LocalTier | None:
+        return self.cache.local
+
+    @staticmethod
+    def address(environ: Mapping[str, Any]) -> tuple[str, str, str]:
+        return (
+            environ.get("SCRIPT_NAME", ""),
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+        )
+
+    def warm(self, address: tuple[str, str, str]) -> tuple[WarmAnswer, CachedPage] | None:
+        """The answer kept for this address, and its page, while that page is the one the tier
+        still holds under its key (a drop, an expiry or a new list generation ends it): a
+        dictionary lookup and the tier's own, no lock."""
+        answer = self._answers.get(address)
+        if answer is None or self.local is None:
+            return None
+        page = answer.page()
+        if page is None or self.local.get(answer.key) is not page:
+            if page is None:  # the tier let it go: nothing here will answer for it again
+                with self._lock:
+                    if self._answers.get(address) is answer:
+                        del self._answers[address]
+            return None
+        return answer, page
+
+    def remember(self, environ: Mapping[str, Any], answer: WarmAnswer) -> None:
+        """Keep ``answer`` for the address of this request, unless the tier dropped anything
+        since the request arrived (or it did not come through WarmPages). At most
+        ``max_addresses`` are kept, the oldest forgotten first: addresses with made-up query
+        parameters can push out other addresses, never the catalogue's entries."""
+        address = environ.get(ADDRESS_KEY)
+        local = self.local
+        if address is None or local is None or environ.get(GENERATION_KEY) != local.generation:
+            return
+        known = self._answers.get(address)
+        if known is not None and known.page() is answer.page():
+            return
+        with self._lock:
+            self._answers.pop(address, None)
+            while len(self._answers) >= self.max_addresses:
+                self._answers.pop(next(iter(self._answers)))
+            self._answers[address] = answer
 
     def grid_key(self, query: GridQuery) -> str:
         return self.cache.key("html", self.version, *query.key_parts)

@@ -17,6 +17,10 @@ from ..sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
+# Where a layer in front of Flask that has already loaded this request's session leaves it
+# (the cookie's value and what the store answered), so it is not loaded twice (WarmPages).
+SESSION_LOADED_KEY = "shop.session_loaded"
+
 
 class ShopSession(CallbackDict, SessionMixin):
     """Flask's session, plus what the shop needs to know about its Redis record."""
@@ -133,13 +137,18 @@ class RedisSessionInterface(SessionInterface):
         self.max_age = max_age
 
     def open_session(self, app: Flask, request: Request) -> ShopSession:
-        issued = self.ids.read(request.cookies.get(self.cookie_name))
+        value = request.cookies.get(self.cookie_name)
+        issued = self.ids.read(value)
         if issued is None:
             # No cookie, or one we did not issue: a fresh id (drawn when used), nothing stored.
             return ShopSession(None, fresh=True)
         session_id, issued_at = issued
+        preloaded = request.environ.get(SESSION_LOADED_KEY)
         try:
-            loaded = self.store.load(session_id)
+            if preloaded is not None and preloaded[0] == value:
+                loaded = preloaded[1]
+            else:
+                loaded = self.store.load(session_id)
         except RedisUnavailable as exc:
             log.warning("session store unavailable, serving without a session: %s", exc)
             return ShopSession(session_id, unavailable=True)

@@ -499,8 +499,8 @@ MUTATIONS = [
     ),
     (
         "hsts-not-on-edge-answers",
-        "http-after-response set-header",
-        "http-response set-header",
+        "http-after-response set-header Strict-Transport-Security",
+        "http-response set-header Strict-Transport-Security",
         "HSTS",
     ),
     ("hsts-short", "max-age=63072000", "max-age=300", "HSTS"),

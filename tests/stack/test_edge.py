@@ -1,6 +1,9 @@
 """The edge rules, through the stack's running HAProxy: what it answers itself (429 over a rate
 limit, 413 over the body limit) and what it holds back from the instances (slow bodies).
 
+The balancer gives every request an id (or keeps a client's sane one) that the instance logs and
+every answer carries.
+
 The stack exempts its own tools on 127.0.0.1 from the rate limits (make bench and the other
 stack tests drive far more than a shopper); the rate tests here connect from other loopback
 addresses, a fresh one each, which the rules treat like any client.
@@ -10,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
@@ -25,6 +30,8 @@ from tests.stack.conftest import Shopper, in_stock_products
 
 BODY_LIMIT = Settings.__dataclass_fields__["max_body_bytes"].default
 JSON = {"Content-Type": "application/json"}
+# The balancer's request ids (HAProxy's uuid(): version 4).
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 class _FromAddress(HTTPAdapter):
@@ -75,6 +82,7 @@ def test_a_burst_of_logins_gets_429_at_the_edge_while_browsing_goes_on(healthy_s
     # 20 a minute reach an instance (a wrong password: 401), then the edge answers.
     assert [_answered_by(r) == "edge" for r in attempts] == [False] * 20 + [True] * 5
     assert all(_rate_limited(r, "60") for r in attempts[20:]), attempts[-1].text
+    assert all(UUID.fullmatch(r.headers["X-Request-ID"]) for r in attempts[20:])  # its own too
 
     # Every credential endpoint shares the limit, pages and API, however the path is spelt.
     for path in ("/login", "/register", "/api/v1/users", "/password/reset", "/api/v1/password/x"):
@@ -215,3 +223,35 @@ def test_slow_request_bodies_wait_at_the_edge_and_do_not_starve_the_instances(he
         for conn in slow:
             conn.close()
     assert all(outcome.startswith("200 app") for outcome, _ in answers), answers
+
+
+def _logged(path: str, text: str, timeout: float = 5.0) -> bool:
+    """Whether ``text`` shows up in the log at ``path`` (HAProxy writes its line after the
+    answer has gone out)."""
+    deadline = time.monotonic() + timeout
+    while text not in Path(path).read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_one_request_id_in_the_balancer_s_log_the_instance_s_and_the_answer(healthy_stack):
+    topology = healthy_stack
+    balancer = topology.balancer.url
+    made = requests.get(balancer + "/api/v1/products?per_page=1", timeout=10)
+    request_id = made.headers["X-Request-ID"]
+    assert UUID.fullmatch(request_id), request_id  # none sent: the balancer's own
+    assert _logged(topology.balancer.log, request_id)
+    assert any(
+        _logged(app.log, f"rid={request_id}", timeout=1) for app in topology.apps.values()
+    ), "no instance logged the balancer's id"
+    # A client's own id is kept when the shop would keep it too; any other is replaced.
+    kept = requests.get(balancer + "/healthz", headers={"X-Request-ID": "lb-1234.a_b"}, timeout=10)
+    assert kept.headers["X-Request-ID"] == "lb-1234.a_b"
+    replaced = requests.get(balancer + "/healthz", headers={"X-Request-ID": "no good!"}, timeout=10)
+    assert UUID.fullmatch(replaced.headers["X-Request-ID"])
+    # A page the edge cache kept carries this request's id, not that of the one that filled it.
+    page = f"/products/{in_stock_products(topology, 1)[0]['id']}"
+    ids = {requests.get(topology.url + page, timeout=10).headers["X-Request-ID"] for _ in range(3)}
+    assert len(ids) == 3 and all(UUID.fullmatch(i) for i in ids)

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
-import redis
 import requests
 
 from deploy.stack import stack as stack_module
+from deploy.stack.redis_server import stack_client
 
 from . import wrk
 from .servers import BenchError
@@ -255,10 +255,9 @@ class Stack:
             if time.monotonic() > deadline:
                 raise BenchError("the stack's replica did not replay the stock change")
             time.sleep(0.05)
-        client = redis.Redis.from_url(self.topology.redis.url)
-        keys = list(client.scan_iter("shop:cat:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        client = stack_client(self.topology)
+        for key in list(client.scan_iter("shop:cat:*", count=1000)):
+            client.delete(key)  # one by one: a cluster's keys live on several nodes
 
     def access_logs_mark(self) -> dict[str, int]:
         return {app.log: Path(app.log).stat().st_size for app in self.topology.apps.values()}

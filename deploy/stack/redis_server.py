@@ -379,6 +379,16 @@ def _terminate(pid: int, timeout: float) -> None:
 # ------------------------------------------------------------------------- the stack's Redis
 
 
+def stack_client(topology: Topology, **options: object) -> redis.Redis:
+    """A client of the stack's Redis: a cluster client when it runs a Redis Cluster
+    (STACK_REDIS=cluster), whose keys live on several nodes (delete them one by one)."""
+    if topology.redis.nodes:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(topology.redis.url, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(topology.redis.url, **options)
+
+
 def stack_redis(topology: Topology) -> ThrowawayRedis:
     """The stack's Redis: a daemon on its loopback port, its pid file and log where
     ``topology.json`` says, its data folder ``<work>/redis``."""

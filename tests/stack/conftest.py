@@ -24,6 +24,7 @@ import redis
 import requests
 
 from deploy.stack import stack as stack_module
+from deploy.stack.redis_server import stack_client
 from tests.support import REQUIRE_SERVICES
 
 PG_BIN = Path(os.environ.get("STACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -102,11 +103,7 @@ def statement_calls(topology: stack_module.Topology, server: str, pattern: str) 
 
 def stack_redis(topology: stack_module.Topology) -> redis.Redis:
     """A client of the stack's Redis, or of its Redis Cluster (``SHOP_TEST_STACK_REDIS``)."""
-    if topology.redis.nodes:
-        from redis.cluster import RedisCluster
-
-        return RedisCluster.from_url(topology.redis.url, decode_responses=True)  # type: ignore[return-value]
-    return redis.Redis.from_url(topology.redis.url, decode_responses=True)
+    return stack_client(topology, decode_responses=True)
 
 
 def drop_catalogue_cache(topology: stack_module.Topology) -> None:

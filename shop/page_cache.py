@@ -11,6 +11,10 @@ category bar every page shows) drops them all. The staleness bound is therefore 
 catalogue's. A warm page costs a dictionary lookup and the hole's fill: no template render,
 no SQL, and no Redis command while the in-process tier is live.
 
+Each process also remembers, per address, the answer the app gave with a kept page
+(:meth:`PageCache.remember`), for as long as the tier holds that very page: the next visitor
+to the address is answered in front of the app (``shop.web.cached_pages.WarmPages``).
+
 What renders a page must read the catalogue inside its ``render`` (after the cache has noted
 the invalidation epoch), never before: a page made from data read earlier could be stored
 after an invalidation it missed. For the same reason ``render``'s reads skip this process's
@@ -106,8 +110,8 @@ class PageCache:
     cache: CacheAside
     version: str = "-"  # render_version(): pages of other templates or settings are not ours
     max_addresses: int = 10_000
-    # Addresses (script root, path, query string, exactly as asked) an anonymous visitor was
-    # answered with a warm page, so the next one is answered without the app (WarmPages).
+    # Addresses (script root, path, query string, exactly as asked) the app answered with a
+    # kept page, so the next visitor is answered without it (shop.web.cached_pages.WarmPages).
     _answers: dict[tuple[str, str, str], WarmAnswer] = field(
         default_factory=dict, init=False, repr=False
     )

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, gunicorn_running
 
 SECRET = "packaging-test-secret-0123456789"
 
@@ -320,25 +320,10 @@ def test_gunicorn_serves_healthz_with_the_config_file(tmp_path):
         SHOP_INSTANCE_NAME="packaging-test",
     )
     stdout, stderr = tmp_path / "access.log", tmp_path / "error.log"
-    with stdout.open("w") as out, stderr.open("w") as err:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=err,
+    with gunicorn_running(env, stdout, stderr) as server:
+        body, headers = get_healthz(
+            f"http://127.0.0.1:{port}/healthz", time.monotonic() + 20, server
         )
-        try:
-            body, headers = get_healthz(
-                f"http://127.0.0.1:{port}/healthz", time.monotonic() + 20, server
-            )
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=5)
     assert body == {"status": "ok", "instance": "packaging-test"}
     assert headers.get("X-Served-By") == "packaging-test"
     assert headers.get("X-Request-ID") == "packaging-probe-1"

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +18,7 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import REDIS_URL, ROOT, SECRET, free_port
+from tests.support import REDIS_URL, SECRET, free_port, gunicorn_running
 
 
 @dataclass
@@ -66,15 +64,7 @@ def instance(pg_url, real_redis, tmp_path) -> Iterator[Instance]:
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
     stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=err,
-        )
-    try:
+    with gunicorn_running(env, stdout, stderr) as process:
         wait_for(f"http://127.0.0.1:{port}/healthz", process, stderr)
         wait_for(f"http://127.0.0.1:{metrics_port}/metrics", process, stderr)
         yield Instance(
@@ -85,9 +75,6 @@ def instance(pg_url, real_redis, tmp_path) -> Iterator[Instance]:
             stderr,
             process,
         )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:

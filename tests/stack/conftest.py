@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -104,6 +105,22 @@ def statement_calls(topology: stack_module.Topology, server: str, pattern: str) 
 def stack_redis(topology: stack_module.Topology) -> redis.Redis:
     """A client of the stack's Redis, or of its Redis Cluster (``SHOP_TEST_STACK_REDIS``)."""
     return stack_client(topology, decode_responses=True)
+
+
+def set_stock(topology: stack_module.Topology, product_id: int, stock: int) -> None:
+    """As an operator does: ``flask product set`` on an instance's settings (committed, then
+    invalidated)."""
+    app = topology.apps["app1"]
+    flask = app.command[0].replace("gunicorn", "flask")
+    command = subprocess.run(
+        [flask, "--app", "shop", "product", "set", str(product_id), "--stock", str(stock)],
+        cwd=app.cwd,
+        env=dict(app.env, SHOP_INSTANCE_NAME="cli"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert command.returncode == 0, command.stderr
 
 
 def drop_catalogue_cache(topology: stack_module.Topology) -> None:

@@ -12,7 +12,6 @@ import itertools
 import json
 import random
 import secrets
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ import requests
 from deploy.stack import stack as stack_module
 from shop.catalogue_cache import CacheAside
 from shop.local_tier import COALESCE_SECONDS, LocalTier
-from tests.stack.conftest import Shopper, in_stock_products, sql, stack_redis
+from tests.stack.conftest import Shopper, in_stock_products, set_stock, sql, stack_redis
 
 SALE_SECONDS = 10.0
 BUYERS = 6
@@ -72,21 +71,6 @@ def lagging_replica(topology: stack_module.Topology, delay_ms: int) -> Iterator[
         yield
     finally:
         apply_delay("0")
-
-
-def set_stock(topology: stack_module.Topology, product_id: int, stock: int) -> None:
-    """As an operator does: ``flask product set`` (committed, then invalidated)."""
-    app = topology.apps["app1"]
-    flask = app.command[0].replace("gunicorn", "flask")
-    command = subprocess.run(
-        [flask, "--app", "shop", "product", "set", str(product_id), "--stock", str(stock)],
-        cwd=app.cwd,
-        env=dict(app.env, SHOP_INSTANCE_NAME="cli"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert command.returncode == 0, command.stderr
 
 
 class Expiry:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import re
 import secrets
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from tests.stack.conftest import (
     Shopper,
     drop_catalogue_cache,
     in_stock_products,
+    set_stock,
     sql,
     statement_calls,
 )
@@ -300,25 +300,7 @@ def test_primary_down_checkout_503_catalogue_from_replica_then_back(shopper, hea
 
 def test_no_oversell_across_instances(healthy_stack):
     product = in_stock_products(healthy_stack, 1, minimum=1)[0]
-    app = healthy_stack.apps["app1"]
-    command = subprocess.run(
-        [
-            app.command[0].replace("gunicorn", "flask"),
-            "--app",
-            "shop",
-            "product",
-            "set",
-            str(product["id"]),
-            "--stock",
-            "20",
-        ],
-        cwd=app.cwd,
-        env=dict(app.env, SHOP_INSTANCE_NAME="cli"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert command.returncode == 0, command.stderr
+    set_stock(healthy_stack, product["id"], 20)
     assert (
         requests.get(f"{healthy_stack.url}/api/v1/products/{product['id']}", timeout=5).json()[
             "stock"

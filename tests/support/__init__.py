@@ -8,6 +8,7 @@ one another, so a helper has one home whatever layer (``tests/app``, ``tests/int
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import html
@@ -15,9 +16,11 @@ import os
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +158,29 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+@contextlib.contextmanager
+def gunicorn_running(env: dict[str, str], stdout: Path, stderr: Path) -> Iterator[subprocess.Popen]:
+    """The shop under its own ``gunicorn.conf.py``, as the image runs it, its output in two
+    files; stopped as a deploy stops it (SIGTERM, then killed if it lingers)."""
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        yield server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=5)
 
 
 @dataclass(frozen=True)

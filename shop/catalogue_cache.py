@@ -9,10 +9,14 @@ the names of expired ones as entries are added. Lists live under a generation nu
 the list in the same round trip), and a structural change (a product added, a category changed)
 starts a new generation: one INCR orphans every cached list at once, however many there are, and
 the orphans expire by their TTL.
-A rebuild stores its value only if no invalidation happened while it read the database (an
-epoch counter checked atomically with the write), so a stale read can never be cached after an
-invalidation. An invalidation may also record the writer's position in the primary's log
-(``min_position``), per product it names (:mod:`shop.write_positions`; a structural change's in
+A rebuild stores its value only if nothing it shows was invalidated while it read the database,
+so a stale read can never be cached after an invalidation: every invalidation takes a number
+from one counter (the epoch) and marks what it names with it (each product, each key; a
+structural change marks everything), and a rebuild that read the epoch before its query drops
+what it stored if a mark on what the value shows is higher. During a sale of one product, the
+orders' invalidations leave every other product's rebuild to be stored.
+An invalidation may also record the writer's position in the primary's log (``min_position``),
+per product it names (:mod:`shop.write_positions`; a structural change's in
 one key for all); a rebuild hands its loader the highest position of what it shows, which the
 loader must not read from a replica short of (see ``Engines.read``), or a replica lagging
 behind the write would put the old value straight back in the cache, while a write to another
@@ -53,8 +57,9 @@ _READING_THROUGH: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 # Redis Cluster: a value and its rebuild lock share a hash tag (the logical key, so entries
-# spread over every slot), each product's tag set has its own, and the epoch, the write position
-# and the list generation share ``{writes}``. No script or command spans two tags: what was one
+# spread over every slot), each product's tag set and mark have its own, a key's mark is on the
+# key's, and the epoch, the write position, the list generation and the mark on everything share
+# ``{writes}``. No script or command spans two tags: what was one
 # script is a sequence of steps whose order keeps the promise (see _rebuild, invalidate).
 
 # KEYS: value, lock. ARGV: token, value, ttl. Only the rebuild that holds the lock stores.
@@ -71,20 +76,29 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: epoch, structural write position, list generation (one slot). ARGV: the writer's
-# position in the primary's log (0: none), structural. Structural: the position for all keeps
-# the highest, and one INCR of the list generation orphans every cached list, whatever their
-# number (they expire by their TTL). The epoch moves with them, so a rebuild never sees the new
-# epoch with the old position. (A product's own position is raised before: _RAISE_SCRIPT.)
+# KEYS: epoch, structural write position, list generation, the mark on everything (one slot).
+# ARGV: the writer's position in the primary's log (0: none), structural, the mark's TTL.
+# Returns the invalidation's number (the new epoch). Structural: the position for all keeps the
+# highest, one INCR of the list generation orphans every cached list, whatever their number
+# (they expire by their TTL), and everything is marked with the number. The epoch moves with
+# them, so a rebuild never sees the new epoch with the old position. (A product's own position
+# is raised before: _RAISE_SCRIPT; its mark after, with the number: _mark.)
 _BUMP_SCRIPT = """
+local epoch = redis.call('INCR', KEYS[1])
 if ARGV[2] == '1' then
   if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
     redis.call('SET', KEYS[2], ARGV[1])
   end
   redis.call('INCR', KEYS[3])
+  redis.call('SET', KEYS[4], epoch, 'EX', ARGV[3])
 end
-return redis.call('INCR', KEYS[1])
+return epoch
 """
+
+# A product's or a key's mark is a sorted set of one member, "epoch", scored with the number of
+# the last invalidation that named it: ZADD GT keeps the highest when two invalidations mark it
+# out of order, in plain commands that one pipeline sends to each node.
+_MARK_MEMBER = "epoch"
 
 # KEYS: a product's write position. ARGV: the writer's position, its TTL. Keeps the highest.
 _RAISE_SCRIPT = """
@@ -135,6 +149,7 @@ class CacheAside:
         self.positions = WritePositions(prefix, ttl=ttl, structural=f"{prefix}{{writes}}:position")
         self.position_key = self.positions.structural_key
         self.generation_key = f"{prefix}{{writes}}:generation"
+        self.everything_mark_key = f"{prefix}{{writes}}:marked"
         self._generation = 0  # the list generation this process saw last
         self._store = client.register_script(_STORE_SCRIPT)
         self._bump = client.register_script(_BUMP_SCRIPT)
@@ -144,6 +159,11 @@ class CacheAside:
         # Told which tier answered each lookup ("local", "redis" or "database"), with the
         # lookup's kind, when metrics are on (shop/metrics.py).
         self.lookup_hook: Callable[[str, str], None] | None = None
+        # Told how each rebuild that read the database ended, with the lookup's kind: stored,
+        # invalidated (something it shows was invalidated while it read: served, not kept),
+        # lock_lost (held past lock_timeout), busy (another request's rebuild outlived the
+        # wait: served, not kept) or failed (Redis went away before the store).
+        self.rebuild_hook: Callable[[str, str], None] | None = None
 
     def key(self, *parts: object) -> str:
         """``<prefix>{<parts>}``: the braces are the key's Redis Cluster hash tag, so entries
@@ -153,6 +173,15 @@ class CacheAside:
 
     def tag_key(self, product_id: int) -> str:
         return f"{self.prefix}shows:{{{product_id}}}"
+
+    def mark_key(self, product_id: int) -> str:
+        """The number of the last invalidation that named this product (on its slot)."""
+        return f"{self.prefix}marked:{{{product_id}}}"
+
+    @staticmethod
+    def key_mark_key(key: str) -> str:
+        """The number of the last invalidation that named this key (on the key's slot)."""
+        return f"{key}:marked"
 
     @staticmethod
     def list_key(key: str, generation: int) -> str:
@@ -217,7 +246,7 @@ class CacheAside:
                 admit()
             try:
                 value = self._rebuild(
-                    redis_key, loader, tags, set(shows), honours_positions, reads_through
+                    redis_key, loader, tags, set(shows), honours_positions, reads_through, kind
                 )
             except RedisUnavailable as exc:  # before the loader ran: read it now
                 self._log_outage(exc)
@@ -253,7 +282,14 @@ class CacheAside:
         return cast(str | None, self.client.get(redis_key)), redis_key
 
     def _rebuild(
-        self, key, loader, tags, shows: set[int], honours_positions: bool, reads_through: bool
+        self,
+        key,
+        loader,
+        tags,
+        shows: set[int],
+        honours_positions: bool,
+        reads_through: bool,
+        kind: str,
     ) -> Any:
         if reads_through:
             loader = _through_redis(loader)
@@ -280,6 +316,7 @@ class CacheAside:
             value = loader(min_position)  # the builder is slow or gone: serve, don't store
             if honours_positions and tags is not None:
                 value = self._honour_positions(value, loader, tags, shows, min_position)
+            self._rebuilt(kind, "busy")
             return value
         try:
             value = loader(min_position)
@@ -290,15 +327,24 @@ class CacheAside:
                 self._unlock(keys=[lock_key], args=[token])
             raise
         try:
-            self._store_unless_invalidated(key, lock_key, token, epoch or "0", value, tags)
+            outcome = self._store_unless_invalidated(
+                key, lock_key, token, int(epoch or 0), value, tags, shows
+            )
         except redis.RedisError as exc:
             # Never leave the lock behind: readers of this key would wait it out.
             with contextlib.suppress(redis.RedisError):
                 self._unlock(keys=[lock_key], args=[token])
+            self._rebuilt(kind, "failed")
             if not isinstance(exc, RedisUnavailable):
                 raise
             self._log_outage(exc)  # served all the same
+        else:
+            self._rebuilt(kind, outcome)
         return value
+
+    def _rebuilt(self, kind: str, outcome: str) -> None:
+        if self.rebuild_hook is not None:
+            self.rebuild_hook(kind, outcome)
 
     def _honour_positions(self, value, loader, tags, checked: set[int], read_at: int) -> Any:
         """``value`` again from a server that has replayed the last writes to the products it
@@ -315,23 +361,51 @@ class CacheAside:
             value = loader(read_at)
         return value
 
-    def _store_unless_invalidated(self, key, lock_key, token, epoch, value, tags) -> None:
-        """Tag, store, then check the epoch: an invalidation that began before the check
-        finds the key in its tags (and deletes it), and one that began earlier is seen here
-        (and the value deleted), so a value read before an invalidation never survives it."""
+    def _store_unless_invalidated(
+        self, key, lock_key, token, epoch: int, value, tags, shows: set[int]
+    ) -> str:
+        """Tag, store, then read the marks on what the value shows: an invalidation that
+        reads the tags after the tagging finds the key (and deletes it), and one that marked
+        what the value shows after ``epoch`` was read is seen here (and the value deleted), so
+        a value read before an invalidation never survives it. (An invalidation marks before
+        it reads the tags, so one of the two always catches it.) An invalidation of anything
+        else leaves the value stored. Returns the outcome (see ``rebuild_hook``)."""
         ttl = self.jittered_ttl()
-        tag_keys = [self.tag_key(pid) for pid in set(tags(value))] if tags is not None else []
+        products = set(tags(value)) if tags is not None else set()
+        tag_keys = [self.tag_key(pid) for pid in products]
         if tag_keys:
             self._tag_all(tag_keys, key, ttl)
         encoded = json.dumps(value, separators=(",", ":"))
         if not self._store(keys=[key, lock_key], args=[token, encoded, ttl]):
-            return  # the lock was lost (expired, or an invalidation took it)
+            return "lock_lost"  # expired, or an invalidation deleted it
         try:
-            unchanged = (self.client.get(self.epoch_key) or "0") == epoch
+            unchanged = self._last_mark(products | shows, key) <= epoch
         except RedisUnavailable:
             unchanged = False
-        if not unchanged:
-            self.client.delete(key)
+        if unchanged:
+            return "stored"
+        self.client.delete(key)
+        return "invalidated"
+
+    def _last_mark(self, products: set[int], key: str) -> int:
+        """The highest invalidation number marked on these products, on ``key`` or on
+        everything (one round trip; on a cluster, one per node, in parallel)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.everything_mark_key)
+        for mark_key in [self.key_mark_key(key), *map(self.mark_key, sorted(products))]:
+            pipe.zscore(mark_key, _MARK_MEMBER)
+        return max((int(reply) for reply in pipe.execute() if reply is not None), default=0)
+
+    def _mark(self, mark_keys: list[str], number: int) -> None:
+        """Mark each of these with the invalidation's number, keeping a higher one; a mark
+        lives as long as a write position (far longer than any rebuild)."""
+        if not mark_keys:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for mark_key in mark_keys:
+            pipe.zadd(mark_key, {_MARK_MEMBER: number}, gt=True)
+            pipe.expire(mark_key, self.positions.ttl)
+        pipe.execute()
 
     def _tag_all(self, tag_keys: list[str], key: str, ttl: int) -> None:
         """Add ``key`` to each tag, scored by when it expires, pruning expired members; a tag
@@ -378,11 +452,14 @@ class CacheAside:
             # Before the epoch (see _rebuild); each product's on its own slot.
             for position_key in self.positions.keys(product_ids):
                 self._raise(keys=[position_key], args=[int(min_position), self.positions.ttl])
-        # The epoch next: a rebuild that stores after this finds it changed (_rebuild).
-        self._bump(
-            keys=[self.epoch_key, self.position_key, self.generation_key],
-            args=[int(min_position), "1" if structural else "0"],
+        # The number next, then the marks with it: a rebuild that read the epoch before it,
+        # and stores a value showing what is marked, finds the mark (_store_unless_invalidated).
+        number = self._bump(
+            keys=[self.epoch_key, self.position_key, self.generation_key, self.everything_mark_key],
+            args=[int(min_position), "1" if structural else "0", self.positions.ttl],
         )
+        if not structural:  # structural: everything is marked already
+            self._mark([*map(self.mark_key, product_ids), *map(self.key_mark_key, keys)], number)
         doomed = list(keys)
         tag_keys = [self.tag_key(pid) for pid in product_ids]
         if not structural and tag_keys:

@@ -73,6 +73,14 @@ CACHE_LOOKUPS = Counter(
     "memory), redis, or database (a miss everywhere, rebuilt by the loader).",
     ["cache", "tier"],
 )
+CACHE_REBUILDS = Counter(
+    "shop_cache_rebuilds_total",
+    "Catalogue and page rebuilds (a miss that read the database) by how they ended: stored, "
+    "invalidated (something the value shows changed while it was read: served, not kept), "
+    "lock_lost, busy (another request's rebuild outlived the wait: served, not kept), failed "
+    "(Redis went away).",
+    ["cache", "outcome"],
+)
 DB_READS = Counter(
     "shop_db_catalogue_reads_total",
     "Catalogue reads by the server that ran them: a replica's name, or primary (no replica, "
@@ -145,13 +153,14 @@ class MetricsMiddleware:
             REDIS_ROUND_TRIPS.inc(counts.redis)
 
 
-def _lookup_counter() -> Callable[[str, str], None]:
+def _two_label_counter(counter: Counter) -> Callable[[str, str], None]:
+    """``counter``'s ``inc`` by its two labels, each child looked up once (a hit's cost)."""
     children: dict[tuple[str, str], Counter] = {}
 
-    def count(cache: str, tier: str) -> None:
-        child = children.get((cache, tier))
+    def count(first: str, second: str) -> None:
+        child = children.get((first, second))
         if child is None:
-            child = children[(cache, tier)] = CACHE_LOOKUPS.labels(cache, tier)
+            child = children[(first, second)] = counter.labels(first, second)
         child.inc()
 
     return count
@@ -186,7 +195,8 @@ def install(app: Flask, services: Services) -> None:
     watch_pool(engines.primary, "primary")
     for replica in engines.replicas:
         watch_pool(replica.engine, replica.name)
-    services.catalogue.cache.lookup_hook = _lookup_counter()
+    services.catalogue.cache.lookup_hook = _two_label_counter(CACHE_LOOKUPS)
+    services.catalogue.cache.rebuild_hook = _two_label_counter(CACHE_REBUILDS)
     db.read_hook = _count_read
     redis_client.error_hook = _count_redis_error
     redis_client.breaker_hook = _breaker_changed

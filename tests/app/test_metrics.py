@@ -64,6 +64,41 @@ def test_the_tier_that_answered_each_page_lookup(metered):
 TIERS = ("local", "redis", "database")
 
 
+def test_how_each_rebuild_ended(metered):
+    """A miss rebuilt and kept is ``stored``; a list read while an order changed a product on
+    it is served but not kept (``invalidated``); a product's own entry, whose lock the order
+    deletes, is ``lock_lost``."""
+    client = metered.test_client()
+    catalogue = metered.extensions["shop"].catalogue
+    grid = "/api/v1/products?page=1"
+
+    def rebuilds() -> dict[str, float]:
+        return {
+            outcome: sample("shop_cache_rebuilds_total", cache="catalogue", outcome=outcome)
+            for outcome in ("stored", "invalidated", "lock_lost")
+        }
+
+    before = rebuilds()
+    shown = client.get(grid).json["items"][0]["id"]
+    assert rebuilds() == before | {"stored": before["stored"] + 1}
+    read = catalogue.engines.read
+
+    def read_during_an_order(query, **options):
+        catalogue.engines.read = read  # the order commits while this rebuild reads
+        catalogue.invalidate([shown])
+        return read(query, **options)
+
+    for path in (grid, f"/api/v1/products/{shown}"):
+        catalogue.invalidate([shown])
+        catalogue.engines.read = read_during_an_order
+        assert client.get(path).status_code == 200
+    assert rebuilds() == before | {
+        "stored": before["stored"] + 1,
+        "invalidated": before["invalidated"] + 1,
+        "lock_lost": before["lock_lost"] + 1,
+    }
+
+
 def test_statements_and_round_trips_per_request_and_the_replica_choice(metered):
     client = metered.test_client()
     sql_before = sample("shop_request_sql_statements_sum")

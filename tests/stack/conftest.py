@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import psycopg2
 import pytest
 import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.stack import stack as stack_module
 from deploy.stack.redis_server import stack_client
@@ -100,6 +102,19 @@ def statement_calls(topology: stack_module.Topology, server: str, pattern: str) 
         "%pg_stat_statements%",
     )
     return int(rows[0][0])
+
+
+def instance_counter(topology: stack_module.Topology, name: str, label: str) -> Counter:
+    """The counter ``name`` summed over every instance's metrics port (read directly, not
+    through Prometheus), by the value of one of its labels."""
+    counts: Counter = Counter()
+    for app in topology.apps.values():
+        url = f"http://127.0.0.1:{app.env['SHOP_METRICS_PORT']}/metrics"
+        for family in text_string_to_metric_families(requests.get(url, timeout=5).text):
+            for sample in family.samples:
+                if sample.name == name:
+                    counts[sample.labels[label]] += sample.value
+    return counts
 
 
 def stack_redis(topology: stack_module.Topology) -> redis.Redis:

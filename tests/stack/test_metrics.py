@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack.conftest import _require, in_stock_products
+from tests.stack.conftest import _require, in_stock_products, instance_counter
 
 HIT_RATIO = (
     "sum by (cache, tier) (rate(shop_cache_lookups_total[1m]))"
@@ -53,15 +52,7 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> An
 
 
 def requests_at_instances(topology, route: str) -> float:
-    """The counter summed over every instance's metrics port, read directly."""
-    count = 0.0
-    for app in topology.apps.values():
-        url = f"http://127.0.0.1:{app.env['SHOP_METRICS_PORT']}/metrics"
-        for family in text_string_to_metric_families(requests.get(url, timeout=5).text):
-            for sample in family.samples:
-                if sample.name == "shop_http_requests_total" and sample.labels["route"] == route:
-                    count += sample.value
-    return count
+    return instance_counter(topology, "shop_http_requests_total", "route")[route]
 
 
 def test_prometheus_counts_every_request_through_the_balancer(healthy_stack, shopper):

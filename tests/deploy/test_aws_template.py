@@ -1288,6 +1288,37 @@ def test_metrics_are_on_by_default(template):
     assert template["Parameters"]["Metrics"]["Default"] == "prometheus"
 
 
+# USD per 10 million samples ingested, the first tier (docs/deploy.md says where it is from).
+SAMPLE_PRICE = 0.90
+
+
+def test_the_deploy_guide_states_the_metrics_figures_the_template_applies(template):
+    """docs/deploy.md's "Metrics on AWS" names the template's port, image, interval and sizes,
+    and its samples and price per task-month follow from its series estimate and the
+    interval: a change to either is a change to the guide."""
+    guide = _guide()
+    figures = template["Mappings"]["Metrics"]["Prometheus"]
+    interval = _seconds(figures["ScrapeInterval"])
+    assert f"`SHOP_METRICS_PORT={figures['Port']}`" in guide
+    assert f"`{figures['CollectorImage']}`" in guide
+    assert f"`http://localhost:{figures['Port']}/metrics` every {interval:g} s" in guide
+    assert (
+        f"{figures['CollectorCpu']} CPU units and a hard limit of "
+        f"{figures['CollectorMemory']} MiB of memory"
+    ) in guide
+    assert f"refusing data above {figures['CollectorMemoryLimit']} MiB" in guide
+    shares = [template["Mappings"]["TaskShape"][c]["ShopCpu"] for c in FARGATE_MEMORY_MIB]
+    assert f"(`TaskShape/ShopCpu`: {', '.join(map(str, shares))})" in guide
+    (series,) = re.findall(r"taken as \*\*([\d,]+) series\*\*", guide)
+    scrapes = 30 * 24 * 3600 / interval
+    samples = int(series.replace(",", "")) * scrapes
+    assert f"scrape per {interval:g} s is {scrapes:,.0f} a month (30 days)" in guide
+    assert f"= {samples / 1e6:.0f} million samples per task-month" in guide
+    assert f"USD {SAMPLE_PRICE:.2f} per 10 million samples" in guide
+    assert f"about USD {samples / 1e7 * SAMPLE_PRICE:.1f} per task-month" in guide
+    assert "## Metrics on AWS" in guide and "`Metrics=none`" in guide
+
+
 # -- Redis: cluster mode enabled, at least two shards, non-burstable nodes ----------------------
 
 BURSTABLE = re.compile(r"^(cache|db)\.t\d")

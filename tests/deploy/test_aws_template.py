@@ -8,8 +8,11 @@ never appear in plain configuration, HSTS at the HTTPS listener, AWS WAF in fron
 balancer with the same rate rules as HAProxy's in the other topologies, and the product images'
 bucket private, TLS-only and reachable by the tasks' role alone, on its prefix alone; with
 CloudFrontDomainName, CloudFront in front keeping anonymous pages and static files but nothing
-personal, and the balancer answering CloudFront alone. (None of it has been deployed from here:
-the S3 image store is tested against moto, not AWS; CloudFront only by these checks.)
+personal, and the balancer answering CloudFront alone; with Metrics=prometheus, a collector in
+each task scraping the shop's metrics port over localhost into this stack's Amazon Managed
+Service for Prometheus workspace, without taking the shop down with it or outgrowing the task.
+(None of it has been deployed from here: the S3 image store is tested against moto, not AWS;
+CloudFront and the collector only by these checks.)
 
 Each ``check_*`` function returns the violations it finds (empty: fine). They run for several
 sets of parameters (two or three AZs, zero to three replicas, with and without HTTPS), and the
@@ -33,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from shop.config import Settings
 from tests.support import REQUIRE_SERVICES
@@ -79,6 +83,8 @@ PARAMETER_SETS = {
         "AlarmEmail": "oncall@example.com",
     },
     "hotfix-deployment": {"DeploymentAlarmRollback": "false"},
+    "no-metrics": {"Metrics": "none"},
+    "no-metrics-images-in-the-database": {"Metrics": "none", "ImageStorage": "database"},
     "small-database-large-tasks": {
         "DatabaseInstanceClass": "db.t4g.medium",
         "TaskCpu": "4096",
@@ -381,6 +387,8 @@ def check_secrets(stack: Stack) -> list[str]:
                 parts = urlsplit(value) if "://" in value else None
                 if parts is not None and parts.password:
                     problems.append(f"{task}/{container}: {name} carries a password")
+            if container not in (APP_CONTAINER, MIGRATE_CONTAINER):
+                continue  # a sidecar needs none of them (check_metrics: it is given none)
             given = {item["Name"]: str(item["ValueFrom"]) for item in spec.get("Secrets", [])}
             for name in ("PGPASSWORD", "SHOP_REDIS_PASSWORD", "SHOP_SECRET_KEY"):
                 if logical_id(given.get(name, "").split(":")[0]) not in secrets:
@@ -897,12 +905,16 @@ def test_subnets_route_as_their_tier_needs(stack):
 
 
 def test_the_migration_task_runs_with_the_app_s_settings_and_secrets(stack):
-    """The same settings, but for the one URL: the primary itself, not RDS Proxy."""
+    """The same settings, but for the one URL: the primary itself, not RDS Proxy; and without
+    the metrics port, which only gunicorn's master serves (the migration runs flask, and has no
+    collector to scrape it: check_metrics)."""
     app = stack.containers(APP_TASK)[APP_CONTAINER]
     migrate = stack.containers(MIGRATE_TASK)[MIGRATE_CONTAINER]
     app_env = stack.environment(APP_TASK, APP_CONTAINER)
     migrate_env = stack.environment(MIGRATE_TASK, MIGRATE_CONTAINER)
-    assert [i["Name"] for i in migrate["Environment"]] == [i["Name"] for i in app["Environment"]]
+    served = [i["Name"] for i in app["Environment"] if i["Name"] != "SHOP_METRICS_PORT"]
+    assert [i["Name"] for i in migrate["Environment"]] == served
+    app_env.pop("SHOP_METRICS_PORT", None)
     direct = migrate_env.pop("SHOP_DATABASE_URL")
     proxied = app_env.pop("SHOP_DATABASE_URL")
     assert migrate_env == app_env
@@ -939,18 +951,35 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def task_role_statements(stack: Stack) -> list[dict[str, Any]]:
+    """Every statement of the role the shop's tasks run with (none without a role)."""
+    role = logical_id(stack.properties(APP_TASK).get("TaskRoleArn"))
+    return _statements(stack.properties(role)) if role else []
+
+
+def _prometheus_only(statement: dict[str, Any]) -> bool:
+    """A statement on Amazon Managed Service for Prometheus alone (aps:*), which check_metrics
+    judges; every other statement of the task role is check_images'."""
+    actions = _as_list(statement.get("Action"))
+    return bool(actions) and all(str(action).startswith("aps:") for action in actions)
+
+
 def check_images(stack: Stack) -> list[str]:
     """With ImageStorage=s3: one bucket, all public access blocked, encrypted; its policy
     denies every request without TLS; the task role (the tasks' only AWS permissions) may put
-    and get objects under the images' prefix and list that prefix, nothing else; the tasks are
-    told the bucket and that prefix. With ImageStorage=database: no bucket, no task role."""
+    and get objects under the images' prefix and list that prefix, and nothing else but the
+    metrics' remote write (check_metrics); the tasks are told the bucket and that prefix. With
+    ImageStorage=database: no bucket, no S3 grant, and no task role unless metrics need one."""
     problems = []
     env = stack.environment(APP_TASK, APP_CONTAINER)
     buckets = stack.resources("AWS::S3::Bucket")
     roles = {t: stack.properties(t).get("TaskRoleArn") for t in (APP_TASK, MIGRATE_TASK)}
+    statements = [s for s in task_role_statements(stack) if not _prometheus_only(s)]
     if env.get("SHOP_IMAGE_STORAGE") != "s3":
-        if buckets or any(roles.values()):
-            problems.append("images in the database: no bucket and no task role")
+        if buckets or statements or roles[MIGRATE_TASK]:
+            problems.append("images in the database: no bucket, and no S3 grant in a task role")
+        if roles[APP_TASK] and not task_role_statements(stack):
+            problems.append(f"{APP_TASK}: a task role with nothing to grant")
         return problems
     if len(buckets) != 1:
         return problems + [f"one image bucket expected, found {sorted(buckets)}"]
@@ -991,11 +1020,6 @@ def check_images(stack: Stack) -> list[str]:
         if logical_id(role_arn) is None:
             problems.append(f"{task}: must run with the task role (TaskRoleArn)")
     role = logical_id(roles[APP_TASK])
-    statements = [
-        statement
-        for policy in (stack.properties(role).get("Policies", []) if role else [])
-        for statement in policy["PolicyDocument"]["Statement"]
-    ]
     for statement in statements:
         actions = set(_as_list(statement.get("Action")))
         resources = set(_as_list(statement.get("Resource")))
@@ -1020,6 +1044,279 @@ def check_images(stack: Stack) -> list[str]:
 
 def test_product_images_live_in_a_private_tls_only_bucket_the_task_role_alone_reaches(stack):
     assert not (problems := check_images(stack)), problems
+
+
+# -- metrics: a collector in each task, into the stack's Amazon Managed Service for Prometheus ---
+
+COLLECTOR = "metrics-collector"
+COLLECTOR_IMAGE = re.compile(
+    r"^public\.ecr\.aws/aws-observability/aws-otel-collector:v\d+\.\d+\.\d+$"
+)
+# Often enough for a rate() over a minute or two; rarer is cheaper (the bill is per sample).
+SCRAPE_SECONDS = (15, 30)
+# Fargate's task sizes: the least and the most memory (MiB) each TaskCpu allows (AWS's table).
+FARGATE_MEMORY_MIB = {
+    "512": (1024, 4096), "1024": (2048, 8192), "2048": (4096, 16384), "4096": (8192, 30720),
+}  # fmt: skip
+
+
+def collector_config(stack: Stack) -> dict[str, Any]:
+    """The collector's configuration, its AOT_CONFIG_CONTENT read as the collector reads it."""
+    text = stack.environment(APP_TASK, COLLECTOR).get("AOT_CONFIG_CONTENT", "")
+    config = yaml.safe_load(text)
+    return config if isinstance(config, dict) else {}
+
+
+def _seconds(duration: Any) -> float:
+    """A Prometheus duration (``500ms``, ``30s``, ``1m``) in seconds; NaN if it is none."""
+    match = re.fullmatch(r"(\d+)(ms|s|m)", str(duration))
+    if match is None:
+        return float("nan")
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[match.group(2)]
+
+
+def check_metrics(stack: Stack) -> list[str]:
+    """With Metrics=prometheus: one workspace, named after the stack; the shop told
+    SHOP_METRICS_PORT, a port of its own; beside it a collector (ADOT, a pinned version) that
+    is not essential, is restarted when it exits, holds no secret, maps no port and logs under
+    a stream prefix of its own; it scrapes that port on the task's localhost every 15-30 s,
+    labels every series with its task (ECS's resource detector, turned into labels) and
+    remote-writes to this stack's workspace, signed with SigV4 for aps in the stack's region;
+    in Amazon Managed Service for Prometheus the task role may remote-write to that workspace
+    and nothing else. The migration task has neither collector nor metrics port. With
+    Metrics=none: none of it. (No security group opens the metrics port:
+    check_security_group_chain admits the app port alone, from the balancer alone.)"""
+    problems = []
+    workspaces = stack.resources("AWS::APS::Workspace")
+    containers = stack.containers(APP_TASK)
+    env = stack.environment(APP_TASK, APP_CONTAINER)
+    grants = [s for s in task_role_statements(stack) if _prometheus_only(s)]
+    migration = stack.containers(MIGRATE_TASK)
+    if set(migration) != {MIGRATE_CONTAINER} or "SHOP_METRICS_PORT" in (
+        stack.environment(MIGRATE_TASK, MIGRATE_CONTAINER)
+    ):
+        problems.append(
+            f"{MIGRATE_TASK}: no collector and no metrics port (it runs no gunicorn), "
+            f"has {sorted(migration)}"
+        )
+    if stack.parameters["Metrics"] != "prometheus":
+        sidecars = sorted(set(containers) - {APP_CONTAINER})
+        if workspaces or sidecars or "SHOP_METRICS_PORT" in env or grants:
+            problems.append(
+                f"Metrics=none: no workspace {sorted(workspaces)}, no collector {sidecars}, "
+                f"no SHOP_METRICS_PORT ({env.get('SHOP_METRICS_PORT')}), no aps grant {grants}"
+            )
+        return problems
+    if len(workspaces) != 1:
+        return problems + [f"expected one AWS::APS::Workspace, found {sorted(workspaces)}"]
+    ((workspace, props),) = workspaces.items()
+    if "<AWS::StackName>" not in str(props.get("Alias", "")):
+        problems.append(f"{workspace}: its alias must name the stack, is {props.get('Alias')!r}")
+    port = env.get("SHOP_METRICS_PORT", "")
+    if not port.isdigit() or int(port) == app_port(stack):
+        problems.append(f"the shop must be told SHOP_METRICS_PORT, a port of its own: {port!r}")
+    found = [
+        (s.get("Effect"), set(_as_list(s.get("Action"))), set(_as_list(s.get("Resource"))))
+        for s in grants
+    ]
+    wanted = [("Allow", {"aps:RemoteWrite"}, {f"<{workspace}.Arn>"})]
+    if found != wanted:
+        problems.append(
+            f"the task role may aps:RemoteWrite to <{workspace}.Arn> and nothing else in aps, "
+            f"may {found}"
+        )
+    if set(containers) != {APP_CONTAINER, COLLECTOR}:
+        return problems + [f"{APP_TASK}: expected {APP_CONTAINER} and {COLLECTOR}: {containers}"]
+    problems += _collector_container(stack, containers[COLLECTOR])
+    problems += _collector_pipeline(stack, port, workspace)
+    return problems
+
+
+def _collector_container(stack: Stack, spec: dict[str, Any]) -> list[str]:
+    problems = []
+    where = f"{APP_TASK}/{COLLECTOR}"
+    if not COLLECTOR_IMAGE.match(str(spec.get("Image", ""))):
+        problems.append(f"{where}: ADOT's image, pinned to a version, not {spec.get('Image')!r}")
+    if str(spec.get("Essential")).lower() != "false":
+        problems.append(f"{where}: must be essential: false (its exit must not stop the shop)")
+    if not is_true(spec.get("RestartPolicy", {}).get("Enabled")):
+        problems.append(f"{where}: ECS must restart it when it exits (RestartPolicy)")
+    if spec.get("Secrets") or spec.get("PortMappings"):
+        problems.append(f"{where}: no secrets and no port mapping")
+    shop_logs = stack.containers(APP_TASK)[APP_CONTAINER]["LogConfiguration"]["Options"]
+    logs = spec.get("LogConfiguration", {})
+    options = logs.get("Options", {})
+    if (
+        logs.get("LogDriver") != "awslogs"
+        or logical_id(options.get("awslogs-group")) != "LogGroup"
+        or options.get("awslogs-stream-prefix") in (None, shop_logs["awslogs-stream-prefix"])
+    ):
+        problems.append(f"{where}: logs to LogGroup (awslogs) under a stream prefix of its own")
+    return problems
+
+
+def _collector_pipeline(stack: Stack, port: str, workspace: str) -> list[str]:
+    where = f"{COLLECTOR}'s AOT_CONFIG_CONTENT"
+    config = collector_config(stack)
+    service = config.get("service", {})
+    pipelines = [
+        p for p in service.get("pipelines", {}).values() if "prometheus" in p.get("receivers", [])
+    ]
+    if len(pipelines) != 1 or pipelines[0].get("exporters") != ["prometheusremotewrite"]:
+        return [f"{where}: one pipeline, prometheus to prometheusremotewrite: {pipelines}"]
+    (pipeline,) = pipelines
+    processors = pipeline.get("processors", [])
+    problems = []
+    if processors[:1] != ["memory_limiter"]:
+        problems.append(
+            f"{where}: memory_limiter must come first, so the limit holds: {processors}"
+        )
+
+    scrape = config["receivers"]["prometheus"].get("config", {})
+    jobs = scrape.get("scrape_configs", [])
+    targets = [
+        target
+        for job in jobs
+        for static in job.get("static_configs", [])
+        for target in static.get("targets", [])
+    ]
+    job = jobs[0] if len(jobs) == 1 else {}
+    if (
+        targets != [f"localhost:{port}"]
+        or job.get("metrics_path", "/metrics") != "/metrics"
+        or job.get("scheme", "http") != "http"
+    ):
+        problems.append(
+            f"{where}: must scrape http://localhost:{port}/metrics (the shop's "
+            f"SHOP_METRICS_PORT) and nothing else, scrapes {targets}"
+        )
+    defaults = scrape.get("global", {})
+    interval = _seconds(job.get("scrape_interval", defaults.get("scrape_interval", "1m")))
+    timeout = _seconds(job.get("scrape_timeout", defaults.get("scrape_timeout", "10s")))
+    low, high = SCRAPE_SECONDS
+    if not (low <= interval <= high and timeout < interval):
+        problems.append(
+            f"{where}: a scrape interval of {low}-{high} s and a shorter timeout, "
+            f"not {interval} s and {timeout} s"
+        )
+
+    detection = config.get("processors", {}).get("resourcedetection", {})
+    task_id = detection.get("ecs", {}).get("resource_attributes", {}).get("aws.ecs.task.id", {})
+    exporter = config.get("exporters", {}).get("prometheusremotewrite", {})
+    if (
+        "resourcedetection" not in processors
+        or "ecs" not in detection.get("detectors", [])
+        or task_id.get("enabled", True) is not True
+        or not is_true(exporter.get("resource_to_telemetry_conversion", {}).get("enabled"))
+    ):
+        problems.append(
+            f"{where}: every series must carry its task's labels (the ecs resource detector's "
+            "aws.ecs.task.id, as labels: resource_to_telemetry_conversion)"
+        )
+
+    endpoint = f"<{workspace}.PrometheusEndpoint>api/v1/remote_write"
+    if exporter.get("endpoint") != endpoint:
+        problems.append(f"{where}: must remote-write to {endpoint}, not {exporter.get('endpoint')}")
+    sigv4 = config.get("extensions", {}).get("sigv4auth")
+    if (
+        exporter.get("auth", {}).get("authenticator") != "sigv4auth"
+        or "sigv4auth" not in service.get("extensions", [])
+        or not isinstance(sigv4, dict)
+    ):
+        problems.append(f"{where}: remote writes must be signed by the sigv4auth extension")
+    elif sigv4.get("region") != "<AWS::Region>" or sigv4.get("service", "aps") != "aps":
+        problems.append(f"{where}: sigv4auth must sign for aps in the stack's region: {sigv4}")
+    return problems
+
+
+def check_task_sizes(stack: Stack) -> list[str]:
+    """The task's containers fit its size: their CPU units add up to TaskCpu; beside a
+    collector the shop's are stated, the task's less the collector's (a container without a
+    CPU value weighs least of all, 2 shares, and would lose to the collector under
+    contention); the collector's hard memory limit is at most a quarter of the task's memory,
+    and its memory_limiter stays below that limit."""
+    cpu, memory = stack.parameters["TaskCpu"], int(stack.parameters["TaskMemory"])
+    least, most = FARGATE_MEMORY_MIB[cpu]
+    if not least <= memory <= most:
+        return [f"TaskCpu {cpu} with TaskMemory {memory}: not a Fargate task size"]
+    containers = stack.containers(APP_TASK)
+    units = {name: int(spec.get("Cpu", 0)) for name, spec in containers.items()}
+    problems = []
+    if sum(units.values()) > int(cpu):
+        problems.append(f"TaskCpu {cpu}: the containers reserve {units}, more than the task")
+    collector = containers.get(COLLECTOR)
+    if collector is None:
+        return problems
+    if not 0 < units[COLLECTOR] < units[APP_CONTAINER] == int(cpu) - units[COLLECTOR]:
+        problems.append(
+            f"TaskCpu {cpu}: the shop's CPU must be the task's less the collector's: {units}"
+        )
+    hard = int(collector.get("Memory", 0))
+    if not 0 < hard <= memory // 4:
+        problems.append(
+            f"{COLLECTOR}: a hard memory limit of at most a quarter of the task's {memory} MiB, "
+            f"is {hard}"
+        )
+    limiter = collector_config(stack).get("processors", {}).get("memory_limiter", {})
+    if not 0 < int(limiter.get("limit_mib", 0)) < hard:
+        problems.append(f"{COLLECTOR}: its memory_limiter must stay below {hard} MiB: {limiter}")
+    return problems
+
+
+def test_metrics_are_scraped_in_each_task_into_the_stack_s_workspace(stack):
+    assert not (problems := check_metrics(stack)), problems
+
+
+def test_the_containers_fit_the_task(stack):
+    assert not (problems := check_task_sizes(stack)), problems
+
+
+def test_the_collector_fits_every_task_size(template):
+    """Every TaskCpu, with every TaskMemory Fargate pairs with it."""
+    parameters = template["Parameters"]
+    for cpu in parameters["TaskCpu"]["AllowedValues"]:
+        least, most = FARGATE_MEMORY_MIB[cpu]
+        sizes = [m for m in parameters["TaskMemory"]["AllowedValues"] if least <= int(m) <= most]
+        assert sizes, f"TaskCpu {cpu}: no allowed TaskMemory pairs with it"
+        for memory in sizes:
+            stack = Stack.of(template, TaskCpu=cpu, TaskMemory=memory)
+            assert COLLECTOR in stack.containers(APP_TASK)
+            assert not (problems := check_task_sizes(stack)), problems
+
+
+def test_metrics_are_on_by_default(template):
+    assert template["Parameters"]["Metrics"]["Default"] == "prometheus"
+
+
+# USD per 10 million samples ingested, the first tier (docs/deploy.md says where it is from).
+SAMPLE_PRICE = 0.90
+
+
+def test_the_deploy_guide_states_the_metrics_figures_the_template_applies(template):
+    """docs/deploy.md's "Metrics on AWS" names the template's port, image, interval and sizes,
+    and its samples and price per task-month follow from its series estimate and the
+    interval: a change to either is a change to the guide."""
+    guide = _guide()
+    figures = template["Mappings"]["Metrics"]["Prometheus"]
+    interval = _seconds(figures["ScrapeInterval"])
+    assert f"`SHOP_METRICS_PORT={figures['Port']}`" in guide
+    assert f"`{figures['CollectorImage']}`" in guide
+    assert f"`http://localhost:{figures['Port']}/metrics` every {interval:g} s" in guide
+    assert (
+        f"{figures['CollectorCpu']} CPU units and a hard limit of "
+        f"{figures['CollectorMemory']} MiB of memory"
+    ) in guide
+    assert f"refusing data above {figures['CollectorMemoryLimit']} MiB" in guide
+    shares = [template["Mappings"]["TaskShape"][c]["ShopCpu"] for c in FARGATE_MEMORY_MIB]
+    assert f"(`TaskShape/ShopCpu`: {', '.join(map(str, shares))})" in guide
+    (series,) = re.findall(r"taken as \*\*([\d,]+) series\*\*", guide)
+    scrapes = 30 * 24 * 3600 / interval
+    samples = int(series.replace(",", "")) * scrapes
+    assert f"scrape per {interval:g} s is {scrapes:,.0f} a month (30 days)" in guide
+    assert f"= {samples / 1e6:.0f} million samples per task-month" in guide
+    assert f"USD {SAMPLE_PRICE:.2f} per 10 million samples" in guide
+    assert f"about USD {samples / 1e7 * SAMPLE_PRICE:.1f} per task-month" in guide
+    assert "## Metrics on AWS" in guide and "`Metrics=none`" in guide
 
 
 # -- Redis: cluster mode enabled, at least two shards, non-burstable nodes ----------------------
@@ -1683,10 +1980,14 @@ def _bucket_policy_without_tls(template: Template) -> None:
     statement["Condition"] = {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}
 
 
-def _task_role_statements(template: Template) -> list[dict[str, Any]]:
-    return _resources(template)["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"][
-        "Statement"
+def _task_role_statements(template: Template, policy: str = "product-images") -> list[dict]:
+    """The statements of one of the task role's policies (each under its own Fn::If)."""
+    (found,) = [
+        item["Fn::If"][1]
+        for item in _resources(template)["TaskRole"]["Properties"]["Policies"]
+        if item["Fn::If"][1]["PolicyName"] == policy
     ]
+    return found["PolicyDocument"]["Statement"]
 
 
 def _task_role_on_every_bucket(template: Template) -> None:
@@ -1802,7 +2103,7 @@ def _deploys_at_three_times(template: Template) -> None:
 
 
 def _workers_left_to_gunicorn(template: Template) -> None:
-    for container in _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"]:
+    for container in _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"][:1]:
         container["Environment"] = [
             i for i in container["Environment"] if i.get("Name") != "SHOP_WORKERS"
         ]
@@ -1973,6 +2274,199 @@ def test_each_check_catches_a_broken_copy(template, breakage, check, complaint):
     breakage(broken)
     # With a certificate, so that the HTTPS listener (and its HSTS) exists.
     problems = check(Stack.of(broken, Image="example/shop:1", CertificateArn=CERTIFICATE))
+    assert any(complaint in problem for problem in problems), problems
+
+
+# -- the metrics checks bite too -----------------------------------------------------------------
+
+
+def _collector(template: Template) -> dict[str, Any]:
+    """The collector's container definition, inside its Fn::If."""
+    (found,) = [
+        item["Fn::If"][1]
+        for item in _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"]
+        if "Fn::If" in item
+    ]
+    return found
+
+
+def _edit_collector_config(template: Template, old: str, new: str) -> None:
+    (config,) = [
+        i for i in _collector(template)["Environment"] if i["Name"] == "AOT_CONFIG_CONTENT"
+    ]
+    text = config["Value"]["Fn::Sub"][0]
+    assert old in text, old
+    config["Value"]["Fn::Sub"][0] = text.replace(old, new)
+
+
+def _collector_essential(template: Template) -> None:
+    _collector(template)["Essential"] = True
+
+
+def _collector_on_latest(template: Template) -> None:
+    image = "public.ecr.aws/aws-observability/aws-otel-collector:latest"
+    _mapping(template, "Metrics")["Prometheus"]["CollectorImage"] = image
+
+
+def _collector_never_restarted(template: Template) -> None:
+    del _collector(template)["RestartPolicy"]
+
+
+def _collector_given_the_secrets(template: Template) -> None:
+    shop = _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"][0]
+    _collector(template)["Secrets"] = copy.deepcopy(shop["Secrets"])
+
+
+def _collector_scrapes_another_port(template: Template) -> None:
+    _edit_collector_config(template, "localhost:${Port}", "localhost:9200")
+
+
+def _collector_scrapes_every_5_s(template: Template) -> None:
+    _mapping(template, "Metrics")["Prometheus"]["ScrapeInterval"] = "5s"
+
+
+def _series_without_their_task(template: Template) -> None:
+    _edit_collector_config(
+        template, "resource_to_telemetry_conversion:\n      enabled: true", "timeout: 5s"
+    )
+
+
+def _task_id_dropped(template: Template) -> None:
+    _edit_collector_config(template, "aws.ecs.task.arn: {", "aws.ecs.task.id: {")
+
+
+def _collector_writes_elsewhere(template: Template) -> None:
+    other = "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-other/"
+    _edit_collector_config(template, "${Workspace.PrometheusEndpoint}", other)
+
+
+def _unsigned_writes(template: Template) -> None:
+    _edit_collector_config(template, "authenticator: sigv4auth", "authenticator: basicauth")
+
+
+def _signed_for_another_region(template: Template) -> None:
+    _edit_collector_config(template, "region: ${AWS::Region}", "region: us-east-1")
+
+
+def _limiter_last(template: Template) -> None:
+    _edit_collector_config(
+        template,
+        "[memory_limiter, resourcedetection, resource, batch]",
+        "[resourcedetection, resource, batch, memory_limiter]",
+    )
+
+
+def _task_role_writes_to_every_workspace(template: Template) -> None:
+    _task_role_statements(template, "metrics-remote-write")[0]["Resource"] = "*"
+
+
+def _task_role_may_query(template: Template) -> None:
+    statement = _task_role_statements(template, "metrics-remote-write")[0]
+    statement["Action"] = ["aps:RemoteWrite", "aps:QueryMetrics"]
+
+
+def _task_role_grants_everything(template: Template) -> None:
+    statement = _task_role_statements(template, "metrics-remote-write")[0]
+    statement["Action"] = "*"
+
+
+def _collector_in_the_migration(template: Template) -> None:
+    definitions = _resources(template)[MIGRATE_TASK]["Properties"]["ContainerDefinitions"]
+    definitions.append(copy.deepcopy(_collector(template)))
+
+
+def _shop_not_told_the_port(template: Template) -> None:
+    container = _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"][0]
+    container["Environment"] = [
+        i for i in container["Environment"] if "SHOP_METRICS_PORT" not in json.dumps(i)
+    ]
+
+
+def _metrics_port_opened(template: Template) -> None:
+    rule = copy.deepcopy(_resources(template)["AppFromLoadBalancer"])
+    rule["Properties"].update(FromPort=9100, ToPort=9100)
+    _resources(template)["AppMetricsFromLoadBalancer"] = rule
+
+
+def _workspace_kept_without_metrics(template: Template) -> None:
+    del _resources(template)["Workspace"]["Condition"]
+
+
+def _collector_kept_without_metrics(template: Template) -> None:
+    definitions = _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"]
+    definitions.append(_collector(template))
+    definitions.remove(next(i for i in definitions if "Fn::If" in i))
+
+
+def _role_kept_without_grants(template: Template) -> None:
+    del _resources(template)["TaskRole"]["Condition"]
+    _resources(template)[APP_TASK]["Properties"]["TaskRoleArn"] = {
+        "Fn::GetAtt": ["TaskRole", "Arn"]
+    }
+
+
+def _collector_too_big(template: Template) -> None:
+    _mapping(template, "Metrics")["Prometheus"]["CollectorMemory"] = 1024
+
+
+def _shop_cpu_unstated(template: Template) -> None:
+    del _resources(template)[APP_TASK]["Properties"]["ContainerDefinitions"][0]["Cpu"]
+
+
+def _collector_cpu_beyond_the_task(template: Template) -> None:
+    _mapping(template, "Metrics")["Prometheus"]["CollectorCpu"] = 256
+
+
+def _limiter_above_the_hard_limit(template: Template) -> None:
+    _mapping(template, "Metrics")["Prometheus"]["CollectorMemoryLimit"] = 300
+
+
+NO_METRICS = {"Metrics": "none"}
+METRICS_BREAKAGES: list[
+    tuple[Callable[[Template], None], Callable[[Stack], list[str]], str, dict[str, str]]
+] = [
+    (_collector_essential, check_metrics, "essential: false", {}),
+    (_collector_on_latest, check_metrics, "pinned to a version", {}),
+    (_collector_never_restarted, check_metrics, "RestartPolicy", {}),
+    (_collector_given_the_secrets, check_metrics, "no secrets", {}),
+    (_collector_scrapes_another_port, check_metrics, "must scrape http://localhost:9100", {}),
+    (_collector_scrapes_every_5_s, check_metrics, "a scrape interval of 15-30 s", {}),
+    (_series_without_their_task, check_metrics, "its task's labels", {}),
+    (_task_id_dropped, check_metrics, "its task's labels", {}),
+    (_collector_writes_elsewhere, check_metrics, "must remote-write to <Workspace", {}),
+    (_unsigned_writes, check_metrics, "signed by the sigv4auth extension", {}),
+    (_signed_for_another_region, check_metrics, "in the stack's region", {}),
+    (_limiter_last, check_metrics, "memory_limiter must come first", {}),
+    (_task_role_writes_to_every_workspace, check_metrics, "nothing else in aps", {}),
+    (_task_role_may_query, check_metrics, "nothing else in aps", {}),
+    (_task_role_grants_everything, check_images, "beyond the images' prefix", {}),
+    (_collector_in_the_migration, check_metrics, "no collector and no metrics port", {}),
+    (_shop_not_told_the_port, check_metrics, "SHOP_METRICS_PORT", {}),
+    (_metrics_port_opened, check_security_group_chain, "ports 9100-9100", {}),
+    (_workspace_kept_without_metrics, check_metrics, "Metrics=none", NO_METRICS),
+    (_collector_kept_without_metrics, check_metrics, "Metrics=none", NO_METRICS),
+    (
+        _role_kept_without_grants,
+        check_images,
+        "a task role with nothing to grant",
+        {**NO_METRICS, "ImageStorage": "database"},
+    ),
+    (_collector_too_big, check_task_sizes, "at most a quarter", {}),
+    (_shop_cpu_unstated, check_task_sizes, "the task's less the collector's", {}),
+    (_collector_cpu_beyond_the_task, check_task_sizes, "more than the task", {"TaskCpu": "512"}),
+    (_limiter_above_the_hard_limit, check_task_sizes, "memory_limiter must stay below", {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "check", "complaint", "parameters"),
+    METRICS_BREAKAGES,
+    ids=[f"{b.__name__.strip('_')}-{c.__name__}" for b, c, _, _ in METRICS_BREAKAGES],
+)
+def test_each_metrics_check_catches_a_broken_copy(template, breakage, check, complaint, parameters):
+    broken = copy.deepcopy(template)
+    breakage(broken)
+    problems = check(Stack.of(broken, Image="example/shop:1", **parameters))
     assert any(complaint in problem for problem in problems), problems
 
 

@@ -58,6 +58,9 @@ def gunicorn_settings(cmd, stack, tmp_path_factory) -> dict[str, str]:
         "SHOP_REPLICA_URLS": "",
         "SHOP_REDIS_URL": "redis://127.0.0.1:1/0",
         "SHOP_SECRET_KEY": SECRET,
+        # The task sets SHOP_METRICS_PORT: gunicorn.conf.py prepares the workers' metrics
+        # folder at load, here rather than a /dev/shm folder that --print-config would leave.
+        "PROMETHEUS_MULTIPROC_DIR": str(home / "prometheus"),
     }
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", *cmd[1:], "--print-config"],

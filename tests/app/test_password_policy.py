@@ -109,4 +109,4 @@ def test_the_fast_tests_hash_cheaply(shopper, app):
     shopper.register(email="cheap@example.com")
     with app.extensions["shop"].engines.primary.connect() as conn:
         stored = conn.execute(select(users.c.password_hash)).scalar_one()
-    assert stored.startswith("scrypt:1024:8:1$")
+    assert stored.startswith("scrypt:256:8:1$")

@@ -267,38 +267,18 @@ COMPILED_TEMPLATES = MemoryBytecodeCache()
 def share_compiled_url_builders() -> None:
     """Let every app of the run share werkzeug's parsed rules and generated URL builders.
 
-    Binding a route compiles two small Python functions from an AST (about a third of building
-    an app, and the fast tests build over a thousand apps). The function depends only on the
-    rule's parsed parts, its defaults and its converters, and is bound to the rule when called,
-    so apps with the same routes can share it. The shop itself builds one app per process and
-    never calls this.
+    Binding a route parses the rule into its parts and converters and compiles two small Python
+    functions from an AST (most of building an app, and the fast tests build over a thousand
+    apps). All of it depends only on the rule's text, its host or subdomain, whether slashes
+    merge, its defaults and the map's converter classes, and the builders are bound to the rule
+    when called, so apps with the same routes can share them. The converter objects are shared
+    too: the shop's and werkzeug's keep no state of their map. The shop itself builds one app
+    per process and never calls this.
     """
     from werkzeug.routing import Rule
 
-    compile_builder = Rule._compile_builder
-    if getattr(compile_builder, "shared", False):
+    if getattr(Rule.compile, "shared", False):
         return
-    builders: dict[tuple, Any] = {}
-
-    def shared(self: Rule, append_unknown: bool = True) -> Any:
-        converters = tuple(
-            (name, type(converter), repr({k: v for k, v in vars(converter).items() if k != "map"}))
-            for name, converter in self._converters.items()
-        )
-        defaults = repr(sorted((self.defaults or {}).items()))
-        key = (self.rule, tuple(self._trace), defaults, converters)
-        key += (append_unknown,)
-        if key not in builders:
-            builders[key] = compile_builder(self, append_unknown)
-        return builders[key]
-
-    shared.shared = True  # type: ignore[attr-defined]
-    Rule._compile_builder = shared  # type: ignore[method-assign]
-
-    # Parsing a rule into its parts and converters is the other half of binding it (each app
-    # binds ~100 rules): the parts depend only on the rule's text, its defaults and the map's
-    # converter classes. The converter objects are shared too: the shop's and werkzeug's keep
-    # no state of their map.
     compile_rule = Rule.compile
     parsed: dict[tuple, tuple] = {}
 
@@ -318,15 +298,18 @@ def share_compiled_url_builders() -> None:
                 tuple(self._trace),
                 dict(self._converters),
                 frozenset(self.arguments),
+                self._build.__func__,  # type: ignore[attr-defined]
+                self._build_unknown.__func__,  # type: ignore[attr-defined]
             )
             return
-        parts, trace, converters, arguments = parsed[key]
+        parts, trace, converters, arguments, build, build_unknown = parsed[key]
         self._parts, self._trace = list(parts), list(trace)
         self._converters = dict(converters)
         self.arguments = set(arguments)
-        self._build = self._compile_builder(False).__get__(self, None)
-        self._build_unknown = self._compile_builder(True).__get__(self, None)
+        self._build = build.__get__(self, None)
+        self._build_unknown = build_unknown.__get__(self, None)
 
+    compile_once.shared = True  # type: ignore[attr-defined]
     Rule.compile = compile_once  # type: ignore[method-assign]
 
 

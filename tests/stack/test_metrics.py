@@ -95,6 +95,12 @@ def test_the_cache_hit_ratio_and_the_replica_lag_are_there(healthy_stack, shoppe
     values = [float(r["value"][1]) for r in ratios]
     assert all(0 <= v <= 1 for v in values), values
 
+    rebuilds = eventually(
+        lambda: query(topology, "sum by (cache, outcome) (shop_cache_rebuilds_total)"),
+        "rebuilds by outcome",
+    )
+    assert ("page", "stored") in {(r["metric"]["cache"], r["metric"]["outcome"]) for r in rebuilds}
+
     lag = eventually(
         lambda: query(topology, "max by (replica) (shop_replica_lag_bytes)"), "replica lag"
     )
